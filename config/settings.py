@@ -1,0 +1,160 @@
+"""Typed settings: shipped defaults, then a user TOML file, then ACTORBOT_* environment."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, Field, SecretStr, ValidationError
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    TomlConfigSettingsSource,
+)
+
+DEFAULTS_FILE = Path(__file__).with_name("defaults.toml")
+USER_FILE_ENV = "ACTORBOT_CONFIG"
+USER_FILE_DEFAULT = Path("actorbot.toml")
+
+
+class StoreSettings(BaseModel):
+    """Where the SQLite database lives."""
+
+    path: str = ""
+
+
+class ImageSettings(BaseModel):
+    """Limits and geometry for the photo a request brings."""
+
+    max_bytes: int = Field(20_000_000, gt=0)
+    max_pixels: int = Field(60_000_000, gt=0)
+    min_side: int = Field(64, gt=0)
+    width: int = Field(1280, ge=16)
+    height: int = Field(720, ge=16)
+    fit: Literal["crop", "pad"] = "crop"
+    crop_bias: float = Field(0.3, ge=0.0, le=1.0)
+    jpeg_quality: int = Field(90, ge=30, le=100)
+    background: str = "#000000"
+
+
+class PromptSettings(BaseModel):
+    """How lines are measured against clip lengths."""
+
+    max_chars: int = Field(400, gt=0)
+    zh_chars_per_second: float = Field(4.5, gt=0)
+    en_words_per_second: float = Field(2.7, gt=0)
+    short_clip_max_seconds: float = Field(1.2, gt=0)
+    long_clip_max_seconds: float = Field(8.5, gt=0)
+    max_takes: int = Field(5, ge=1, le=10)
+
+
+class WorkerSettings(BaseModel):
+    """Leases, retries and deadlines of the job worker."""
+
+    lease_seconds: float = Field(30, gt=0)
+    heartbeat_seconds: float = Field(10, gt=0)
+    max_attempts: int = Field(3, ge=1)
+    backoff_base_seconds: float = Field(2.0, ge=0)
+    backoff_max_seconds: float = Field(60.0, ge=0)
+    job_deadline_seconds: float = Field(900, gt=0)
+    status_interval_seconds: float = Field(3.0, gt=0)
+    max_result_bytes: int = Field(200_000_000, gt=0)
+
+
+class PreviewSettings(BaseModel):
+    """The offline preview renderer."""
+
+    slots: int = Field(1, ge=1)
+    fps: int = Field(24, ge=1, le=60)
+    font_path: str = ""
+    video_bitrate: int = Field(2_500_000, gt=0)
+
+
+class JobApiSettings(BaseModel):
+    """A model server speaking the actorbot job API (docs/jobapi.md)."""
+
+    url: str = ""
+    token: SecretStr = SecretStr("")
+    slots: int = Field(4, ge=1)
+    poll_interval_seconds: float = Field(2.0, gt=0)
+    request_timeout_seconds: float = Field(30.0, gt=0)
+
+
+class DebugSettings(BaseModel):
+    """Switches for crash tests; never set in production."""
+
+    failpoints: list[str] = []
+
+
+class Settings(BaseSettings):
+    """Everything the composition root needs, validated once at start-up."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="ACTORBOT_",
+        env_nested_delimiter="__",
+        extra="forbid",
+    )
+
+    data_dir: Path = Path("data")
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    backend: Literal["preview", "jobapi"] = "preview"
+    locale: Literal["en", "zh"] = "en"
+    store: StoreSettings = StoreSettings()
+    images: ImageSettings = ImageSettings()
+    prompts: PromptSettings = PromptSettings()
+    worker: WorkerSettings = WorkerSettings()
+    preview: PreviewSettings = PreviewSettings()
+    jobapi: JobApiSettings = JobApiSettings()
+    debug: DebugSettings = DebugSettings()
+
+    @property
+    def store_path(self) -> Path:
+        """Return the database file, defaulting to one inside the data directory."""
+        return Path(self.store.path) if self.store.path else self.data_dir / "actorbot.sqlite3"
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        """Order the sources: arguments, environment, user file, shipped defaults."""
+        files = [DEFAULTS_FILE]
+        user_file = _user_file()
+        if user_file is not None:
+            files.append(user_file)
+        # TomlConfigSettingsSource merges the files in order: later ones win.
+        return (init_settings, env_settings, TomlConfigSettingsSource(settings_cls, files))
+
+
+class ConfigError(Exception):
+    """Settings could not be loaded; the message names the key and the problem."""
+
+
+def _user_file() -> Path | None:
+    explicit = os.environ.get(USER_FILE_ENV)
+    if explicit:
+        path = Path(explicit)
+        if not path.is_file():
+            raise ConfigError(f"{USER_FILE_ENV}: no such file: {path}")
+        return path
+    return USER_FILE_DEFAULT if USER_FILE_DEFAULT.is_file() else None
+
+
+def load_settings(**overrides: object) -> Settings:
+    """Build the settings, turning validation errors into one readable ConfigError."""
+    try:
+        return Settings(**overrides)  # type: ignore[arg-type]
+    except ValidationError as exc:
+        problems = []
+        for error in exc.errors():
+            key = ".".join(str(part) for part in error["loc"]) or "(root)"
+            problems.append(f"{key}: {error['msg']}")
+        raise ConfigError("invalid settings: " + "; ".join(problems)) from None
+    except (OSError, ValueError) as exc:
+        raise ConfigError(f"cannot read settings: {exc}") from None

@@ -1,0 +1,87 @@
+"""The VideoBackend protocol every renderer or provider implements."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import Enum
+from pathlib import Path
+from typing import Protocol
+
+
+class BackendState(str, Enum):
+    """Normalized provider states."""
+
+    QUEUED = "queued"
+    RUNNING = "running"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+    FILTERED = "filtered"  # refused by a content policy; never retried
+    CANCELED = "canceled"
+
+
+@dataclass(frozen=True)
+class RenderSpec:
+    """What a backend needs to make one take."""
+
+    job_id: str  # also the idempotency key / client reference at the provider
+    image_jpeg: bytes  # prepared 16:9 image at (width, height)
+    width: int
+    height: int
+    line: str  # the whole line, stage directions included (the model's prompt)
+    speech: str  # only what is spoken
+    language: str  # "zh" | "en" | "other"
+    seconds: int  # 5 or 10
+    seed: int
+    voice: str | None
+
+
+@dataclass(frozen=True)
+class BackendStatus:
+    """One observation of a submitted job."""
+
+    state: BackendState
+    progress: float | None = None  # 0..1 when known
+    queue_position: int | None = None
+    detail: str = ""  # the provider's words on a failure (logged, not shown raw)
+    transient: bool = False  # for FAILED: worth submitting again
+
+    @property
+    def is_final(self) -> bool:
+        """Return whether the backend will not change this job any more."""
+        return self.state in {
+            BackendState.SUCCEEDED,
+            BackendState.FAILED,
+            BackendState.FILTERED,
+            BackendState.CANCELED,
+        }
+
+
+class VideoBackend(Protocol):
+    """A renderer or provider. Errors are raised as core.errors.BackendError."""
+
+    name: str
+    slots: int  # how many jobs it may run at once
+
+    async def submit(self, spec: RenderSpec) -> str:
+        """Start a job and return its handle (kept in the store before anything else)."""
+        ...
+
+    async def find(self, job_id: str) -> str | None:
+        """Return the handle of a job submitted earlier with this id, if the backend can tell."""
+        ...
+
+    async def wait(self, handle: str, timeout: float) -> BackendStatus:
+        """Return the job's status once it changes, or after ``timeout`` seconds."""
+        ...
+
+    async def cancel(self, handle: str) -> None:
+        """Ask the backend to stop the job; unknown or finished jobs are not an error."""
+        ...
+
+    async def fetch(self, handle: str, dest: Path, max_bytes: int) -> None:
+        """Write the finished video to ``dest``, refusing results over ``max_bytes``."""
+        ...
+
+    async def aclose(self) -> None:
+        """Release connections and threads."""
+        ...

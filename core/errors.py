@@ -1,0 +1,74 @@
+"""One error tree for the whole core.
+
+    ActorbotError
+    ├── UserError               refused request; carries a message key + params for adapters
+    │   ├── ImageRejected       not an image, too big, corrupt, too small
+    │   ├── PromptRejected      empty, too long to speak in 10 s, bad flag
+    │   └── RequestRejected     duplicate, unknown job, not yours, busy
+    ├── BackendError            a video backend failed; ``transient`` says whether to retry
+    │   └── ContentFiltered     the provider's content policy refused the request (never retried)
+    └── DeliveryError           a platform could not take the result; ``permanent`` stops retries
+
+Third-party exceptions are translated into this tree once, at the edge that calls the
+library (``raise BackendError(...) from exc``); nothing above that edge sees them.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+class ActorbotError(Exception):
+    """Base of every error the core raises on purpose."""
+
+
+class UserError(ActorbotError):
+    """A request refused for a reason the user can act on; adapters render ``key``."""
+
+    def __init__(self, key: str, **params: Any) -> None:
+        super().__init__(key)
+        self.key = key
+        self.params = params
+
+    def __str__(self) -> str:
+        if not self.params:
+            return self.key
+        details = ", ".join(f"{name}={value!r}" for name, value in self.params.items())
+        return f"{self.key} ({details})"
+
+
+class ImageRejected(UserError):
+    """The uploaded file is not an image we can use."""
+
+
+class PromptRejected(UserError):
+    """The line cannot be performed as asked."""
+
+
+class RequestRejected(UserError):
+    """The request as a whole is refused (unknown job, not the owner, queue full, ...)."""
+
+
+class BackendError(ActorbotError):
+    """A video backend failed; ``transient`` errors are retried with backoff."""
+
+    def __init__(self, message: str, *, transient: bool, key: str = "job.backend_failed") -> None:
+        super().__init__(message)
+        self.transient = transient
+        self.key = key
+
+
+class ContentFiltered(BackendError):
+    """The provider refused the photo or line under its content policy."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message, transient=False, key="job.filtered")
+
+
+class DeliveryError(ActorbotError):
+    """The platform did not accept the result; ``permanent`` ones are not retried."""
+
+    def __init__(self, message: str, *, permanent: bool, key: str = "job.undeliverable") -> None:
+        super().__init__(message)
+        self.permanent = permanent
+        self.key = key

@@ -1,0 +1,105 @@
+"""Message catalog for user-facing text, in English and Simplified Chinese.
+
+Core errors and events carry a key and parameters; adapters call ``render`` with the
+user's locale. Every key exists in every locale (a test checks it).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+LOCALES = ("en", "zh")
+DEFAULT_LOCALE = "en"
+
+CATALOG: dict[str, dict[str, str]] = {
+    "en": {
+        # images
+        "image.empty": "The file is empty. Send a photo of your character.",
+        "image.not_an_image": "That file is not an image. Send a JPEG, PNG, WebP, AVIF or HEIC photo.",
+        "image.too_many_bytes": "The image is too large ({size_mb:.1f} MB; the limit is {limit_mb:.0f} MB).",
+        "image.too_many_pixels": "The image is too large ({width}×{height} pixels; the limit is {limit_mp:.0f} megapixels).",
+        "image.too_small": "The image is too small ({width}×{height}); send one at least {min_side} pixels on each side.",
+        "image.corrupt": "The image could not be read; it may be truncated or damaged. Please send it again.",
+        # prompts
+        "prompt.empty": "Write the line your character should perform, e.g. The girl smiles and says: \"You didn't really think I'd give up?\"",
+        "prompt.too_many_chars": "The line is too long ({length} characters; the limit is {limit}).",
+        "prompt.too_long_to_speak": "That line needs about {estimate:.1f} s to speak, but a clip holds at most {limit:.1f} s of speech. Shorten it or split it in two.",
+        "prompt.too_long_for_duration": "That line needs about {estimate:.1f} s to speak; a {seconds} s clip holds about {limit:.1f} s. Use 10 s or shorten the line.",
+        "prompt.bad_flag": "I did not understand the option {flag!r}. Options: --5s, --10s, --takes N (1–{max_takes}), --seed N, --voice NAME.",
+        "prompt.bad_takes": "Takes must be between 1 and {max_takes}.",
+        "prompt.bad_duration": "Duration must be 5 or 10 seconds.",
+        # requests
+        "request.duplicate": "This message was already received; its video is on the way.",
+        "request.unknown_job": "No such request.",
+        "request.not_owner": "Only the person who asked for this video can do that.",
+        "request.not_cancelable": "This take has already started and can no longer be canceled.",
+        # job life
+        "job.queued": "Queued: position {position}, about {eta}.",
+        "job.started": "Generating… ({elapsed})",
+        "job.delivering": "Uploading…",
+        "job.delivered": "Done: {seconds} s, take {take}/{takes}.",
+        "job.canceled": "Canceled.",
+        "job.backend_failed": "The video could not be generated this time. You were not charged; try again.",
+        "job.filtered": "The video service refused this photo or line under its content policy. You were not charged.",
+        "job.deadline": "The video took too long (over {minutes} min) and was stopped. You were not charged.",
+        "job.bad_result": "The video service returned a broken file. You were not charged; try again.",
+        "job.undeliverable": "The video was made but could not be delivered here.",
+        "job.too_large_to_deliver": "The video is too large to send here ({size_mb:.1f} MB; the limit is {limit_mb:.0f} MB). You were not charged.",
+        "job.interrupted": "The service restarted while this take was running; it could not be resumed. You were not charged.",
+        "eta.minutes": "{minutes} min",
+        "eta.seconds": "{seconds} s",
+    },
+    "zh": {
+        "image.empty": "文件是空的。请发送角色的照片。",
+        "image.not_an_image": "这个文件不是图片。请发送 JPEG、PNG、WebP、AVIF 或 HEIC 格式的照片。",
+        "image.too_many_bytes": "图片太大（{size_mb:.1f} MB，上限 {limit_mb:.0f} MB）。",
+        "image.too_many_pixels": "图片尺寸太大（{width}×{height} 像素，上限 {limit_mp:.0f} 百万像素）。",
+        "image.too_small": "图片太小（{width}×{height}），每边至少需要 {min_side} 像素。",
+        "image.corrupt": "无法读取这张图片，可能已损坏或不完整。请重新发送。",
+        "prompt.empty": "请写下角色要表演的台词，例如：女孩笑着说：'你不会真的以为，我是那种一哭就输的女孩？'",
+        "prompt.too_many_chars": "台词太长（{length} 个字符，上限 {limit}）。",
+        "prompt.too_long_to_speak": "这句台词大约需要 {estimate:.1f} 秒才能说完，但一个片段最多容纳 {limit:.1f} 秒的语音。请缩短或分成两句。",
+        "prompt.too_long_for_duration": "这句台词大约需要 {estimate:.1f} 秒；{seconds} 秒的片段大约只能容纳 {limit:.1f} 秒。请改用 10 秒或缩短台词。",
+        "prompt.bad_flag": "无法识别选项 {flag!r}。可用选项：--5s、--10s、--takes N（1–{max_takes}）、--seed N、--voice 名称。",
+        "prompt.bad_takes": "生成次数必须在 1 到 {max_takes} 之间。",
+        "prompt.bad_duration": "时长只能是 5 秒或 10 秒。",
+        "request.duplicate": "这条消息已经收到，视频正在生成中。",
+        "request.unknown_job": "找不到这个请求。",
+        "request.not_owner": "只有发起请求的人才能这样做。",
+        "request.not_cancelable": "这一条已经开始生成，无法取消。",
+        "job.queued": "排队中：第 {position} 位，大约 {eta}。",
+        "job.started": "生成中…（{elapsed}）",
+        "job.delivering": "上传中…",
+        "job.delivered": "完成：{seconds} 秒，第 {take}/{takes} 条。",
+        "job.canceled": "已取消。",
+        "job.backend_failed": "这次没能生成视频。未扣除额度，请再试一次。",
+        "job.filtered": "视频服务根据内容政策拒绝了这张照片或台词。未扣除额度。",
+        "job.deadline": "生成时间过长（超过 {minutes} 分钟），已停止。未扣除额度。",
+        "job.bad_result": "视频服务返回了损坏的文件。未扣除额度，请再试一次。",
+        "job.undeliverable": "视频已生成，但无法发送到这里。",
+        "job.too_large_to_deliver": "视频太大，无法在这里发送（{size_mb:.1f} MB，上限 {limit_mb:.0f} MB）。未扣除额度。",
+        "job.interrupted": "服务在生成过程中重启，无法继续这一条。未扣除额度。",
+        "eta.minutes": "{minutes} 分钟",
+        "eta.seconds": "{seconds} 秒",
+    },
+}
+
+
+def normalize_locale(code: str | None) -> str:
+    """Map a platform language code (``zh-hans``, ``en-US``, None) to a catalog locale."""
+    if code and code.lower().startswith("zh"):
+        return "zh"
+    return DEFAULT_LOCALE if not code or not code.lower().startswith("en") else "en"
+
+
+def render(key: str, locale: str | None = None, **params: Any) -> str:
+    """Render a message key in a locale, falling back to English, then to the key itself."""
+    catalog = CATALOG.get(normalize_locale(locale), CATALOG[DEFAULT_LOCALE])
+    template = catalog.get(key) or CATALOG[DEFAULT_LOCALE].get(key)
+    if template is None:
+        return key
+    try:
+        return template.format(**params)
+    except (KeyError, ValueError, IndexError):
+        # A missing parameter must never turn a refusal into a crash.
+        return template

@@ -1,0 +1,124 @@
+"""Plain data shared by the service, the store, the worker and the adapters."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from enum import Enum
+from typing import Any
+
+
+class JobState(str, Enum):
+    """Where a job is in its life; see docs in architecture.md."""
+
+    QUEUED = "queued"  # admitted, waiting for a free backend slot
+    SUBMITTING = "submitting"  # claimed; the backend may or may not have it yet
+    RUNNING = "running"  # the backend accepted it and we hold its handle
+    DOWNLOADING = "downloading"  # the backend finished; fetching the result
+    DELIVERING = "delivering"  # result on disk; handing it to the adapter
+    DONE = "done"  # the adapter confirmed delivery
+    FAILED = "failed"  # gave up; the user was told why
+    CANCELED = "canceled"  # the user or an admin canceled it
+
+    @property
+    def is_terminal(self) -> bool:
+        """Return whether nothing more happens to a job in this state."""
+        return self in TERMINAL_STATES
+
+
+TERMINAL_STATES = frozenset({JobState.DONE, JobState.FAILED, JobState.CANCELED})
+ACTIVE_STATES = frozenset(
+    {JobState.SUBMITTING, JobState.RUNNING, JobState.DOWNLOADING, JobState.DELIVERING}
+)
+
+
+@dataclass(frozen=True)
+class UserRef:
+    """Who sent a request, as the platform knows them."""
+
+    platform: str  # "telegram", "discord", "cli"
+    platform_user_id: str
+    display_name: str = ""
+    locale: str | None = None
+
+
+@dataclass(frozen=True)
+class DeliveryAddress:
+    """Everything an adapter needs to reach the requester again, even after a restart."""
+
+    platform: str
+    chat_id: str
+    reply_to: str | None = None  # message the result should answer
+    thread_id: str | None = None  # forum topic / thread
+    status_message_id: str | None = None  # the status message to keep editing
+    extra: dict[str, Any] = field(default_factory=dict)  # platform specifics (paths, tokens)
+
+
+@dataclass(frozen=True)
+class VideoRequest:
+    """One platform event asking for a video: a photo, a line and where to answer."""
+
+    user: UserRef
+    image: bytes
+    line: str
+    address: DeliveryAddress
+    source_key: str  # unique per platform event, so a redelivered event is not a second job
+    seconds: int | None = None  # explicit duration from a button or CLI flag
+    takes: int | None = None
+    seed: int | None = None
+    voice: str | None = None
+
+
+@dataclass(frozen=True)
+class Job:
+    """One take of one request, as stored."""
+
+    id: str
+    request_id: str
+    user_id: int
+    take: int
+    takes: int
+    state: JobState
+    line: str
+    speech: str
+    language: str
+    seconds: int
+    seed: int
+    voice: str | None
+    address: DeliveryAddress
+    attempts: int
+    handle: str | None
+    created_at: float
+    updated_at: float
+    started_at: float | None
+    finished_at: float | None
+    error_key: str | None
+    error_detail: str | None
+    result_path: str | None
+    resubmitted: bool
+    not_before: float
+    deadline_at: float | None
+
+
+class EventKind(str, Enum):
+    """What an adapter is told about a job."""
+
+    QUEUED = "queued"  # admitted, or its place in the queue changed
+    STARTED = "started"  # a backend took it
+    PROGRESS = "progress"  # still working (elapsed, backend progress)
+    DELIVERING = "delivering"  # uploading the result
+    DELIVERED = "delivered"
+    FAILED = "failed"
+    CANCELED = "canceled"
+
+
+@dataclass(frozen=True)
+class JobEvent:
+    """A change an adapter may show to the user."""
+
+    kind: EventKind
+    job: Job
+    position: int | None = None  # 1-based place in the queue, for QUEUED
+    eta_seconds: float | None = None
+    progress: float | None = None  # 0..1 when the backend reports it
+    error_key: str | None = None
+    error_params: dict[str, Any] = field(default_factory=dict)
