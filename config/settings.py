@@ -82,6 +82,15 @@ class JobApiSettings(BaseModel):
     request_timeout_seconds: float = Field(30.0, gt=0)
 
 
+class TelegramSettings(BaseModel):
+    """The Telegram bot: token from @BotFather, optional self-hosted Bot API server."""
+
+    token: SecretStr = SecretStr("")
+    base_url: str = ""  # e.g. http://127.0.0.1:8081/bot for a self-hosted Bot API server
+    base_file_url: str = ""
+    admin_ids: list[int] = []
+
+
 class DebugSettings(BaseModel):
     """Switches for crash tests; never set in production."""
 
@@ -107,6 +116,7 @@ class Settings(BaseSettings):
     worker: WorkerSettings = WorkerSettings()
     preview: PreviewSettings = PreviewSettings()
     jobapi: JobApiSettings = JobApiSettings()
+    telegram: TelegramSettings = TelegramSettings()
     debug: DebugSettings = DebugSettings()
 
     @property

@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from enum import Enum
+from enum import StrEnum
 from typing import Any
 
 
-class JobState(str, Enum):
+class JobState(StrEnum):
     """Where a job is in its life; see docs in architecture.md."""
 
     QUEUED = "queued"  # admitted, waiting for a free backend slot
@@ -92,6 +92,7 @@ class Job:
     started_at: float | None
     finished_at: float | None
     error_key: str | None
+    error_params: dict[str, Any]
     error_detail: str | None
     result_path: str | None
     resubmitted: bool
@@ -99,7 +100,7 @@ class Job:
     deadline_at: float | None
 
 
-class EventKind(str, Enum):
+class EventKind(StrEnum):
     """What an adapter is told about a job."""
 
     QUEUED = "queued"  # admitted, or its place in the queue changed

@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from enum import Enum
+from enum import StrEnum
 from pathlib import Path
 from typing import Protocol
 
 
-class BackendState(str, Enum):
+class BackendState(StrEnum):
     """Normalized provider states."""
 
     QUEUED = "queued"

@@ -1,0 +1,259 @@
+"""The ``actorbot`` command: generate a video locally, run the bots, resume, doctor."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import logging
+import os
+import shutil
+import signal
+import sys
+import uuid
+from collections.abc import Sequence
+from pathlib import Path
+
+from rich.console import Console
+from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+
+from bots.logs import configure_logging
+from bots.runtime import Runtime, open_runtime
+from config.settings import ConfigError, Settings, load_settings
+from core.errors import ActorbotError, DeliveryError, UserError
+from core.i18n import normalize_locale, render
+from core.models import DeliveryAddress, EventKind, Job, JobEvent, UserRef, VideoRequest
+
+log = logging.getLogger(__name__)
+
+EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
+
+
+def take_output(output: Path, take: int, takes: int) -> Path:
+    """Return where take ``take`` of ``takes`` is written: out.mp4, out-2.mp4, ..."""
+    return (
+        output
+        if take == 1 or takes == 1
+        else output.with_name(f"{output.stem}-{take}{output.suffix}")
+    )
+
+
+class FileNotifier:
+    """Deliver CLI jobs by writing the video to the path the user asked for."""
+
+    def __init__(self) -> None:
+        self.events: asyncio.Queue[JobEvent] = asyncio.Queue()
+
+    async def notify(self, event: JobEvent) -> None:
+        """Queue the event for the progress display."""
+        self.events.put_nowait(event)
+
+    async def deliver(self, job: Job, video: Path) -> None:
+        """Copy the video next to its destination, then rename it into place."""
+        output = take_output(Path(job.address.extra["output"]), job.take, job.takes)
+        partial = output.with_name(output.name + ".part")
+        try:
+            output.parent.mkdir(parents=True, exist_ok=True)
+            await asyncio.to_thread(shutil.copyfile, video, partial)
+            os.replace(partial, output)
+        except OSError as exc:
+            raise DeliveryError(f"cannot write {output}: {exc.strerror}", permanent=True) from exc
+
+
+def _locale(settings: Settings) -> str:
+    return normalize_locale(os.environ.get("LANG") if settings.locale == "en" else settings.locale)
+
+
+async def _generate(
+    settings: Settings, args: argparse.Namespace, image: bytes, console: Console
+) -> int:
+    locale = _locale(settings)
+    output = Path(args.output).resolve()
+    files = FileNotifier()
+    async with open_runtime(settings, {"cli": files}) as runtime:
+        request = VideoRequest(
+            user=UserRef("cli", os.environ.get("USER", "local"), locale=locale),
+            image=image,
+            line=args.line,
+            address=DeliveryAddress("cli", "local", extra={"output": str(output)}),
+            source_key=f"cli:{uuid.uuid4().hex}",
+            seconds=args.duration,
+            takes=args.takes,
+            seed=args.seed,
+            voice=args.voice,
+        )
+        try:
+            admission = await runtime.service.submit(request)
+        except UserError as exc:
+            console.print(f"[red]error:[/] {render(exc.key, locale, **exc.params)}")
+            return EXIT_FAILED
+        if runtime.backend.name == "preview":
+            console.print(
+                "[yellow]Preview renderer:[/] a local camera move with synthetic speech and "
+                "subtitles, not an AI model. Configure a provider backend for real performances."
+            )
+        parsed = admission.parsed
+        console.print(
+            f"Line: [bold]{parsed.speech}[/] ({parsed.language}, ~{parsed.speech_seconds:.1f} s "
+            f"of speech) → {parsed.seconds} s clip, {parsed.takes} take(s)"
+        )
+        mine = {job.id for job in admission.jobs}
+        worker = asyncio.create_task(runtime.worker.run(), name="worker")
+        try:
+            results = await _follow(files, mine, admission.position, console, locale)
+        finally:
+            await runtime.worker.stop()
+            worker.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await worker
+    failed = [job for job, ok in results.items() if not ok]
+    for job in admission.jobs:
+        if job.id not in failed:
+            console.print(f"[green]✓[/] {take_output(output, job.take, job.takes)}")
+    return EXIT_FAILED if failed else EXIT_OK
+
+
+async def _follow(
+    files: FileNotifier, mine: set[str], position: int | None, console: Console, locale: str
+) -> dict[str, bool]:
+    """Show progress until every take of this request is delivered or failed."""
+    results: dict[str, bool] = {}
+    columns = (SpinnerColumn(), TextColumn("{task.description}"), BarColumn(), TimeElapsedColumn())
+    with Progress(*columns, console=console, transient=False) as progress:
+        rows = {
+            job_id: progress.add_task(f"take {n}: queued (position {position or '?'})", total=None)
+            for n, job_id in enumerate(sorted(mine), start=1)
+        }
+        while len(results) < len(mine):
+            event = await files.events.get()
+            job = event.job
+            if job.id not in mine:
+                continue
+            row = rows[job.id]
+            label = f"take {job.take}/{job.takes}"
+            if event.kind is EventKind.QUEUED:
+                progress.update(row, description=f"{label}: queued (position {event.position})")
+            elif event.kind is EventKind.STARTED:
+                progress.update(row, description=f"{label}: rendering", total=1.0, completed=0)
+            elif event.kind is EventKind.PROGRESS and event.progress is not None:
+                progress.update(row, description=f"{label}: rendering", completed=event.progress)
+            elif event.kind is EventKind.DELIVERING:
+                progress.update(row, description=f"{label}: saving", completed=1.0)
+            elif event.kind is EventKind.DELIVERED:
+                progress.update(row, description=f"{label}: done", total=1.0, completed=1.0)
+                results[job.id] = True
+            elif event.kind in (EventKind.FAILED, EventKind.CANCELED):
+                message = render(event.error_key or "job.canceled", locale, **event.error_params)
+                progress.update(row, description=f"{label}: [red]{message}[/]")
+                results[job.id] = False
+    return results
+
+
+async def _resume(settings: Settings, console: Console) -> int:
+    files = FileNotifier()
+    async with open_runtime(settings, {"cli": files}) as runtime:
+        pending = await runtime.store.count_unfinished(("cli",))
+        console.print(f"Resuming {pending} unfinished local job(s)…")
+        await runtime.worker.run_until_idle()
+        counts = await runtime.store.count_by_state()
+    console.print(", ".join(f"{state.value}: {n}" for state, n in sorted(counts.items())))
+    return EXIT_OK
+
+
+async def _run(settings: Settings, console: Console) -> int:
+    adapters = configured_adapters(settings)
+    if not adapters:
+        console.print(
+            "[red]No chat adapter is configured.[/] Set ACTORBOT_TELEGRAM__TOKEN (from "
+            "@BotFather) in the environment or in actorbot.toml, then run again. "
+            'To make a video without a bot: actorbot generate PHOTO "LINE".'
+        )
+        return EXIT_USAGE
+    async with open_runtime(settings, {"cli": FileNotifier()}) as runtime:
+        return await _serve(runtime, adapters)
+
+
+def configured_adapters(settings: Settings) -> list[str]:
+    """Return the chat adapters whose credentials are set."""
+    return [name for name, token in _adapter_tokens(settings).items() if token]
+
+
+def _adapter_tokens(settings: Settings) -> dict[str, str]:
+    return {"telegram": settings.telegram.token.get_secret_value()}
+
+
+async def _serve(runtime: Runtime, adapters: Sequence[str]) -> int:
+    """Run the worker (and, once they exist, the adapters) until SIGINT/SIGTERM."""
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    worker = asyncio.create_task(runtime.worker.run(), name="worker")
+    log.info("running adapters: %s", ", ".join(adapters))
+    await stop.wait()
+    await runtime.worker.stop()
+    worker.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await worker
+    return EXIT_OK
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="actorbot", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+    gen = sub.add_parser("generate", help="turn a photo and a line into a video, locally")
+    gen.add_argument("photo", help="JPEG, PNG, WebP, AVIF or HEIC image of the character")
+    gen.add_argument(
+        "line", help="e.g. The girl smiles and says: \"You didn't think I'd give up?\""
+    )
+    gen.add_argument("-o", "--output", default="out.mp4", help="where to write the video")
+    gen.add_argument("--takes", type=int, help="how many takes to render (1-5)")
+    gen.add_argument("--duration", type=int, choices=(5, 10), help="clip length in seconds")
+    gen.add_argument("--seed", type=int, help="seed for repeatable takes")
+    gen.add_argument("--voice", help="voice name; the same name always sounds the same")
+    sub.add_parser("run", help="run the configured chat bots and the worker")
+    sub.add_parser("resume", help="finish local jobs left unfinished by a crash, then exit")
+    sub.add_parser("doctor", help="check config, fonts, speech, codecs and the store")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the command line; return the process exit code."""
+    args = _parser().parse_args(argv)
+    console = Console(stderr=True)
+    try:
+        settings = load_settings()
+    except ConfigError as exc:
+        console.print(f"[red]config error:[/] {exc}")
+        return EXIT_USAGE
+    configure_logging(
+        settings.log_level if args.command != "generate" else "WARNING", secrets=_secrets(settings)
+    )
+    try:
+        if args.command == "generate":
+            try:
+                image = Path(args.photo).read_bytes()
+            except OSError as exc:
+                console.print(f"[red]error:[/] cannot read {args.photo}: {exc.strerror}")
+                return EXIT_FAILED
+            return asyncio.run(_generate(settings, args, image, console))
+        if args.command == "resume":
+            return asyncio.run(_resume(settings, console))
+        if args.command == "run":
+            return asyncio.run(_run(settings, console))
+        from bots.doctor import doctor
+
+        return asyncio.run(doctor(settings, console))
+    except ActorbotError as exc:
+        console.print(f"[red]error:[/] {exc}")
+        return EXIT_FAILED
+    except KeyboardInterrupt:
+        return 130
+
+
+def _secrets(settings: Settings) -> list[str]:
+    return [settings.jobapi.token.get_secret_value(), *_adapter_tokens(settings).values()]
+
+
+if __name__ == "__main__":
+    sys.exit(main())

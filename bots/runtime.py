@@ -1,0 +1,65 @@
+"""The composition root: build store, backend, worker and service from settings."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Mapping
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+
+from config.settings import Settings
+from core.backends import VideoBackend, create_backend
+from core.failpoints import Failpoints
+from core.notify import Notifier, NotifierRouter
+from core.service import Service
+from core.store import Store
+from core.worker import Worker
+
+# Until the store has measured real runs, the preview renderer is quick and providers slow.
+_FIRST_GUESS_RUN_SECONDS = {"preview": 8.0, "jobapi": 120.0}
+
+
+@dataclass
+class Runtime:
+    """Everything one process runs, built once and closed together."""
+
+    settings: Settings
+    store: Store
+    backend: VideoBackend
+    router: NotifierRouter
+    service: Service
+    worker: Worker
+
+
+@asynccontextmanager
+async def open_runtime(
+    settings: Settings, notifiers: Mapping[str, Notifier]
+) -> AsyncIterator[Runtime]:
+    """Open the store and backend, wire the worker and service, and close them on exit."""
+    store = await Store.open(settings.store_path)
+    try:
+        backend = create_backend(settings)
+        try:
+            router = NotifierRouter(notifiers)
+            service = Service(
+                store=store,
+                notifier=router,
+                images=settings.images,
+                prompts=settings.prompts,
+                slots=backend.slots,
+                default_run_seconds=_FIRST_GUESS_RUN_SECONDS.get(backend.name, 60.0),
+            )
+            worker = Worker(
+                store=store,
+                backend=backend,
+                notifier=router,
+                settings=settings.worker,
+                results_dir=settings.data_dir / "results",
+                failpoints=Failpoints(settings.debug.failpoints),
+                eta=service.eta_for,
+            )
+            service.set_wake(worker.wake)
+            yield Runtime(settings, store, backend, router, service, worker)
+        finally:
+            await backend.aclose()
+    finally:
+        await store.close()

@@ -1,0 +1,58 @@
+"""How the core reaches adapters: the Notifier protocol and a router by platform."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Protocol
+
+from core.errors import DeliveryError
+from core.models import Job, JobEvent
+
+log = logging.getLogger(__name__)
+
+
+class Notifier(Protocol):
+    """An adapter's side of the job life cycle."""
+
+    async def notify(self, event: JobEvent) -> None:
+        """Show a status change to the requester (best effort: errors are logged, not raised)."""
+        ...
+
+    async def deliver(self, job: Job, video: Path) -> None:
+        """Send the finished video to the job's address; raise DeliveryError if it can't."""
+        ...
+
+
+class NotifierRouter:
+    """Send each job's events to the adapter of the platform it came from."""
+
+    def __init__(self, notifiers: Mapping[str, Notifier]) -> None:
+        self._notifiers = dict(notifiers)
+
+    @property
+    def platforms(self) -> tuple[str, ...]:
+        """Return the platforms this process can deliver to."""
+        return tuple(sorted(self._notifiers))
+
+    def add(self, platform: str, notifier: Notifier) -> None:
+        """Register the adapter for a platform."""
+        self._notifiers[platform] = notifier
+
+    async def notify(self, event: JobEvent) -> None:
+        """Forward a status change; a failing adapter never stops the worker."""
+        notifier = self._notifiers.get(event.job.address.platform)
+        if notifier is None:
+            return
+        try:
+            await notifier.notify(event)
+        except Exception:
+            log.exception("notifier for %s failed on %s", event.job.address.platform, event.kind)
+
+    async def deliver(self, job: Job, video: Path) -> None:
+        """Hand the video to the job's adapter."""
+        notifier = self._notifiers.get(job.address.platform)
+        if notifier is None:
+            raise DeliveryError(f"no adapter for platform {job.address.platform}", permanent=False)
+        await notifier.deliver(job, video)

@@ -1,0 +1,161 @@
+"""The one entry point adapters call: admit, cancel and look up video requests."""
+
+from __future__ import annotations
+
+import math
+import random
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from config.settings import ImageSettings, PromptSettings
+from core.errors import RequestRejected
+from core.images import prepare_image_async
+from core.models import EventKind, Job, JobEvent, JobState, UserRef, VideoRequest
+from core.notify import NotifierRouter
+from core.prompts import ParsedLine, parse_line
+from core.store import NewTake, Store
+
+# Used for ETAs until the store has finished jobs to measure.
+DEFAULT_RUN_SECONDS = 60.0
+
+
+@dataclass(frozen=True)
+class Admission:
+    """The answer to an admitted request: its takes and where the first one stands."""
+
+    request_id: str
+    jobs: tuple[Job, ...]
+    parsed: ParsedLine
+    position: int | None  # 1-based place of the first take in the queue
+    eta_seconds: float | None
+
+
+class Service:
+    """Validate and persist requests; answer with queue position and ETA."""
+
+    def __init__(
+        self,
+        *,
+        store: Store,
+        notifier: NotifierRouter,
+        images: ImageSettings,
+        prompts: PromptSettings,
+        slots: int,
+        wake: Callable[[], None] = lambda: None,
+        default_run_seconds: float = DEFAULT_RUN_SECONDS,
+    ) -> None:
+        self._store = store
+        self._notifier = notifier
+        self._images = images
+        self._prompts = prompts
+        self._slots = max(1, slots)
+        self._wake = wake
+        self._default_run_seconds = default_run_seconds
+        self._run_seconds: float | None = None
+
+    def set_wake(self, wake: Callable[[], None]) -> None:
+        """Connect the worker's wake-up, called after every admission."""
+        self._wake = wake
+
+    async def submit(self, request: VideoRequest) -> Admission:
+        """Validate a request, store it with its takes, and return its place in the queue.
+
+        Cheap checks run first (duplicate, line), then the image is decoded off the event
+        loop; nothing is written unless everything is valid.
+        """
+        existing = await self._store.find_request(request.source_key)
+        if existing is not None:
+            raise RequestRejected("request.duplicate", request_id=existing)
+        parsed = parse_line(
+            request.line,
+            self._prompts,
+            seconds=request.seconds,
+            takes=request.takes,
+            seed=request.seed,
+            voice=request.voice,
+        )
+        image = await prepare_image_async(request.image, self._images)
+        return await self.admit_prepared(request, parsed, image.jpeg, (image.width, image.height))
+
+    async def admit_prepared(
+        self,
+        request: VideoRequest,
+        parsed: ParsedLine,
+        image_jpeg: bytes,
+        image_size: tuple[int, int],
+    ) -> Admission:
+        """Store an already validated request (the second half of ``submit``)."""
+        seed = parsed.seed if parsed.seed is not None else random.randrange(2**31)
+        # Without an explicit voice, every take of a user speaks with that user's own
+        # voice: the reference model changes voice between takes, we do not.
+        voice = parsed.voice or f"{request.user.platform}:{request.user.platform_user_id}"
+        takes = [
+            NewTake(
+                line=parsed.line,
+                speech=parsed.speech,
+                language=parsed.language,
+                seconds=parsed.seconds,
+                seed=seed + index,
+                voice=voice,
+            )
+            for index in range(parsed.takes)
+        ]
+        admitted = await self._store.admit(
+            user=request.user,
+            source_key=request.source_key,
+            line=request.line,
+            image_jpeg=image_jpeg,
+            image_size=image_size,
+            address=request.address,
+            takes=takes,
+        )
+        self._wake()
+        first = admitted.jobs[0]
+        position = await self._store.queue_position(first.id)
+        eta = await self.eta_seconds(position) if position is not None else None
+        return Admission(
+            request_id=admitted.request_id,
+            jobs=admitted.jobs,
+            parsed=parsed,
+            position=position,
+            eta_seconds=eta,
+        )
+
+    async def eta_seconds(self, position: int) -> float:
+        """Estimate when a job at this queue position will be finished."""
+        recent = await self._store.recent_run_seconds()
+        run_seconds = recent if recent is not None else self._default_run_seconds
+        self._run_seconds = run_seconds
+        return self.eta_for(position, run_seconds)
+
+    def eta_for(self, position: int, run_seconds: float | None = None) -> float:
+        """Estimate completion time for a queue position from the mean run time."""
+        per_job = run_seconds or self._run_seconds or self._default_run_seconds
+        # The job starts once the jobs ahead of it have drained through the slots.
+        rounds = math.ceil(position / self._slots)
+        return rounds * per_job
+
+    async def status(self, request_id: str) -> list[Job]:
+        """Return every take of a request."""
+        jobs = await self._store.jobs_for_request(request_id)
+        if not jobs:
+            raise RequestRejected("request.unknown_job")
+        return jobs
+
+    async def cancel(self, job_id: str, user: UserRef, *, admin: bool = False) -> Job:
+        """Cancel a waiting take; only its requester (or an admin) may."""
+        job = await self._store.job(job_id)
+        if job is None:
+            raise RequestRejected("request.unknown_job")
+        if not admin and await self._store.user_id(user) != job.user_id:
+            raise RequestRejected("request.not_owner")
+        changed = await self._store.transition(
+            job.id, JobState.CANCELED, expect={JobState.QUEUED}, error_key="job.canceled"
+        )
+        if not changed:
+            raise RequestRejected("request.not_cancelable")
+        canceled = await self._store.job(job.id)
+        assert canceled is not None
+        self._wake()
+        await self._notifier.notify(JobEvent(EventKind.CANCELED, canceled))
+        return canceled

@@ -1,0 +1,407 @@
+"""The worker: claim jobs in fair order, drive the backend, download, deliver, recover.
+
+A job holds a backend slot from claim until the backend reports a final state; download
+and delivery run outside the slot so the next job can start at once. Every state change
+is committed before the step it announces, so a crash anywhere resumes at that step (see
+architecture.md, "Recovery after a crash").
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import random
+import socket
+import time
+import uuid
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from config.settings import WorkerSettings
+from core.backends.base import BackendState, RenderSpec, VideoBackend
+from core.errors import BackendError, DeliveryError
+from core.failpoints import Failpoints
+from core.media import probe_video
+from core.models import EventKind, Job, JobEvent, JobState
+from core.notify import NotifierRouter
+from core.store import Store
+
+log = logging.getLogger(__name__)
+
+_BACKEND_PHASE = frozenset({JobState.SUBMITTING, JobState.RUNNING})
+_FETCH_ATTEMPTS = 3
+_DELIVERY_ATTEMPTS = 5
+
+
+class Worker:
+    """Runs jobs from the store through one backend and hands results to the notifiers."""
+
+    def __init__(
+        self,
+        *,
+        store: Store,
+        backend: VideoBackend,
+        notifier: NotifierRouter,
+        settings: WorkerSettings,
+        results_dir: Path,
+        failpoints: Failpoints | None = None,
+        clock: Callable[[], float] = time.time,
+        eta: Callable[[int], float] | None = None,
+    ) -> None:
+        self._store = store
+        self._backend = backend
+        self._notifier = notifier
+        self._settings = settings
+        self._results_dir = results_dir
+        self._failpoints = failpoints or Failpoints()
+        self._clock = clock
+        self._eta = eta
+        self.owner = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+        self._slots = asyncio.Semaphore(backend.slots)
+        self._wake = asyncio.Event()
+        self._queue_changed = asyncio.Event()
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._driving: set[str] = set()
+        self._stopping = False
+
+    @property
+    def platforms(self) -> tuple[str, ...]:
+        """Return the platforms whose jobs this worker may take."""
+        return self._notifier.platforms
+
+    def wake(self) -> None:
+        """Tell the worker new work was admitted."""
+        self._wake.set()
+        self._queue_changed.set()
+
+    # --- main loops ------------------------------------------------------------------
+
+    async def run(self) -> None:
+        """Process jobs until ``stop`` is called or the task is canceled."""
+        self._results_dir.mkdir(parents=True, exist_ok=True)
+        background = [
+            asyncio.create_task(self._heartbeat_loop(), name="worker-heartbeat"),
+            asyncio.create_task(self._position_loop(), name="worker-positions"),
+        ]
+        try:
+            await self._adopt_stale()
+            while not self._stopping:
+                await self._slots.acquire()
+                try:
+                    job = await self._store.claim_next(
+                        self.owner,
+                        platforms=self.platforms,
+                        lease_seconds=self._settings.lease_seconds,
+                        deadline_seconds=self._settings.job_deadline_seconds,
+                    )
+                except BaseException:
+                    self._slots.release()
+                    raise
+                if job is None:
+                    self._slots.release()
+                    await self._idle()
+                    continue
+                self._queue_changed.set()
+                self._spawn(job, holds_slot=True)
+        finally:
+            for task in background:
+                task.cancel()
+            await asyncio.gather(*background, return_exceptions=True)
+
+    async def run_until_idle(self) -> None:
+        """Process jobs until none for this worker's platforms is left unfinished."""
+        runner = asyncio.create_task(self.run(), name="worker")
+        try:
+            while not runner.done():
+                if not self._driving and await self._store.count_unfinished(self.platforms) == 0:
+                    break
+                await asyncio.sleep(0.05)
+        finally:
+            await self.stop()
+            runner.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await runner
+
+    async def stop(self) -> None:
+        """Stop claiming, interrupt running jobs and hand their leases back at once."""
+        self._stopping = True
+        self._wake.set()
+        tasks = list(self._tasks)
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        # The states are committed; a restarted worker adopts these jobs without waiting
+        # for the lease to run out.
+        with contextlib.suppress(Exception):
+            await self._store.release_leases(self.owner)
+
+    async def _idle(self) -> None:
+        self._wake.clear()
+        timeout = self._settings.heartbeat_seconds
+        next_at = await self._store.next_wakeup(self.platforms)
+        if next_at is not None:
+            timeout = max(0.0, min(timeout, next_at - self._clock()))
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._wake.wait(), timeout)
+
+    async def _heartbeat_loop(self) -> None:
+        while True:
+            await asyncio.sleep(self._settings.heartbeat_seconds)
+            try:
+                await self._store.heartbeat(self.owner, self._settings.lease_seconds)
+                await self._adopt_stale()
+            except Exception:
+                log.exception("heartbeat failed")
+
+    async def _adopt_stale(self) -> None:
+        jobs = await self._store.adopt_stale(
+            self.owner, platforms=self.platforms, lease_seconds=self._settings.lease_seconds
+        )
+        for job in jobs:
+            if job.id in self._driving:
+                continue
+            log.info("resuming job %s in state %s", job.id, job.state.value)
+            self._spawn(job, holds_slot=False, recovered=True)
+
+    def _spawn(self, job: Job, *, holds_slot: bool, recovered: bool = False) -> None:
+        self._driving.add(job.id)
+        task = asyncio.create_task(self._drive(job, holds_slot, recovered), name=f"job-{job.id}")
+        self._tasks.add(task)
+
+        def _done(finished: asyncio.Task[None], job_id: str = job.id) -> None:
+            self._tasks.discard(finished)
+            self._driving.discard(job_id)
+
+        task.add_done_callback(_done)
+
+    async def _position_loop(self) -> None:
+        """Tell waiting requesters their new place whenever the queue moved."""
+        shown: dict[str, int] = {}
+        while True:
+            await self._queue_changed.wait()
+            self._queue_changed.clear()
+            waiting = await self._store.waiting_jobs(limit=200)
+            current: dict[str, int] = {}
+            for index, job in enumerate(waiting, start=1):
+                current[job.id] = index
+                if shown.get(job.id) != index:
+                    eta = self._eta(index) if self._eta else None
+                    await self._notifier.notify(
+                        JobEvent(EventKind.QUEUED, job, position=index, eta_seconds=eta)
+                    )
+            shown = current
+            await asyncio.sleep(self._settings.status_interval_seconds)
+
+    # --- one job ---------------------------------------------------------------------
+
+    async def _drive(self, job: Job, holds_slot: bool, recovered: bool) -> None:
+        try:
+            if job.state in _BACKEND_PHASE:
+                if not holds_slot:
+                    await self._slots.acquire()
+                    holds_slot = True
+                try:
+                    job = await self._backend_phase(job, recovered)
+                finally:
+                    self._slots.release()
+                    holds_slot = False
+                    self.wake()
+            if job.state is JobState.DOWNLOADING:
+                job = await self._download(job)
+            if job.state is JobState.DELIVERING:
+                await self._deliver(job)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            # A bug must not strand the job: fail it with a message the user understands.
+            log.exception("job %s crashed in state %s", job.id, job.state.value)
+            await self._fail(job, "job.backend_failed", detail=f"internal error: {exc!r}")
+        finally:
+            if holds_slot:
+                self._slots.release()
+
+    async def _spec(self, job: Job) -> RenderSpec:
+        image, width, height = await self._store.request_image(job.request_id)
+        return RenderSpec(
+            # One key per attempt: a retry after a failed attempt is a new provider job,
+            # while a crash inside one attempt reconciles to the same one.
+            job_id=f"{job.id}-{job.attempts}",
+            image_jpeg=image,
+            width=width,
+            height=height,
+            line=job.line,
+            speech=job.speech,
+            language=job.language,
+            seconds=job.seconds,
+            seed=job.seed,
+            voice=job.voice,
+        )
+
+    async def _backend_phase(self, job: Job, recovered: bool) -> Job:
+        handle = job.handle
+        if job.state is JobState.SUBMITTING:
+            spec = await self._spec(job)
+            resubmitted = job.resubmitted
+            if recovered:
+                # The submit may have reached the backend before the crash.
+                handle = await self._backend.find(spec.job_id)
+                resubmitted = resubmitted or handle is None
+                if handle is None:
+                    log.warning("job %s: submit outcome unknown; submitting again", job.id)
+            if handle is None:
+                try:
+                    handle = await self._backend.submit(spec)
+                except BackendError as exc:
+                    return await self._backend_failed(job, exc.transient, exc.key, str(exc))
+                self._failpoints.hit("worker.after_submit")
+            await self._store.transition(
+                job.id,
+                JobState.RUNNING,
+                expect={JobState.SUBMITTING},
+                handle=handle,
+                resubmitted=int(resubmitted),
+            )
+            self._failpoints.hit("worker.after_handle_stored")
+            job = await self._reload(job)
+            await self._notifier.notify(JobEvent(EventKind.STARTED, job))
+        assert handle is not None
+        return await self._await_backend(job, handle)
+
+    async def _await_backend(self, job: Job, handle: str) -> Job:
+        last_progress_event = 0.0
+        while True:
+            deadline = job.deadline_at or (self._clock() + self._settings.job_deadline_seconds)
+            remaining = deadline - self._clock()
+            if remaining <= 0:
+                with contextlib.suppress(BackendError):
+                    await self._backend.cancel(handle)
+                minutes = max(1, round(self._settings.job_deadline_seconds / 60))
+                return await self._fail(
+                    job, "job.deadline", {"minutes": minutes}, detail="deadline passed"
+                )
+            timeout = min(self._settings.status_interval_seconds, remaining)
+            try:
+                status = await self._backend.wait(handle, timeout)
+            except BackendError as exc:
+                if exc.transient:
+                    # The handle is stored: keep polling until the deadline, never resubmit.
+                    log.warning("job %s: polling failed (%s); retrying", job.id, exc)
+                    await asyncio.sleep(min(timeout, self._settings.backoff_base_seconds))
+                    continue
+                return await self._fail(job, exc.key, detail=str(exc))
+            if status.state is BackendState.SUCCEEDED:
+                await self._store.transition(
+                    job.id, JobState.DOWNLOADING, expect={JobState.RUNNING}
+                )
+                return await self._reload(job)
+            if status.state is BackendState.FILTERED:
+                return await self._fail(job, "job.filtered", detail=status.detail)
+            if status.state in {BackendState.FAILED, BackendState.CANCELED}:
+                transient = status.transient or status.state is BackendState.CANCELED
+                return await self._backend_failed(
+                    job, transient, "job.backend_failed", status.detail
+                )
+            now = self._clock()
+            if now - last_progress_event >= self._settings.status_interval_seconds:
+                last_progress_event = now
+                await self._notifier.notify(
+                    JobEvent(
+                        EventKind.PROGRESS,
+                        job,
+                        progress=status.progress,
+                        position=status.queue_position,
+                    )
+                )
+
+    async def _backend_failed(self, job: Job, transient: bool, key: str, detail: str) -> Job:
+        """Retry a transient failure with backoff, or fail the job for good."""
+        if transient and job.attempts < self._settings.max_attempts:
+            delay = min(
+                self._settings.backoff_max_seconds,
+                self._settings.backoff_base_seconds * 2 ** (job.attempts - 1),
+            )
+            delay *= random.uniform(0.5, 1.0)  # jitter: retries from one outage spread out
+            log.warning(
+                "job %s attempt %d failed (%s); retry in %.1fs", job.id, job.attempts, detail, delay
+            )
+            await self._store.transition(
+                job.id,
+                JobState.QUEUED,
+                expect=_BACKEND_PHASE,
+                handle=None,
+                not_before=self._clock() + delay,
+                error_detail=detail,
+                lease_owner=None,
+                lease_expires=0,
+            )
+            self.wake()
+            return await self._reload(job)
+        return await self._fail(job, key, detail=detail)
+
+    async def _download(self, job: Job) -> Job:
+        assert job.handle is not None
+        final = self._results_dir / f"{job.id}.mp4"
+        partial = final.with_suffix(".part")
+        for attempt in range(1, _FETCH_ATTEMPTS + 1):
+            try:
+                await self._backend.fetch(job.handle, partial, self._settings.max_result_bytes)
+                self._failpoints.hit("worker.after_fetch")
+                await asyncio.to_thread(probe_video, partial)
+                break
+            except BackendError as exc:
+                partial.unlink(missing_ok=True)
+                if not exc.transient or attempt == _FETCH_ATTEMPTS:
+                    return await self._fail(job, exc.key, detail=str(exc))
+                await asyncio.sleep(self._settings.backoff_base_seconds * attempt)
+        os.replace(partial, final)
+        await self._store.transition(
+            job.id, JobState.DELIVERING, expect={JobState.DOWNLOADING}, result_path=str(final)
+        )
+        return await self._reload(job)
+
+    async def _deliver(self, job: Job) -> None:
+        assert job.result_path is not None
+        video = Path(job.result_path)
+        if not video.exists():
+            # The result file was lost (e.g. data dir wiped): fetch it again.
+            await self._store.transition(job.id, JobState.DOWNLOADING, expect={JobState.DELIVERING})
+            job = await self._download(await self._reload(job))
+            if job.state is not JobState.DELIVERING:
+                return
+        await self._notifier.notify(JobEvent(EventKind.DELIVERING, job))
+        for attempt in range(1, _DELIVERY_ATTEMPTS + 1):
+            self._failpoints.hit("worker.before_deliver")
+            try:
+                await self._notifier.deliver(job, video)
+                break
+            except DeliveryError as exc:
+                if exc.permanent or attempt == _DELIVERY_ATTEMPTS:
+                    await self._fail(job, exc.key, detail=str(exc))
+                    return
+                log.warning("job %s: delivery failed (%s); retrying", job.id, exc)
+                await asyncio.sleep(self._settings.backoff_base_seconds * attempt)
+        # A crash here delivers again after restart: twice is allowed, never zero times.
+        self._failpoints.hit("worker.after_deliver")
+        await self._store.transition(job.id, JobState.DONE, expect={JobState.DELIVERING})
+        await self._notifier.notify(JobEvent(EventKind.DELIVERED, await self._reload(job)))
+
+    async def _fail(
+        self, job: Job, key: str, params: dict[str, Any] | None = None, *, detail: str = ""
+    ) -> Job:
+        log.warning("job %s failed: %s %s", job.id, key, detail)
+        await self._store.transition(
+            job.id, JobState.FAILED, error_key=key, error_params=params or {}, error_detail=detail
+        )
+        failed = await self._reload(job)
+        await self._notifier.notify(
+            JobEvent(EventKind.FAILED, failed, error_key=key, error_params=params or {})
+        )
+        return failed
+
+    async def _reload(self, job: Job) -> Job:
+        fresh = await self._store.job(job.id)
+        assert fresh is not None
+        return fresh
