@@ -1,0 +1,432 @@
+from __future__ import annotations
+
+import random
+import string
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from config.settings import PromptSettings
+from core.errors import PromptRejected
+from core.i18n import CATALOG, LOCALES, render
+from core.prompts import (
+    PAUSE_SECONDS,
+    ParsedLine,
+    detect_language,
+    estimate_speech_seconds,
+    parse_line,
+)
+
+SETTINGS = PromptSettings()
+ZH_CHAR = 1 / SETTINGS.zh_chars_per_second
+EN_WORD = 1 / SETTINGS.en_words_per_second
+QUOTE_CHARS = "\"'＂＇“”‘’「」『』«»„"
+
+
+def parse(text: str, **kwargs: object) -> ParsedLine:
+    return parse_line(text, SETTINGS, **kwargs)  # type: ignore[arg-type]
+
+
+def rejected(text: str, **kwargs: object) -> PromptRejected:
+    with pytest.raises(PromptRejected) as info:
+        parse(text, **kwargs)
+    return info.value
+
+
+# --- the lines from the brief -------------------------------------------------------------
+
+
+def test_chinese_example() -> None:
+    parsed = parse("女孩笑着说：'你不会真的以为，我是那种一哭就输的女孩？'")
+    assert parsed.utterances == ("你不会真的以为，我是那种一哭就输的女孩？",)
+    assert parsed.speech == "你不会真的以为，我是那种一哭就输的女孩？"
+    assert parsed.language == "zh"
+    # 18 Han characters and one comma pause; the final question mark is not a pause.
+    assert parsed.speech_seconds == pytest.approx(18 * ZH_CHAR + PAUSE_SECONDS, abs=0.01)
+    assert parsed.seconds == 10
+    assert parsed.line == "女孩笑着说：'你不会真的以为，我是那种一哭就输的女孩？'"
+    assert (parsed.takes, parsed.seed, parsed.voice) == (1, None, None)
+
+
+def test_short_english_line_gets_five_seconds() -> None:
+    parsed = parse('The girl sighs, then says firmly: "We\'re even now."')
+    assert parsed.utterances == ("We're even now.",)
+    assert parsed.language == "en"
+    assert parsed.speech_seconds == pytest.approx(3 * EN_WORD, abs=0.01)
+    assert parsed.seconds == 5
+
+
+def test_apostrophes_inside_straight_single_quotes() -> None:
+    parsed = parse("The girl smiles and says: 'you didn't really think I'd give up?'")
+    assert parsed.utterances == ("you didn't really think I'd give up?",)
+    assert parsed.language == "en"
+    assert parsed.speech_seconds == pytest.approx(7 * EN_WORD, abs=0.01)  # didn't is one word
+    assert parsed.seconds == 10
+
+
+def test_curly_apostrophe_inside_curly_single_quotes() -> None:
+    assert parse("She says: ‘you didn’t, did you?’").utterances == ("you didn’t, did you?",)
+
+
+def test_possessive_apostrophe_outside_quotes_does_not_open() -> None:
+    parsed = parse("The girl's brother says 'fine' and the boys' dog barks")
+    assert parsed.utterances == ("fine",)
+
+
+def test_multiple_utterances_with_stage_directions() -> None:
+    parsed = parse('He shouts "Run!" then whispers "they\'re here."')
+    assert parsed.utterances == ("Run!", "they're here.")
+    assert parsed.speech == "Run! they're here."
+    assert parsed.line == 'He shouts "Run!" then whispers "they\'re here."'
+    # The gap between the utterances is one pause.
+    assert parsed.speech_seconds == pytest.approx(3 * EN_WORD + PAUSE_SECONDS, abs=0.01)
+
+
+def test_no_quotes_means_the_whole_line_is_spoken() -> None:
+    parsed = parse("  我  回来了  ")
+    assert parsed.utterances == ("我 回来了",)
+    assert parsed.speech == parsed.line == "我 回来了"
+    assert parsed.language == "zh"
+    assert parsed.seconds == 5
+
+
+@pytest.mark.parametrize(
+    ("opener", "closer"),
+    [
+        ('"', '"'),
+        ("'", "'"),
+        ("＂", "＂"),
+        ("＇", "＇"),
+        ("“", "”"),
+        ("‘", "’"),
+        ("「", "」"),
+        ("『", "』"),
+        ("«", "»"),
+        ("„", "“"),
+    ],
+)
+def test_each_quote_style(opener: str, closer: str) -> None:
+    parsed = parse(f"她说：{opener}你好{closer}然后走了，他说{opener}再见{closer}")
+    assert parsed.utterances == ("你好", "再见")
+    assert parsed.language == "zh"
+
+
+def test_quotes_do_not_nest() -> None:
+    parsed = parse("He says: \"she told me 'no' yesterday\"")
+    assert parsed.utterances == ("she told me 'no' yesterday",)
+
+
+@pytest.mark.parametrize(
+    ("text", "utterances"),
+    [
+        ('He says: "hello there', ("hello there",)),
+        ("女孩说：「你好 --5s", ("你好 --5s",)),
+        ('"one" and "two', ("one", "two")),
+    ],
+)
+def test_unbalanced_quote_runs_to_the_end(text: str, utterances: tuple[str, ...]) -> None:
+    parsed = parse(text)
+    assert parsed.utterances == utterances
+    assert parsed.takes == 1
+    assert parsed.line == text  # nothing outside quotes was a flag
+
+
+# --- flags --------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("dash", ["--", "—", "–", "——", "––"])
+@pytest.mark.parametrize(
+    ("flag", "field", "value"),
+    [
+        ("5s", "seconds", 5),
+        ("10s", "seconds", 10),
+        ("takes 3", "takes", 3),
+        ("takes=3", "takes", 3),
+        ("seed 42", "seed", 42),
+        ("seed=42", "seed", 42),
+        ("voice alice", "voice", "alice"),
+        ("voice=zh-female.2", "voice", "zh-female.2"),
+        ("TAKES 2", "takes", 2),
+    ],
+)
+def test_each_flag_is_read_and_removed(dash: str, flag: str, field: str, value: object) -> None:
+    parsed = parse(f'He says "hi" {dash}{flag} and waves')
+    assert getattr(parsed, field) == value
+    assert parsed.line == 'He says "hi" and waves'
+    assert parsed.utterances == ("hi",)
+
+
+def test_flags_without_quotes_never_reach_the_speech() -> None:
+    parsed = parse("--10s 我回来了 --takes 2 --voice 小美")
+    assert parsed.speech == parsed.line == "我回来了"
+    assert (parsed.seconds, parsed.takes, parsed.voice) == (10, 2, "小美")
+
+
+def test_flag_may_touch_chinese_text() -> None:
+    parsed = parse("女孩说：--10s「你好」")
+    assert parsed.seconds == 10
+    assert parsed.line == "女孩说：「你好」"
+
+
+def test_flags_inside_quotes_are_dialogue() -> None:
+    parsed = parse('He reads aloud "--5s --takes 9 --bogus" --10s')
+    assert parsed.utterances == ("--5s --takes 9 --bogus",)
+    assert (parsed.seconds, parsed.takes) == (10, 1)
+    assert parsed.line == 'He reads aloud "--5s --takes 9 --bogus"'
+
+
+def test_last_repeated_flag_wins() -> None:
+    assert parse("hi --5s --10s --takes 2 --takes 3").takes == 3
+    assert parse("hi --5s --10s").seconds == 10
+
+
+@pytest.mark.parametrize(
+    "text", ["He paused —then said 'ok'", "wait--what 'ok'", "他停了——然后说'好'"]
+)
+def test_dashes_in_prose_are_not_flags(text: str) -> None:
+    parsed = parse(text)
+    assert parsed.line == text
+    assert parsed.seconds == 5
+
+
+def test_keyword_arguments_override_flags() -> None:
+    parsed = parse("hi --5s --takes 2 --seed 1 --voice a", seconds=10, takes=4, seed=99, voice="b")
+    assert (parsed.seconds, parsed.takes, parsed.seed, parsed.voice) == (10, 4, 99, "b")
+
+
+def test_ranges_are_checked_on_the_value_that_wins() -> None:
+    assert parse("hi --takes 9", takes=2).takes == 2
+    assert parse("hi --7s", seconds=5).seconds == 5
+    assert rejected("hi --takes 2", takes=9).key == "prompt.bad_takes"
+
+
+# --- clip length --------------------------------------------------------------------------
+
+
+def test_explicit_durations() -> None:
+    assert parse("hi --10s").seconds == 10
+    assert parse("hi", seconds=10).seconds == 10
+    line = "我" * 15  # 3.3 s: too long to choose 5 s, short enough to allow it
+    assert parse(line).seconds == 10
+    assert parse(line + " --5s").seconds == 5
+
+
+def test_trailing_punctuation_is_not_a_pause() -> None:
+    assert estimate_speech_seconds(["你好，朋友"], SETTINGS) == pytest.approx(
+        4 * ZH_CHAR + PAUSE_SECONDS, abs=0.01
+    )
+    assert estimate_speech_seconds(["……你好！！"], SETTINGS) == pytest.approx(2 * ZH_CHAR, abs=0.01)
+
+
+def test_five_chinese_characters_fit_five_seconds() -> None:
+    assert parse("她说：「我不怕你！」").seconds == 5
+    assert parse("她说：「我真的不怕你！」").seconds == 10
+
+
+# --- refusals -----------------------------------------------------------------------------
+
+
+def assert_renders(error: PromptRejected) -> None:
+    """Check the params fill the template in every locale (render falls back silently)."""
+    for locale in LOCALES:
+        text = render(error.key, locale, **error.params)
+        assert "{" not in text
+        assert error.key in CATALOG[locale]
+
+
+@pytest.mark.parametrize("text", ["", "   \n ", "--5s --takes 2", 'He says ""', "She says '…'"])
+def test_empty(text: str) -> None:
+    error = rejected(text)
+    assert error.key == "prompt.empty"
+    assert error.params == {}
+    assert_renders(error)
+
+
+def test_too_many_chars() -> None:
+    error = rejected("a" * 401)
+    assert (error.key, error.params) == ("prompt.too_many_chars", {"length": 401, "limit": 400})
+    assert_renders(error)
+    assert parse(" " * 50 + "a" * 400 + " " * 50).speech == "a" * 400  # padding is not the line
+
+
+def test_too_long_to_speak() -> None:
+    error = rejected("她说：「" + "我" * 40 + "」")
+    assert error.key == "prompt.too_long_to_speak"
+    assert error.params == {"estimate": pytest.approx(40 * ZH_CHAR, abs=0.01), "limit": 8.5}
+    assert_renders(error)
+
+
+def test_too_long_for_five_seconds() -> None:
+    error = rejected("她说：「" + "我" * 20 + "」 --5s")
+    assert error.key == "prompt.too_long_for_duration"
+    assert error.params == {
+        "estimate": pytest.approx(20 * ZH_CHAR, abs=0.01),
+        "seconds": 5,
+        "limit": pytest.approx(4.25),
+    }
+    assert_renders(error)
+    assert parse("她说：「" + "我" * 20 + "」").seconds == 10
+
+
+@pytest.mark.parametrize(
+    ("text", "flag"),
+    [
+        ("hi --bogus", "--bogus"),
+        ("hi --takes", "--takes"),
+        ("hi --takes x", "--takes"),
+        ("hi --takes=3x", "--takes"),
+        ("hi --seed=-1", "--seed"),
+        ("hi --seed 4294967296", "--seed"),
+        ("hi --voice", "--voice"),
+        ("hi —seed abc", "—seed"),
+    ],
+)
+def test_bad_flag(text: str, flag: str) -> None:
+    error = rejected(text)
+    assert (error.key, error.params) == ("prompt.bad_flag", {"flag": flag, "max_takes": 5})
+    assert_renders(error)
+
+
+@pytest.mark.parametrize(
+    ("text", "kwargs"), [("hi --takes 0", {}), ("hi --takes 6", {}), ("hi", {"takes": 0})]
+)
+def test_bad_takes(text: str, kwargs: dict[str, object]) -> None:
+    error = rejected(text, **kwargs)
+    assert (error.key, error.params) == ("prompt.bad_takes", {"max_takes": 5})
+    assert_renders(error)
+
+
+def test_max_takes_comes_from_settings() -> None:
+    settings = PromptSettings(max_takes=2)
+    assert parse_line("hi --takes 2", settings).takes == 2
+    with pytest.raises(PromptRejected) as info:
+        parse_line("hi --takes 3", settings)
+    assert info.value.params == {"max_takes": 2}
+
+
+@pytest.mark.parametrize(
+    ("text", "kwargs"), [("hi --7s", {}), ("hi --0s", {}), ("hi", {"seconds": 6})]
+)
+def test_bad_duration(text: str, kwargs: dict[str, object]) -> None:
+    error = rejected(text, **kwargs)
+    assert (error.key, error.params) == ("prompt.bad_duration", {})
+    assert_renders(error)
+
+
+# --- language -----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("speech", "language"),
+    [
+        ("我买了一个新的iPhone", "zh"),
+        ("我买了iPhone", "en"),  # letters are counted, not words
+        ("I love 北京", "en"),
+        ("あなたは誰ですか", "other"),
+        ("Привет, как дела", "other"),
+        ("123", "other"),
+        ("Ça va, très bien", "en"),
+    ],
+)
+def test_detect_language(speech: str, language: str) -> None:
+    assert detect_language(speech) == language
+
+
+# --- properties ---------------------------------------------------------------------------
+
+TRICKY = st.sampled_from(
+    [*QUOTE_CHARS, "--", "—", "–", "--5s", "--10s", "--takes", "--seed", "--voice", "=", " ",
+     "3", "'s", "n't", "，", "。", "?", "\n", "我", "a", "--x"]
+)  # fmt: skip
+LINES = st.text(max_size=450) | st.lists(TRICKY | st.text(max_size=5), max_size=60).map("".join)
+
+
+@given(LINES)
+def test_parse_never_raises_anything_but_prompt_rejected(text: str) -> None:
+    try:
+        parsed = parse(text)
+    except PromptRejected as error:
+        assert error.key in CATALOG["en"]
+        assert_renders(error)
+        return
+    assert parsed.seconds in (5, 10)
+    assert 1 <= parsed.takes <= SETTINGS.max_takes
+    assert 0 < parsed.speech_seconds <= SETTINGS.long_clip_max_seconds
+    assert parsed.line == parsed.line.strip() != ""
+    assert all(u == u.strip() != "" for u in parsed.utterances)
+    assert parsed.language in ("zh", "en", "other")
+
+
+UTTERANCE = st.text(
+    st.characters(blacklist_characters=QUOTE_CHARS, blacklist_categories=("Cs",)), max_size=60
+)
+
+
+@given(UTTERANCE)
+def test_quoted_utterance_comes_back_exactly(utterance: str) -> None:
+    try:
+        parsed = parse(f'He says: "{utterance}"')
+    except PromptRejected as error:
+        assert error.key in ("prompt.empty", "prompt.too_long_to_speak")
+        if error.key == "prompt.empty":
+            assert not any(ch.isalnum() for ch in utterance)
+        return
+    assert parsed.utterances == (utterance.strip(),)
+    assert parsed.speech == utterance.strip()
+
+
+WORDS = st.lists(st.text(string.ascii_letters, min_size=1, max_size=8), min_size=1, max_size=8)
+FLAGS = st.lists(
+    st.tuples(
+        st.sampled_from(["--", "—", "–"]),
+        st.sampled_from(["5s", "10s", "takes {n}", "takes={n}", "seed {n}", "voice v{n}"]),
+        st.integers(1, SETTINGS.max_takes),
+    ).map(lambda t: t[0] + t[1].format(n=t[2])),
+    max_size=5,
+)
+
+
+@given(WORDS, FLAGS, st.randoms(use_true_random=False), st.booleans())
+def test_flags_are_removed_and_never_spoken(
+    words: list[str], flags: list[str], rng: random.Random, quoted: bool
+) -> None:
+    tokens = list(words)
+    for flag in flags:  # anywhere in the line, but the words keep their order
+        tokens.insert(rng.randint(0, len(tokens)), flag)
+    text = " ".join(tokens)
+    if quoted:
+        text = f'{text} "{" ".join(words)}"'
+    parsed = parse(text, seconds=10)
+    assert not any(dash in parsed.line for dash in "-—–")
+    assert parsed.speech == " ".join(words)
+    assert parsed.utterances == (" ".join(words),)
+    takes = [int(token.split()[-1].split("=")[-1]) for token in tokens if "takes" in token]
+    assert parsed.takes == (takes[-1] if takes else 1)
+
+
+@given(
+    st.lists(st.text(string.ascii_letters, min_size=1, max_size=8), max_size=10).map(" ".join)
+    | st.text(st.characters(min_codepoint=0x4E00, max_codepoint=0x9FFF), max_size=20),
+    st.text(string.ascii_letters, min_size=1, max_size=8)
+    | st.characters(min_codepoint=0x4E00, max_codepoint=0x9FFF),
+    st.sampled_from(["", ",", "。", "!", "…"]),
+)
+def test_speech_seconds_grow_with_every_spoken_word(base: str, word: str, mark: str) -> None:
+    before = estimate_speech_seconds([base + mark], SETTINGS)
+    assert estimate_speech_seconds([f"{base}{mark} {word}"], SETTINGS) > before
+    assert estimate_speech_seconds([base + mark, word], SETTINGS) > before
+
+
+@given(st.text(st.characters(min_codepoint=0x4E00, max_codepoint=0x9FFF), min_size=1, max_size=30))
+def test_pure_han_is_chinese(text: str) -> None:
+    assert detect_language(text) == "zh"
+    parsed = parse(f"她说：「{text}」")
+    assert parsed.language == "zh"
+    assert parsed.seconds == (5 if len(text) * ZH_CHAR <= SETTINGS.short_clip_max_seconds else 10)
+
+
+@given(WORDS)
+def test_ascii_words_are_english(words: list[str]) -> None:
+    assert detect_language(" ".join(words)) == "en"
+    assert parse(f'He says "{" ".join(words)}"').language == "en"
