@@ -40,6 +40,7 @@ async def open_runtime(
         backend = create_backend(settings)
         try:
             router = NotifierRouter(notifiers)
+            failpoints = Failpoints(settings.debug.failpoints)
             service = Service(
                 store=store,
                 notifier=router,
@@ -47,6 +48,7 @@ async def open_runtime(
                 prompts=settings.prompts,
                 slots=backend.slots,
                 default_run_seconds=_FIRST_GUESS_RUN_SECONDS.get(backend.name, 60.0),
+                failpoints=failpoints,
             )
             worker = Worker(
                 store=store,
@@ -54,7 +56,7 @@ async def open_runtime(
                 notifier=router,
                 settings=settings.worker,
                 results_dir=settings.data_dir / "results",
-                failpoints=Failpoints(settings.debug.failpoints),
+                failpoints=failpoints,
                 eta=service.eta_for,
             )
             service.set_wake(worker.wake)

@@ -9,6 +9,7 @@ from dataclasses import dataclass
 
 from config.settings import ImageSettings, PromptSettings
 from core.errors import RequestRejected
+from core.failpoints import Failpoints
 from core.images import prepare_image_async
 from core.models import EventKind, Job, JobEvent, JobState, UserRef, VideoRequest
 from core.notify import NotifierRouter
@@ -43,6 +44,7 @@ class Service:
         slots: int,
         wake: Callable[[], None] = lambda: None,
         default_run_seconds: float = DEFAULT_RUN_SECONDS,
+        failpoints: Failpoints | None = None,
     ) -> None:
         self._store = store
         self._notifier = notifier
@@ -52,6 +54,7 @@ class Service:
         self._wake = wake
         self._default_run_seconds = default_run_seconds
         self._run_seconds: float | None = None
+        self._failpoints = failpoints or Failpoints()
 
     def set_wake(self, wake: Callable[[], None]) -> None:
         """Connect the worker's wake-up, called after every admission."""
@@ -109,6 +112,7 @@ class Service:
             address=request.address,
             takes=takes,
         )
+        self._failpoints.hit("service.after_admission")
         self._wake()
         first = admitted.jobs[0]
         position = await self._store.queue_position(first.id)

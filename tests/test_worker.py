@@ -1,0 +1,313 @@
+"""The worker and service end to end: real SQLite, real job-API client, loopback server."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from config.settings import Settings
+from core.backends.jobapi import JobApiBackend
+from core.errors import DeliveryError, ImageRejected, PromptRejected, RequestRejected
+from core.models import DeliveryAddress, EventKind, Job, JobEvent, JobState, UserRef, VideoRequest
+from core.notify import NotifierRouter
+from core.service import Service
+from core.store import Store
+from core.worker import Worker
+from tests.conftest import make_settings
+from tests.jobapi_server import JobApiServer
+
+
+@dataclass
+class RecordingAdapter:
+    """A chat adapter at the edge: records what users would see and receive."""
+
+    events: list[JobEvent] = field(default_factory=list)
+    delivered: list[tuple[str, bytes]] = field(default_factory=list)
+    refuse: DeliveryError | None = None
+    flaky: int = 0
+
+    async def notify(self, event: JobEvent) -> None:
+        self.events.append(event)
+
+    async def deliver(self, job: Job, video: Path) -> None:
+        if self.refuse is not None:
+            raise self.refuse
+        if self.flaky > 0:
+            self.flaky -= 1
+            raise DeliveryError("platform hiccup", permanent=False)
+        self.delivered.append((job.id, video.read_bytes()))
+
+    def kinds(self, job_id: str) -> list[EventKind]:
+        return [e.kind for e in self.events if e.job.id == job_id]
+
+
+@dataclass
+class Harness:
+    settings: Settings
+    server: JobApiServer
+    store: Store
+    adapter: RecordingAdapter
+    service: Service
+    worker: Worker
+
+    def request(self, line: str, image: bytes, key: str = "m1", **kwargs: Any) -> VideoRequest:
+        return VideoRequest(
+            user=UserRef("test", kwargs.pop("user", "u1")),
+            image=image,
+            line=line,
+            address=DeliveryAddress("test", "chat1"),
+            source_key=key,
+            **kwargs,
+        )
+
+    async def finish(self, job_ids: list[str], timeout: float = 15) -> list[Job]:
+        async def all_final() -> list[Job]:
+            while True:
+                jobs = await self.store.jobs_by_ids(job_ids)
+                if all(job.state.is_terminal for job in jobs):
+                    return jobs
+                await asyncio.sleep(0.02)
+
+        return await asyncio.wait_for(all_final(), timeout)
+
+
+@contextlib.asynccontextmanager
+async def harness(
+    tmp_path: Path, video: bytes, *, slots: int = 2, **server_knobs: Any
+) -> AsyncIterator[Harness]:
+    server = JobApiServer(video=video, **server_knobs)
+    url = await server.start()
+    settings = make_settings(
+        tmp_path, backend="jobapi", jobapi={"url": url, "slots": slots, "poll_interval_seconds": 0.02}
+    )
+    store = await Store.open(settings.store_path)
+    backend = JobApiBackend(settings=settings.jobapi)
+    adapter = RecordingAdapter()
+    router = NotifierRouter({"test": adapter})
+    service = Service(
+        store=store,
+        notifier=router,
+        images=settings.images,
+        prompts=settings.prompts,
+        slots=slots,
+    )
+    worker = Worker(
+        store=store,
+        backend=backend,
+        notifier=router,
+        settings=settings.worker,
+        results_dir=settings.data_dir / "results",
+        eta=service.eta_for,
+    )
+    service.set_wake(worker.wake)
+    task = asyncio.create_task(worker.run())
+    try:
+        yield Harness(settings, server, store, adapter, service, worker)
+    finally:
+        await worker.stop()
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+        await backend.aclose()
+        await store.close()
+        await server.stop()
+
+
+LINE = 'The girl smiles and says: "You didn\'t really think I\'d give up?"'
+
+
+async def test_request_is_delivered_with_status_events(
+    tmp_path: Path, tiny_mp4: bytes, portrait: bytes
+) -> None:
+    async with harness(tmp_path, tiny_mp4) as h:
+        admission = await h.service.submit(h.request(LINE, portrait))
+        assert admission.position == 1 and admission.eta_seconds is not None
+        [job] = await h.finish([j.id for j in admission.jobs])
+        assert job.state is JobState.DONE
+        assert h.adapter.delivered == [(job.id, tiny_mp4)]
+        kinds = h.adapter.kinds(job.id)
+        assert kinds.index(EventKind.STARTED) < kinds.index(EventKind.DELIVERED)
+        assert kinds[-1] is EventKind.DELIVERED
+        # The provider got the prepared image and the parsed line, not the raw upload.
+        [served] = h.server.jobs.values()
+        assert served.payload["speech"] == "You didn't really think I'd give up?"
+        assert served.payload["width"] == 1280 and served.payload["height"] == 720
+
+
+async def test_takes_share_a_voice_and_get_distinct_seeds(
+    tmp_path: Path, tiny_mp4: bytes, portrait: bytes
+) -> None:
+    async with harness(tmp_path, tiny_mp4) as h:
+        admission = await h.service.submit(h.request(LINE + " --takes 3", portrait))
+        jobs = await h.finish([j.id for j in admission.jobs])
+        assert [j.state for j in jobs] == [JobState.DONE] * 3
+        payloads = [job.payload for job in h.server.jobs.values()]
+        assert len({p["voice"] for p in payloads}) == 1
+        assert len({p["seed"] for p in payloads}) == 3
+
+
+async def test_duplicate_event_is_not_a_second_job(
+    tmp_path: Path, tiny_mp4: bytes, portrait: bytes
+) -> None:
+    async with harness(tmp_path, tiny_mp4, hold=asyncio.Event()) as h:
+        first = await h.service.submit(h.request(LINE, portrait, key="chat1:42"))
+        with pytest.raises(RequestRejected) as refused:
+            await h.service.submit(h.request(LINE, portrait, key="chat1:42"))
+        assert refused.value.key == "request.duplicate"
+        assert refused.value.params["request_id"] == first.request_id
+        assert sum((await h.store.count_by_state()).values()) == 1
+
+
+async def test_bad_inputs_write_nothing(tmp_path: Path, tiny_mp4: bytes, portrait: bytes) -> None:
+    async with harness(tmp_path, tiny_mp4) as h:
+        with pytest.raises(ImageRejected):
+            await h.service.submit(h.request(LINE, b"just some text, not an image"))
+        with pytest.raises(PromptRejected):
+            await h.service.submit(h.request("   ", portrait, key="m2"))
+        with pytest.raises(PromptRejected) as too_long:
+            await h.service.submit(h.request('He says: "' + "word " * 40 + '"', portrait, key="m3"))
+        assert too_long.value.key == "prompt.too_long_to_speak"
+        assert await h.store.count_by_state() == {}
+        assert await h.store.find_request("m1") is None
+
+
+async def test_lost_submit_answer_is_reconciled_not_paid_twice(
+    tmp_path: Path, tiny_mp4: bytes, portrait: bytes
+) -> None:
+    async with harness(tmp_path, tiny_mp4, lose_submit_answers=1) as h:
+        admission = await h.service.submit(h.request(LINE, portrait))
+        [job] = await h.finish([admission.jobs[0].id])
+        assert job.state is JobState.DONE
+        assert len(h.server.submits) == 1
+
+
+async def test_transient_failure_is_retried_then_succeeds(
+    tmp_path: Path, tiny_mp4: bytes, portrait: bytes
+) -> None:
+    async with harness(tmp_path, tiny_mp4, fail_jobs=2) as h:
+        admission = await h.service.submit(h.request(LINE, portrait))
+        [job] = await h.finish([admission.jobs[0].id])
+        assert job.state is JobState.DONE
+        assert job.attempts == 3
+        # Each attempt is its own provider job; none was submitted twice.
+        assert len(h.server.submits) == len(set(h.server.submits)) == 3
+
+
+async def test_retries_are_bounded(tmp_path: Path, tiny_mp4: bytes, portrait: bytes) -> None:
+    async with harness(tmp_path, tiny_mp4, fail_jobs=10) as h:
+        admission = await h.service.submit(h.request(LINE, portrait))
+        [job] = await h.finish([admission.jobs[0].id])
+        assert job.state is JobState.FAILED
+        assert job.error_key == "job.backend_failed"
+        assert job.attempts == h.settings.worker.max_attempts
+        failed = [e for e in h.adapter.events if e.kind is EventKind.FAILED]
+        assert [e.error_key for e in failed] == ["job.backend_failed"]
+
+
+async def test_content_filter_is_not_retried(
+    tmp_path: Path, tiny_mp4: bytes, portrait: bytes
+) -> None:
+    async with harness(tmp_path, tiny_mp4, filter_all=True) as h:
+        admission = await h.service.submit(h.request(LINE, portrait))
+        [job] = await h.finish([admission.jobs[0].id])
+        assert (job.state, job.error_key, job.attempts) == (JobState.FAILED, "job.filtered", 1)
+
+
+async def test_malformed_status_replies_are_survived(
+    tmp_path: Path, tiny_mp4: bytes, portrait: bytes
+) -> None:
+    async with harness(tmp_path, tiny_mp4, malformed_polls=3) as h:
+        admission = await h.service.submit(h.request(LINE, portrait))
+        [job] = await h.finish([admission.jobs[0].id])
+        assert job.state is JobState.DONE and len(h.server.submits) == 1
+
+
+async def test_broken_result_fails_cleanly(tmp_path: Path, portrait: bytes) -> None:
+    async with harness(tmp_path, b"<html>not a video</html>") as h:
+        admission = await h.service.submit(h.request(LINE, portrait))
+        [job] = await h.finish([admission.jobs[0].id])
+        assert (job.state, job.error_key) == (JobState.FAILED, "job.bad_result")
+        assert h.adapter.delivered == []
+
+
+async def test_result_url_off_the_server_is_refused(
+    tmp_path: Path, tiny_mp4: bytes, portrait: bytes
+) -> None:
+    knobs = {"foreign_result_url": "http://169.254.169.254/latest/meta-data"}
+    async with harness(tmp_path, tiny_mp4, **knobs) as h:
+        admission = await h.service.submit(h.request(LINE, portrait))
+        [job] = await h.finish([admission.jobs[0].id])
+        assert (job.state, job.error_key) == (JobState.FAILED, "job.bad_result")
+
+
+async def test_deadline_cancels_at_the_provider(
+    tmp_path: Path, tiny_mp4: bytes, portrait: bytes
+) -> None:
+    async with harness(tmp_path, tiny_mp4, hold=asyncio.Event()) as h:
+        h.worker._settings = h.settings.worker.model_copy(update={"job_deadline_seconds": 0.3})
+        admission = await h.service.submit(h.request(LINE, portrait))
+        [job] = await h.finish([admission.jobs[0].id])
+        assert (job.state, job.error_key) == (JobState.FAILED, "job.deadline")
+        [served] = h.server.jobs.values()
+        assert served.canceled
+
+
+async def test_delivery_retries_transient_and_stops_on_permanent(
+    tmp_path: Path, tiny_mp4: bytes, portrait: bytes
+) -> None:
+    async with harness(tmp_path, tiny_mp4) as h:
+        h.adapter.flaky = 2
+        admission = await h.service.submit(h.request(LINE, portrait))
+        [job] = await h.finish([admission.jobs[0].id])
+        assert job.state is JobState.DONE and len(h.adapter.delivered) == 1
+        h.adapter.refuse = DeliveryError("bot was blocked", permanent=True)
+        admission = await h.service.submit(h.request(LINE, portrait, key="m2"))
+        [job] = await h.finish([admission.jobs[0].id])
+        assert (job.state, job.error_key) == (JobState.FAILED, "job.undeliverable")
+
+
+async def test_queue_positions_follow_the_scheduler(
+    tmp_path: Path, tiny_mp4: bytes, portrait: bytes
+) -> None:
+    hold = asyncio.Event()
+    async with harness(tmp_path, tiny_mp4, slots=1, hold=hold) as h:
+        first = await h.service.submit(h.request(LINE, portrait, key="a", user="alice"))
+        # Wait until alice's job holds the only slot.
+        for _ in range(200):
+            if h.server.jobs:
+                break
+            await asyncio.sleep(0.01)
+        second = await h.service.submit(h.request(LINE + " --takes 2", portrait, key="b"))
+        third = await h.service.submit(h.request(LINE, portrait, key="c", user="carol"))
+        assert second.position == 1
+        # carol's first take goes before u1's second take: fair order.
+        assert third.position == 2
+        ids = [second.jobs[0].id, third.jobs[0].id, second.jobs[1].id]
+        assert [j.id for j in await h.store.waiting_jobs()] == ids
+        hold.set()
+        await h.finish([first.jobs[0].id, *ids])
+        started = [ref.rsplit("-", 1)[0] for ref in h.server.submits]
+        assert started == [first.jobs[0].id, *ids]
+
+
+async def test_cancel_while_queued(tmp_path: Path, tiny_mp4: bytes, portrait: bytes) -> None:
+    hold = asyncio.Event()
+    async with harness(tmp_path, tiny_mp4, slots=1, hold=hold) as h:
+        await h.service.submit(h.request(LINE, portrait, key="a"))
+        waiting = await h.service.submit(h.request(LINE, portrait, key="b"))
+        job_id = waiting.jobs[0].id
+        with pytest.raises(RequestRejected) as stranger:
+            await h.service.cancel(job_id, UserRef("test", "mallory"))
+        assert stranger.value.key == "request.not_owner"
+        canceled = await h.service.cancel(job_id, UserRef("test", "u1"))
+        assert canceled.state is JobState.CANCELED
+        assert EventKind.CANCELED in h.adapter.kinds(job_id)
+        hold.set()
+        await asyncio.sleep(0.3)
+        assert len(h.server.jobs) == 1
