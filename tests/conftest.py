@@ -92,4 +92,3 @@ def tiny_mp4() -> bytes:
 @pytest.fixture
 def portrait() -> bytes:
     return photo_jpeg()
-

@@ -135,7 +135,7 @@ class JobApiServer:
         response = web.StreamResponse(headers={"Content-Type": "video/mp4"})
         response.content_length = len(self.video)
         await response.prepare(request)
-        chunk = 16 * 1024
+        chunk = 1024
         for start in range(0, len(self.video), chunk):
             await response.write(self.video[start : start + chunk])
             if self.result_delay:

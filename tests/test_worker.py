@@ -84,7 +84,9 @@ async def harness(
     server = JobApiServer(video=video, **server_knobs)
     url = await server.start()
     settings = make_settings(
-        tmp_path, backend="jobapi", jobapi={"url": url, "slots": slots, "poll_interval_seconds": 0.02}
+        tmp_path,
+        backend="jobapi",
+        jobapi={"url": url, "slots": slots, "poll_interval_seconds": 0.02},
     )
     store = await Store.open(settings.store_path)
     backend = JobApiBackend(settings=settings.jobapi)
@@ -119,7 +121,7 @@ async def harness(
         await server.stop()
 
 
-LINE = 'The girl smiles and says: "You didn\'t really think I\'d give up?"'
+LINE = "The girl smiles and says: \"You didn't really think I'd give up?\""
 
 
 async def test_request_is_delivered_with_status_events(
