@@ -17,6 +17,7 @@ import socket
 import time
 import uuid
 from collections.abc import Callable
+from dataclasses import fields, replace
 from pathlib import Path
 from typing import Any
 
@@ -32,6 +33,7 @@ from core.store import Store
 log = logging.getLogger(__name__)
 
 _BACKEND_PHASE = frozenset({JobState.SUBMITTING, JobState.RUNNING})
+_JOB_FIELDS = frozenset(field.name for field in fields(Job))
 _FETCH_ATTEMPTS = 3
 _DELIVERY_ATTEMPTS = 5
 
@@ -66,6 +68,7 @@ class Worker:
         self._tasks: set[asyncio.Task[None]] = set()
         self._driving: set[str] = set()
         self._stopping = False
+        self._run_task: asyncio.Task[object] | None = None
 
     @property
     def platforms(self) -> tuple[str, ...]:
@@ -82,6 +85,7 @@ class Worker:
     async def run(self) -> None:
         """Process jobs until ``stop`` is called or the task is canceled."""
         self._results_dir.mkdir(parents=True, exist_ok=True)
+        self._run_task = asyncio.current_task()
         background = [
             asyncio.create_task(self._heartbeat_loop(), name="worker-heartbeat"),
             asyncio.create_task(self._position_loop(), name="worker-positions"),
@@ -90,6 +94,9 @@ class Worker:
             await self._adopt_stale()
             while not self._stopping:
                 await self._slots.acquire()
+                if self._stopping:
+                    self._slots.release()
+                    break
                 try:
                     job = await self._store.claim_next(
                         self.owner,
@@ -129,6 +136,12 @@ class Worker:
         """Stop claiming, interrupt running jobs and hand their leases back at once."""
         self._stopping = True
         self._wake.set()
+        runner = self._run_task
+        if runner is not None and runner is not asyncio.current_task() and not runner.done():
+            # Stop the claim loop first, so that no job is claimed after this point.
+            runner.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await runner
         tasks = list(self._tasks)
         for task in tasks:
             task.cancel()
@@ -257,15 +270,11 @@ class Worker:
                 except BackendError as exc:
                     return await self._backend_failed(job, exc.transient, exc.key, str(exc))
                 self._failpoints.hit("worker.after_submit")
-            await self._store.transition(
-                job.id,
-                JobState.RUNNING,
-                expect={JobState.SUBMITTING},
-                handle=handle,
-                resubmitted=int(resubmitted),
-            )
+            job = await self._move(
+                job, JobState.RUNNING, expect={JobState.SUBMITTING},
+                handle=handle, resubmitted=resubmitted,
+            )  # fmt: skip
             self._failpoints.hit("worker.after_handle_stored")
-            job = await self._reload(job)
             await self._notifier.notify(JobEvent(EventKind.STARTED, job))
         assert handle is not None
         return await self._await_backend(job, handle)
@@ -293,10 +302,7 @@ class Worker:
                     continue
                 return await self._fail(job, exc.key, detail=str(exc))
             if status.state is BackendState.SUCCEEDED:
-                await self._store.transition(
-                    job.id, JobState.DOWNLOADING, expect={JobState.RUNNING}
-                )
-                return await self._reload(job)
+                return await self._move(job, JobState.DOWNLOADING, expect={JobState.RUNNING})
             if status.state is BackendState.FILTERED:
                 return await self._fail(job, "job.filtered", detail=status.detail)
             if status.state in {BackendState.FAILED, BackendState.CANCELED}:
@@ -327,8 +333,8 @@ class Worker:
             log.warning(
                 "job %s attempt %d failed (%s); retry in %.1fs", job.id, job.attempts, detail, delay
             )
-            await self._store.transition(
-                job.id,
+            requeued = await self._move(
+                job,
                 JobState.QUEUED,
                 expect=_BACKEND_PHASE,
                 handle=None,
@@ -338,7 +344,7 @@ class Worker:
                 lease_expires=0,
             )
             self.wake()
-            return await self._reload(job)
+            return requeued
         return await self._fail(job, key, detail=detail)
 
     async def _download(self, job: Job) -> Job:
@@ -357,18 +363,18 @@ class Worker:
                     return await self._fail(job, exc.key, detail=str(exc))
                 await asyncio.sleep(self._settings.backoff_base_seconds * attempt)
         os.replace(partial, final)
-        await self._store.transition(
-            job.id, JobState.DELIVERING, expect={JobState.DOWNLOADING}, result_path=str(final)
+        return await self._move(
+            job, JobState.DELIVERING, expect={JobState.DOWNLOADING}, result_path=str(final)
         )
-        return await self._reload(job)
 
     async def _deliver(self, job: Job) -> None:
         assert job.result_path is not None
         video = Path(job.result_path)
         if not video.exists():
             # The result file was lost (e.g. data dir wiped): fetch it again.
-            await self._store.transition(job.id, JobState.DOWNLOADING, expect={JobState.DELIVERING})
-            job = await self._download(await self._reload(job))
+            job = await self._download(
+                await self._move(job, JobState.DOWNLOADING, expect={JobState.DELIVERING})
+            )
             if job.state is not JobState.DELIVERING:
                 return
         await self._notifier.notify(JobEvent(EventKind.DELIVERING, job))
@@ -385,23 +391,34 @@ class Worker:
                 await asyncio.sleep(self._settings.backoff_base_seconds * attempt)
         # A crash here delivers again after restart: twice is allowed, never zero times.
         self._failpoints.hit("worker.after_deliver")
-        await self._store.transition(job.id, JobState.DONE, expect={JobState.DELIVERING})
-        await self._notifier.notify(JobEvent(EventKind.DELIVERED, await self._reload(job)))
+        done = await self._move(job, JobState.DONE, expect={JobState.DELIVERING})
+        await self._notifier.notify(JobEvent(EventKind.DELIVERED, done))
 
     async def _fail(
         self, job: Job, key: str, params: dict[str, Any] | None = None, *, detail: str = ""
     ) -> Job:
         log.warning("job %s failed: %s %s", job.id, key, detail)
-        await self._store.transition(
-            job.id, JobState.FAILED, error_key=key, error_params=params or {}, error_detail=detail
+        failed = await self._move(
+            job, JobState.FAILED, error_key=key, error_params=params or {}, error_detail=detail
         )
-        failed = await self._reload(job)
         await self._notifier.notify(
             JobEvent(EventKind.FAILED, failed, error_key=key, error_params=params or {})
         )
         return failed
 
-    async def _reload(self, job: Job) -> Job:
-        fresh = await self._store.job(job.id)
-        assert fresh is not None
-        return fresh
+    async def _move(
+        self,
+        job: Job,
+        to: JobState,
+        *,
+        expect: frozenset[JobState] | set[JobState] | None = None,
+        **fields: Any,
+    ) -> Job:
+        """Commit a state change and return the job as it now stands."""
+        await self._store.transition(job.id, to, expect=expect, **fields)
+        known = {name: value for name, value in fields.items() if name in _JOB_FIELDS}
+        if "resubmitted" in known:
+            known["resubmitted"] = bool(known["resubmitted"])
+        now = self._clock()
+        finished = now if to.is_terminal else job.finished_at
+        return replace(job, state=to, updated_at=now, finished_at=finished, **known)

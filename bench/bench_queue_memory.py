@@ -1,0 +1,77 @@
+"""Extra resident memory of a running service holding 10,000 queued jobs.
+
+Usage: python bench/bench_queue_memory.py [--jobs 10000]; target <= 50 MB.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import gc
+import sys
+import tempfile
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from bench.common import CountingAdapter, SimulatedBackend, prepared_jpeg, rss_mb, tiny_mp4
+from config.settings import load_settings
+from core.models import DeliveryAddress, UserRef, VideoRequest
+from core.notify import NotifierRouter
+from core.prompts import parse_line
+from core.service import Service
+from core.store import Store
+from core.worker import Worker
+
+
+async def main(jobs: int) -> None:
+    settings = load_settings()
+    image = prepared_jpeg()
+    parsed = parse_line('She says: "We are even now."', settings.prompts)
+    with tempfile.TemporaryDirectory() as tmp:
+        store = await Store.open(Path(tmp) / "bench.sqlite3")
+        router = NotifierRouter({"bench": CountingAdapter()})
+        # No free slot: everything admitted stays queued, as during a long outage.
+        backend = SimulatedBackend(slots=1, latency=3600, video=tiny_mp4())
+        service = Service(
+            store=store, notifier=router, images=settings.images, prompts=settings.prompts, slots=1
+        )
+        worker = Worker(
+            store=store,
+            backend=backend,
+            notifier=router,
+            settings=settings.worker,
+            results_dir=Path(tmp) / "results",
+            eta=service.eta_for,
+        )
+        service.set_wake(worker.wake)
+        running = asyncio.create_task(worker.run())
+        await asyncio.sleep(0.2)
+        gc.collect()
+        before = rss_mb()
+        for index in range(jobs):
+            request = VideoRequest(
+                user=UserRef("bench", f"user{index % 500}"),
+                image=b"",
+                line=parsed.line,
+                address=DeliveryAddress("bench", f"chat{index % 50}"),
+                source_key=f"bench:{index}",
+            )
+            await service.admit_prepared(request, parsed, image, (1280, 720))
+        await asyncio.sleep(settings.worker.status_interval_seconds + 0.5)
+        gc.collect()
+        after = rss_mb()
+        counts = await store.count_by_state()
+        await worker.stop()
+        running.cancel()
+        await asyncio.gather(running, return_exceptions=True)
+        await store.close()
+    print(f"jobs admitted: {jobs}, states: { {k.value: v for k, v in counts.items()} }")
+    print(f"RSS before {before:.1f} MB, after {after:.1f} MB")
+    print(f"extra RSS with {jobs} queued jobs: {after - before:.1f} MB (target <= 50 MB)")
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--jobs", type=int, default=10_000)
+    asyncio.run(main(parser.parse_args().jobs))
