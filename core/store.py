@@ -91,6 +91,57 @@ MIGRATIONS: tuple[str, ...] = (
     );
     INSERT INTO scheduler (id, current_round) VALUES (1, 0);
     """,
+    # Chat adapters' own state (core/chatstate.py): the inbox of platform events stored
+    # before anything else happens, remembered photos, button ids, language, history.
+    """
+    CREATE TABLE chat_inbox (
+        platform TEXT NOT NULL,
+        key TEXT NOT NULL,
+        payload TEXT NOT NULL,
+        first_reply TEXT,
+        attempts INTEGER NOT NULL DEFAULT 0,
+        received_at REAL NOT NULL,
+        done_at REAL,
+        PRIMARY KEY (platform, key)
+    );
+    CREATE INDEX chat_inbox_open ON chat_inbox (platform, received_at) WHERE done_at IS NULL;
+    CREATE TABLE chat_photos (
+        platform TEXT NOT NULL,
+        chat_id TEXT NOT NULL,
+        user_id TEXT NOT NULL,
+        file_ref TEXT,
+        request_id TEXT,
+        message_id TEXT,
+        updated_at REAL NOT NULL,
+        PRIMARY KEY (platform, chat_id, user_id)
+    );
+    CREATE TABLE chat_buttons (
+        id TEXT PRIMARY KEY,
+        platform TEXT NOT NULL,
+        action TEXT NOT NULL,
+        request_id TEXT NOT NULL,
+        job_id TEXT,
+        owner TEXT NOT NULL,
+        created_at REAL NOT NULL
+    );
+    CREATE TABLE chat_prefs (
+        platform TEXT NOT NULL,
+        user_id TEXT NOT NULL,
+        locale TEXT,
+        PRIMARY KEY (platform, user_id)
+    );
+    CREATE TABLE chat_history (
+        platform TEXT NOT NULL,
+        user_id TEXT NOT NULL,
+        job_id TEXT NOT NULL,
+        chat_id TEXT NOT NULL,
+        file_ref TEXT NOT NULL,
+        caption TEXT NOT NULL,
+        created_at REAL NOT NULL,
+        PRIMARY KEY (platform, job_id)
+    );
+    CREATE INDEX chat_history_by_user ON chat_history (platform, user_id, created_at);
+    """,
 )
 
 _JOB_COLUMNS = """
@@ -236,6 +287,10 @@ class Store:
 
     async def _fetchall(self, sql: str, params: Sequence[Any] = ()) -> list[Any]:
         return list(await self._conn.execute_fetchall(sql, params))
+
+    async def query(self, sql: str, params: Sequence[Any] = ()) -> list[Any]:
+        """Run a read-only statement outside any transaction (for modules that own tables)."""
+        return await self._fetchall(sql, params)
 
     async def _fetchone(self, sql: str, params: Sequence[Any] = ()) -> Any | None:
         rows = await self._fetchall(sql, params)
