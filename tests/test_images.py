@@ -6,7 +6,6 @@ import asyncio
 import io
 import resource
 import struct
-import time
 import zlib
 from typing import Any
 
@@ -448,15 +447,11 @@ def test_decompression_bomb_is_refused_from_its_header() -> None:
     assert len(data) < 200_000
     pillow_limit = Image.MAX_IMAGE_PIXELS
     peak_before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # KiB on Linux
-    start = time.perf_counter()
-
     error = _rejected(data)
 
-    elapsed = time.perf_counter() - start
     assert error.key == "image.too_many_pixels"
     assert error.params == {"width": 20_000, "height": 20_000, "limit_mp": 60.0}
-    # Decoding it would take seconds and 400 MB; reading the header takes a millisecond.
-    assert elapsed < 1.0
+    # Decoding it would take 400 MB; reading the header takes almost nothing.
     assert resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - peak_before < 100_000
     assert pillow_limit == Image.MAX_IMAGE_PIXELS  # no global was touched
 
