@@ -88,7 +88,23 @@ class TelegramSettings(BaseModel):
     token: SecretStr = SecretStr("")
     base_url: str = ""  # e.g. http://127.0.0.1:8081/bot for a self-hosted Bot API server
     base_file_url: str = ""
+    local_mode: bool = False  # self-hosted server in --local mode: 2000 MB uploads
     admin_ids: list[int] = []
+    max_upload_bytes: int = Field(0, ge=0)  # 0: 50 MB, or 2000 MB in local mode
+    max_download_bytes: int = Field(20_000_000, gt=0)  # getFile limit of the public Bot API
+    poll_timeout_seconds: int = Field(30, ge=0)
+    webhook_url: str = ""  # public HTTPS URL; empty: long polling
+    webhook_listen: str = "127.0.0.1"
+    webhook_port: int = Field(8443, gt=0, lt=65536)
+    webhook_secret: SecretStr = SecretStr("")
+    group_edit_interval_seconds: float = Field(3.0, ge=0)  # status edits per group chat
+    private_edit_interval_seconds: float = Field(1.0, ge=0)
+    group_trigger: Literal["addressed", "all"] = "addressed"  # "all" needs privacy mode off
+    photo_memory_seconds: float = Field(6 * 3600, gt=0)  # a line may follow its photo
+    history_size: int = Field(5, ge=1, le=10)
+    rate_limit_retries: int = Field(3, ge=0)  # retries after a 429 (RetryAfter)
+    overall_max_rate: float = Field(30, ge=0)  # messages per second, whole bot; 0: off
+    group_max_rate: float = Field(20, ge=0)  # messages per minute per group; 0: off
 
 
 class DebugSettings(BaseModel):
