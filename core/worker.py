@@ -256,14 +256,24 @@ class Worker:
     async def _backend_phase(self, job: Job, recovered: bool) -> Job:
         handle = job.handle
         if job.state is JobState.SUBMITTING:
+            self._failpoints.hit("worker.after_claim")
             spec = await self._spec(job)
             resubmitted = job.resubmitted
             if recovered:
                 # The submit may have reached the backend before the crash.
-                handle = await self._backend.find(spec.job_id)
-                resubmitted = resubmitted or handle is None
+                try:
+                    handle = await self._reconcile(job, spec.job_id)
+                except BackendError as exc:
+                    return await self._fail(job, exc.key, detail=str(exc))
                 if handle is None:
+                    if job.resubmitted:
+                        # Resubmit once, never in a loop of crashes: that could pay many times.
+                        return await self._fail(job, "job.interrupted", detail="crashed twice")
                     log.warning("job %s: submit outcome unknown; submitting again", job.id)
+                    job = await self._move(
+                        job, JobState.SUBMITTING, expect={JobState.SUBMITTING}, resubmitted=1
+                    )
+                    resubmitted = True
             if handle is None:
                 try:
                     handle = await self._backend.submit(spec)
@@ -278,6 +288,28 @@ class Worker:
             await self._notifier.notify(JobEvent(EventKind.STARTED, job))
         assert handle is not None
         return await self._await_backend(job, handle)
+
+    async def _reconcile(self, job: Job, key: str) -> str | None:
+        """Ask the backend whether a submit with this key exists, retrying while it is down."""
+        attempt = 0
+        while True:
+            try:
+                return await self._backend.find(key)
+            except BackendError as exc:
+                deadline = job.deadline_at or 0.0
+                if not exc.transient or self._clock() >= deadline:
+                    raise
+                attempt += 1
+                log.warning("job %s: cannot reconcile yet (%s)", job.id, exc)
+                await asyncio.sleep(self._backoff(attempt))
+
+    def _backoff(self, attempt: int) -> float:
+        """Exponential backoff with jitter, so that retries after one outage spread out."""
+        delay = min(
+            self._settings.backoff_max_seconds,
+            self._settings.backoff_base_seconds * 2 ** (attempt - 1),
+        )
+        return delay * random.uniform(0.5, 1.0)
 
     async def _await_backend(self, job: Job, handle: str) -> Job:
         last_progress_event = 0.0
@@ -325,11 +357,7 @@ class Worker:
     async def _backend_failed(self, job: Job, transient: bool, key: str, detail: str) -> Job:
         """Retry a transient failure with backoff, or fail the job for good."""
         if transient and job.attempts < self._settings.max_attempts:
-            delay = min(
-                self._settings.backoff_max_seconds,
-                self._settings.backoff_base_seconds * 2 ** (job.attempts - 1),
-            )
-            delay *= random.uniform(0.5, 1.0)  # jitter: retries from one outage spread out
+            delay = self._backoff(job.attempts)
             log.warning(
                 "job %s attempt %d failed (%s); retry in %.1fs", job.id, job.attempts, detail, delay
             )

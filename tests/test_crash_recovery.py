@@ -68,10 +68,16 @@ def job_rows(data_dir: Path) -> list[tuple[str, str, str | None]]:
         return db.execute("SELECT id, state, handle FROM jobs ORDER BY seq").fetchall()
 
 
+def resubmitted(data_dir: Path) -> list[int]:
+    with sqlite3.connect(data_dir / "actorbot.sqlite3") as db:
+        return [row[0] for row in db.execute("SELECT resubmitted FROM jobs ORDER BY seq")]
+
+
 @pytest.mark.parametrize(
     "failpoint",
     [
         "service.after_admission",
+        "worker.after_claim",
         "worker.after_submit",
         "worker.after_handle_stored",
         "worker.after_fetch",
@@ -106,8 +112,10 @@ async def test_sigkill_at_failpoint_then_resume(
         # One provider job in every case: a stored handle (or a reconciled submit) is
         # never submitted again.
         assert len(server.submits) == 1
-        if failpoint != "service.after_admission":
+        if failpoint not in ("service.after_admission", "worker.after_claim"):
             assert submits_before == 1
+        # Only a crash between claim and submit leaves the outcome unknown; it is recorded.
+        assert resubmitted(data) == [int(failpoint == "worker.after_claim")]
     finally:
         await server.stop()
 

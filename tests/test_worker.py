@@ -313,3 +313,21 @@ async def test_cancel_while_queued(tmp_path: Path, tiny_mp4: bytes, portrait: by
         hold.set()
         await asyncio.sleep(0.3)
         assert len(h.server.jobs) == 1
+
+
+async def test_second_crash_before_submit_fails_instead_of_paying_again(
+    tmp_path: Path, tiny_mp4: bytes, portrait: bytes
+) -> None:
+    hold = asyncio.Event()
+    async with harness(tmp_path, tiny_mp4, slots=1, hold=hold) as h:
+        # Fill the only slot so the next job stays queued while we rewrite its state.
+        await h.service.submit(h.request(LINE, portrait, key="a"))
+        admission = await h.service.submit(h.request(LINE, portrait, key="b"))
+        job_id = admission.jobs[0].id
+        # As a worker that died twice between claim and submit would leave it.
+        await h.store.transition(job_id, JobState.SUBMITTING, resubmitted=1, lease_expires=0)
+        await h.worker._adopt_stale()
+        hold.set()
+        [job] = await h.finish([job_id])
+        assert (job.state, job.error_key) == (JobState.FAILED, "job.interrupted")
+        assert len(h.server.submits) == 1  # only job "a" reached the provider
