@@ -4,7 +4,7 @@
     ├── UserError               refused request; carries a message key + params for adapters
     │   ├── ImageRejected       not an image, too big, corrupt, too small
     │   ├── PromptRejected      empty, too long to speak in 10 s, bad flag
-    │   └── RequestRejected     duplicate, unknown job, not yours, busy
+    │   └── RequestRejected     duplicate, unknown job, not yours, busy, quota, access
     ├── BackendError            a video backend failed; ``transient`` says whether to retry
     │   └── ContentFiltered     the provider's content policy refused the request (never retried)
     └── DeliveryError           a platform could not take the result; ``permanent`` stops retries
@@ -25,10 +25,12 @@ class ActorbotError(Exception):
 class UserError(ActorbotError):
     """A request refused for a reason the user can act on; adapters render ``key``."""
 
-    def __init__(self, key: str, **params: Any) -> None:
+    def __init__(self, key: str, *, silent: bool = False, **params: Any) -> None:
         super().__init__(key)
         self.key = key
         self.params = params
+        # True when the user was already told (e.g. the flood warning): adapters show nothing.
+        self.silent = silent
 
     def __str__(self) -> str:
         if not self.params:
@@ -68,7 +70,15 @@ class ContentFiltered(BackendError):
 class DeliveryError(ActorbotError):
     """The platform did not accept the result; ``permanent`` ones are not retried."""
 
-    def __init__(self, message: str, *, permanent: bool, key: str = "job.undeliverable") -> None:
+    def __init__(
+        self,
+        message: str,
+        *,
+        permanent: bool,
+        key: str = "job.undeliverable",
+        **params: Any,
+    ) -> None:
         super().__init__(message)
         self.permanent = permanent
         self.key = key
+        self.params = params

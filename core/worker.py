@@ -413,7 +413,7 @@ class Worker:
                 break
             except DeliveryError as exc:
                 if exc.permanent or attempt == _DELIVERY_ATTEMPTS:
-                    await self._fail(job, exc.key, detail=str(exc))
+                    await self._fail(job, exc.key, exc.params, detail=str(exc))
                     return
                 log.warning("job %s: delivery failed (%s); retrying", job.id, exc)
                 await asyncio.sleep(self._settings.backoff_base_seconds * attempt)
