@@ -431,11 +431,12 @@ async def wait_final(backend: PreviewBackend, handle: str, limit: float = 60) ->
     raise AssertionError("the render did not finish")
 
 
-async def wait_running(backend: PreviewBackend, handle: str) -> None:
-    for _ in range(200):
+async def wait_running(backend: PreviewBackend, handle: str) -> BackendStatus:
+    for _ in range(400):
         status = await backend.wait(handle, timeout=0.05)
         if status.state is BackendState.RUNNING and (status.progress or 0) > 0:
-            return
+            return status
+        assert not status.is_final, status
     raise AssertionError("the render never started")
 
 
@@ -469,9 +470,7 @@ async def test_wait_reports_running_progress_and_queue_position(
         queued = await backend.wait(second, timeout=0.01)
         assert queued.state is BackendState.QUEUED
         assert queued.queue_position == 0
-        await wait_running(backend, first)
-        running = await backend.wait(first, timeout=0.01)
-        assert running.state is BackendState.RUNNING
+        running = await wait_running(backend, first)
         assert running.progress is not None and 0 < running.progress < 1
         assert (await wait_final(backend, second)).state is BackendState.SUCCEEDED
     finally:
