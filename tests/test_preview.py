@@ -384,6 +384,13 @@ def test_a_line_too_long_for_the_clip_is_sped_up_not_cut() -> None:
     assert rms(fitted.pcm[-(22050 // 4) * 2 :]) > 200  # it still ends in speech, not cut short
 
 
+def test_the_last_resort_squeeze_keeps_all_of_the_speech() -> None:
+    speech = tts.synthesize(EN_LINE, "en", None)
+    squeezed = render._squeeze(speech, speech.duration / 2)
+    assert squeezed.duration == pytest.approx(speech.duration / 2, abs=0.01)
+    assert rms(squeezed.pcm[-(22050 // 10) * 2 :]) > 100  # ends in speech: nothing was cut
+
+
 def test_stop_aborts_without_leaving_files(tmp_path: Path) -> None:
     stop = threading.Event()
 
