@@ -10,10 +10,14 @@ if [ ! -x .venv/bin/python ]; then
 fi
 stamp=.venv/.installed-$(sha1sum pyproject.toml | cut -c1-12)
 if [ ! -f "$stamp" ]; then
-    .venv/bin/python -m pip install --quiet --upgrade pip 2>&1 | grep -v '^WARNING: Location' || true
-    .venv/bin/python -m pip install --quiet -e ".[dev]" 2>&1 | grep -v '^WARNING: Location' || true
-    .venv/bin/python -c "import core, bots, config, av, telegram, discord" \
-        || { echo "setup: installing the project failed" >&2; exit 1; }
+    echo "setup: installing actorbot and its tools into .venv (first run takes a minute)…"
+    log=.venv/install.log
+    if ! { .venv/bin/python -m pip install --quiet --upgrade pip \
+            && .venv/bin/python -m pip install --quiet -e ".[dev]"; } >"$log" 2>&1; then
+        tail -n 30 "$log" >&2
+        echo "setup: installing the project failed (full log: $log)" >&2
+        exit 1
+    fi
     rm -f .venv/.installed-*
     touch "$stamp"
 fi
