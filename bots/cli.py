@@ -183,18 +183,25 @@ def _adapter_tokens(settings: Settings) -> dict[str, str]:
 
 
 async def _serve(runtime: Runtime, adapters: Sequence[str]) -> int:
-    """Run the worker (and, once they exist, the adapters) until SIGINT/SIGTERM."""
+    """Run the adapters and the worker in this event loop until SIGINT/SIGTERM."""
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
-    worker = asyncio.create_task(runtime.worker.run(), name="worker")
-    log.info("running adapters: %s", ", ".join(adapters))
-    await stop.wait()
-    await runtime.worker.stop()
-    worker.cancel()
-    with contextlib.suppress(asyncio.CancelledError):
-        await worker
+    async with contextlib.AsyncExitStack() as stack:
+        # Adapters start first (the worker delivers through them) and stop last.
+        if "telegram" in adapters:
+            from bots.telegram import run_telegram
+
+            telegram = await stack.enter_async_context(run_telegram(runtime))
+            telegram.intake.add_done_callback(lambda _: stop.set())
+        worker = asyncio.create_task(runtime.worker.run(), name="worker")
+        log.info("running adapters: %s", ", ".join(adapters))
+        await stop.wait()
+        await runtime.worker.stop()
+        worker.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await worker
     return EXIT_OK
 
 

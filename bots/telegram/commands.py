@@ -1,0 +1,135 @@
+"""Bot commands: /start, /help, /cancel, /lang, /history, /stats, and the command menu."""
+
+from __future__ import annotations
+
+import logging
+from typing import TYPE_CHECKING
+
+from telegram import BotCommand, InputMediaVideo, Message
+from telegram.error import TelegramError
+
+from config.settings import PromptSettings, TelegramSettings
+from core.chatstate import ChatState
+from core.errors import RequestRejected
+from core.i18n import LOCALES, render
+from core.service import Service
+from core.store import Store
+
+from .render import stats_summary
+from .routing import PLATFORM, Command, thread_of, user_ref
+
+if TYPE_CHECKING:
+    from telegram import Bot
+
+    from .handlers import ReplyOnce
+
+log = logging.getLogger(__name__)
+
+# The command menu, in order; each has a description key tg.cmd.<name>.
+MENU = ("gen", "help", "cancel", "history", "lang", "start")
+_LANGUAGE_NAMES = {
+    "en": "en", "english": "en", "英文": "en", "英语": "en",
+    "zh": "zh", "cn": "zh", "chinese": "zh", "中文": "zh", "汉语": "zh", "zh-cn": "zh",
+    "zh-hans": "zh",
+}  # fmt: skip
+
+
+async def set_command_menus(bot: Bot) -> None:
+    """Register the command menu in English (default) and Simplified Chinese."""
+    for locale in LOCALES:
+        commands = [BotCommand(name, render(f"tg.cmd.{name}", locale)) for name in MENU]
+        # No language_code: the default list, shown to users of any other language.
+        code = None if locale == "en" else locale
+        try:
+            await bot.set_my_commands(commands, language_code=code)
+        except TelegramError as exc:
+            log.warning("could not set the %s command menu: %s", locale, exc)
+
+
+class Commands:
+    """Answer commands; every answer goes through ``ReplyOnce`` (no repeat on replay)."""
+
+    def __init__(
+        self,
+        bot: Bot,
+        service: Service,
+        store: Store,
+        chatstate: ChatState,
+        settings: TelegramSettings,
+        prompts: PromptSettings,
+    ) -> None:
+        self._bot = bot
+        self._service = service
+        self._store = store
+        self._chatstate = chatstate
+        self._settings = settings
+        self._prompts = prompts
+
+    async def run(self, message: Message, command: Command, locale: str, reply: ReplyOnce) -> None:
+        """Run one command."""
+        handler = getattr(self, f"_c_{command.name}", None)
+        if handler is None:
+            return  # unknown commands are not ours to answer (other bots share groups)
+        await handler(message, command.args, locale, reply)
+
+    async def _c_start(self, message: Message, args: str, locale: str, reply: ReplyOnce) -> None:
+        await reply.send(render("tg.start", locale))
+
+    async def _c_help(self, message: Message, args: str, locale: str, reply: ReplyOnce) -> None:
+        await reply.send(render("tg.help", locale, max_takes=self._prompts.max_takes))
+
+    async def _c_lang(self, message: Message, args: str, locale: str, reply: ReplyOnce) -> None:
+        assert message.from_user is not None
+        chosen = _LANGUAGE_NAMES.get(args.strip().lower())
+        if chosen is None:
+            await reply.send(render("tg.lang_usage", locale))
+            return
+        await self._chatstate.set_locale(PLATFORM, str(message.from_user.id), chosen)
+        await reply.send(render("tg.lang_set", chosen))
+
+    async def _c_cancel(self, message: Message, args: str, locale: str, reply: ReplyOnce) -> None:
+        assert message.from_user is not None
+        user_id = str(message.from_user.id)
+        chat = str(message.chat_id)
+        canceled = 0
+        for job in await self._store.waiting_jobs():
+            address = job.address
+            if (address.platform, address.chat_id, address.extra.get("user")) != (
+                PLATFORM, chat, user_id,
+            ):  # fmt: skip
+                continue
+            try:
+                await self._service.cancel(job.id, user_ref(message.from_user, locale))
+                canceled += 1
+            except RequestRejected as exc:
+                log.info("cancel of %s refused: %s", job.id, exc.key)
+        key = "tg.canceled" if canceled else "tg.nothing_to_cancel"
+        await reply.send(render(key, locale, count=canceled))
+
+    async def _c_history(self, message: Message, args: str, locale: str, reply: ReplyOnce) -> None:
+        assert message.from_user is not None
+        items = await self._chatstate.history(
+            PLATFORM, str(message.from_user.id), self._settings.history_size
+        )
+        if not items:
+            await reply.send(render("tg.history_empty", locale))
+            return
+        # Re-sent by Telegram's file id: nothing is uploaded again.
+        thread = thread_of(message)
+        if len(items) == 1:
+            await self._bot.send_video(
+                message.chat_id, items[0].file_ref, caption=items[0].caption,
+                message_thread_id=thread,
+            )  # fmt: skip
+            return
+        media = [InputMediaVideo(item.file_ref, caption=item.caption) for item in items[:10]]
+        await self._bot.send_media_group(message.chat_id, media, message_thread_id=thread)
+
+    async def _c_stats(self, message: Message, args: str, locale: str, reply: ReplyOnce) -> None:
+        assert message.from_user is not None
+        if message.from_user.id not in self._settings.admin_ids:
+            await reply.send(render("tg.admin_only", locale))
+            return
+        counts = await self._store.count_by_state()
+        summary = stats_summary({state.value: count for state, count in counts.items()})
+        await reply.send(render("tg.stats", locale, summary=summary))

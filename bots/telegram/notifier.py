@@ -1,0 +1,163 @@
+"""The core's Notifier for Telegram: status changes and result delivery."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+from telegram import Bot, InlineKeyboardButton, InlineKeyboardMarkup, ReplyParameters
+from telegram.constants import ChatAction
+from telegram.error import BadRequest, Forbidden, NetworkError, RetryAfter, TelegramError
+
+from core.chatstate import ChatState
+from core.delivery import fit_video_async
+from core.errors import DeliveryError
+from core.models import EventKind, Job, JobEvent
+
+from .render import caption, result_buttons, status_line
+from .routing import PLATFORM
+from .status import StatusBoard
+
+log = logging.getLogger(__name__)
+
+PUBLIC_UPLOAD_LIMIT = 50 * 1000 * 1000  # Bot API upload limit, decimal MB to stay clear of it
+LOCAL_UPLOAD_LIMIT = 2000 * 1000 * 1000  # self-hosted Bot API server in --local mode
+_CHAT_ACTION_EVERY = 4.5  # an action shows for 5 s at most: repeat it while uploading
+_FINAL = frozenset({EventKind.DELIVERED, EventKind.FAILED, EventKind.CANCELED})
+
+
+def is_too_large(exc: TelegramError) -> bool:
+    """Return whether Telegram refused an upload for its size (HTTP 413).
+
+    PTB maps 413 to a plain ``NetworkError``; only the description tells it apart.
+    """
+    return "too large" in exc.message.lower() or "(413)" in exc.message
+
+
+class TelegramNotifier:
+    """Show status changes in the requester's chat and upload results there."""
+
+    def __init__(
+        self,
+        bot: Bot,
+        board: StatusBoard,
+        chatstate: ChatState,
+        *,
+        max_upload_bytes: int,
+        work_dir: Path,
+        local_mode: bool = False,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self._bot = bot
+        self._board = board
+        self._chatstate = chatstate
+        self.max_upload_bytes = max_upload_bytes
+        self._work_dir = work_dir
+        self._local_mode = local_mode
+        self._clock = clock
+
+    async def notify(self, event: JobEvent) -> None:
+        """Update the request's status message (throttled; never raises)."""
+        job = event.job
+        locale = job.address.extra.get("locale")
+        line = status_line(event, locale, self._clock())
+        self._board.update(
+            job, line, waiting=event.kind is EventKind.QUEUED, final=event.kind in _FINAL
+        )
+
+    async def deliver(self, job: Job, video: Path) -> None:
+        """Upload the video as a reply to the request, with the result buttons."""
+        address = job.address
+        chat_id = int(address.chat_id)
+        if self._board.is_blocked(chat_id):
+            # Known 403: asking again would only add to the invalid-request count.
+            raise DeliveryError("the user blocked the bot", permanent=True)
+        # Never upload what Telegram would refuse with 413: fit it first (or refuse).
+        fitted = await fit_video_async(video, self.max_upload_bytes, self._work_dir)
+        locale = address.extra.get("locale")
+        owner = str(address.extra.get("user", ""))
+        text = caption(job, locale)
+        markup = await self._result_markup(job, locale, owner)
+        thread = None if address.thread_id is None else int(address.thread_id)
+        reply = (
+            None
+            if address.reply_to is None
+            else ReplyParameters(int(address.reply_to), allow_sending_without_reply=True)
+        )
+        # Local mode: the server reads the file itself (PTB sends a file:// URI).
+        payload: Path | bytes = (
+            fitted if self._local_mode else await asyncio.to_thread(fitted.read_bytes)
+        )
+        action = asyncio.create_task(self._upload_action(chat_id, thread))
+        try:
+            message = await self._bot.send_video(
+                chat_id,
+                payload,
+                caption=text,
+                supports_streaming=True,
+                reply_parameters=reply,
+                message_thread_id=thread,
+                reply_markup=markup,
+                filename=f"{job.id}.mp4",
+                write_timeout=max(20.0, fitted.stat().st_size / 500_000),  # >= 0.5 MB/s
+            )
+        except Forbidden as exc:
+            self._board.block(chat_id)
+            raise DeliveryError(f"forbidden: {exc.message}", permanent=True) from exc
+        except BadRequest as exc:
+            # The chat, topic or permission is gone; sending again will not change that.
+            raise DeliveryError(f"refused: {exc.message}", permanent=True) from exc
+        except RetryAfter as exc:
+            raise DeliveryError("flood control after retries", permanent=False) from exc
+        except NetworkError as exc:
+            if is_too_large(exc):
+                size = fitted.stat().st_size
+                raise DeliveryError(
+                    f"413 for {size} bytes",
+                    permanent=True,
+                    key="job.too_large_to_deliver",
+                    size_mb=size / 1e6,
+                    limit_mb=self.max_upload_bytes / 1e6,
+                ) from exc
+            raise DeliveryError(f"network: {exc.message}", permanent=False) from exc
+        except TelegramError as exc:
+            raise DeliveryError(f"telegram: {exc.message}", permanent=False) from exc
+        finally:
+            action.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await action
+            if fitted != video:
+                fitted.unlink(missing_ok=True)
+        if message.video is not None and owner:
+            await self._chatstate.add_history(
+                PLATFORM, owner, job.id, address.chat_id, message.video.file_id, text
+            )
+
+    async def _result_markup(
+        self, job: Job, locale: str | None, owner: str
+    ) -> InlineKeyboardMarkup:
+        specs = result_buttons(job, locale)
+        ids = await self._chatstate.add_buttons(
+            PLATFORM, [(spec.action, job.request_id, job.id, owner) for spec in specs]
+        )
+        return InlineKeyboardMarkup(
+            [
+                [InlineKeyboardButton(spec.label, callback_data=button_id)]
+                for spec, button_id in zip(specs, ids, strict=True)
+            ]
+        )
+
+    async def _upload_action(self, chat_id: int, thread: int | None) -> None:
+        while True:
+            try:
+                await self._bot.send_chat_action(
+                    chat_id, ChatAction.UPLOAD_VIDEO, message_thread_id=thread
+                )
+            except TelegramError as exc:
+                log.debug("chat action failed: %s", exc)
+                return
+            await asyncio.sleep(_CHAT_ACTION_EVERY)

@@ -1,0 +1,197 @@
+"""Pure translation of Telegram messages into what the bot should do.
+
+Everything here works on PTB objects built from plain JSON (``Message.de_json``) and never
+calls the network, so each rule is testable with a dict.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+from telegram import Message, Update, User
+
+from core.i18n import normalize_locale
+from core.models import DeliveryAddress, UserRef
+
+PLATFORM = "telegram"
+_GROUP_TYPES = frozenset({"group", "supergroup"})
+
+
+@dataclass(frozen=True)
+class Me:
+    """The bot's own identity, from getMe."""
+
+    id: int
+    username: str
+
+
+@dataclass(frozen=True)
+class PhotoRef:
+    """A photo on Telegram's servers: the largest size of a photo, or an image file."""
+
+    file_id: str
+    file_size: int | None
+    message_id: int  # the message that carries it
+    as_document: bool = False
+
+
+@dataclass(frozen=True)
+class Generate:
+    """Make a video. No line: ask for one. No photo: use the user's remembered photo."""
+
+    line: str | None
+    photo: PhotoRef | None
+    album: bool = False  # the photo came from an album: say which item was used
+
+
+@dataclass(frozen=True)
+class Command:
+    """A bot command other than /gen (lower-cased name, the rest of the text)."""
+
+    name: str
+    args: str = ""
+
+
+def is_group(message: Message) -> bool:
+    """Return whether a message was sent in a group or supergroup."""
+    return message.chat.type in _GROUP_TYPES
+
+
+def parse_command(text: str, username: str) -> tuple[str, str] | None:
+    """Split ``/name[@bot] args``; None if it is not a command or is meant for another bot."""
+    if not text.startswith("/"):
+        return None
+    head, _, rest = text.partition(" ")
+    head, newline, after = head.partition("\n")
+    if newline:
+        rest = f"{after} {rest}".strip() if rest else after
+    name, _, target = head[1:].partition("@")
+    if not name or (target and target.lower() != username.lower()):
+        return None
+    return name.lower(), rest.strip()
+
+
+def photo_of(message: Message | None) -> PhotoRef | None:
+    """Return the image a message carries: its largest photo size or an image file."""
+    if message is None:
+        return None
+    if message.photo:
+        largest = message.photo[-1]  # sizes come smallest first
+        return PhotoRef(largest.file_id, largest.file_size, message.message_id)
+    document = message.document
+    # A file keeps full resolution. Any file type is passed on: the core sniffs the bytes
+    # and refuses what is not an image, with a message the user understands.
+    if document is not None:
+        return PhotoRef(document.file_id, document.file_size, message.message_id, True)
+    return None
+
+
+def strip_mention(text: str, username: str) -> tuple[bool, str]:
+    """Remove ``@username`` (any case) from text; return whether it was there."""
+    needle = f"@{username}".lower()
+    lowered = text.lower()
+    index = lowered.find(needle)
+    if index == -1:
+        return False, text
+    end = index + len(needle)
+    if end < len(text) and (text[end].isalnum() or text[end] == "_"):
+        return False, text  # a longer username that merely starts like ours
+    return True, (text[:index] + text[end:]).strip()
+
+
+def route(
+    message: Message, me: Me, *, group_trigger: Literal["addressed", "all"] = "addressed"
+) -> Generate | Command | None:
+    """Decide what a message asks of the bot, or None when it is not for us.
+
+    Groups run with privacy mode on: the bot sees commands, replies to its messages and
+    (for captions) nothing else unless it is addressed. ``CommandHandler`` reads only
+    ``message.text``, so a ``/gen`` caption on a photo is parsed here.
+    """
+    if message.from_user is None or message.from_user.is_bot:
+        return None
+    text = (message.text or message.caption or "").strip()
+    photo = photo_of(message)
+    album = message.media_group_id is not None
+    command = parse_command(text, me.username)
+    if command is not None:
+        name, args = command
+        if name != "gen":
+            return Command(name, args)
+        # /gen LINE as a reply to someone's photo uses that photo.
+        return Generate(args or None, photo or photo_of(message.reply_to_message), album)
+    if text.startswith("/"):
+        return None  # a command for another bot
+    if not is_group(message):
+        if photo is not None:
+            if album and not text:
+                # Only one item of an album carries the caption; the others are not requests.
+                return None
+            return Generate(text or None, photo, album)
+        return Generate(text, None) if message.text else None
+    mentioned, rest = strip_mention(text, me.username)
+    replied = message.reply_to_message
+    to_bot = replied is not None and replied.from_user is not None and replied.from_user.id == me.id
+    if not (mentioned or to_bot or group_trigger == "all"):
+        return None
+    if group_trigger == "all" and not (mentioned or to_bot) and photo is None:
+        return None  # with privacy mode off, plain chatter is not a request
+    if photo is None and not to_bot:
+        photo = photo_of(replied)
+    if photo is None and not rest:
+        return Command("help") if mentioned else None
+    return Generate(rest or None, photo, album)
+
+
+def source_key(chat_id: int | str, message_id: int | str) -> str:
+    """Return the key that makes one Telegram message at most one request."""
+    return f"{PLATFORM}:{chat_id}:{message_id}"
+
+
+def event_key(
+    update: Update, me: Me, *, group_trigger: Literal["addressed", "all"] = "addressed"
+) -> str | None:
+    """Return the inbox key of an update that asks something of the bot, else None."""
+    if update.callback_query is not None:
+        return f"{PLATFORM}:cb:{update.callback_query.id}"
+    message = update.message
+    if message is None or route(message, me, group_trigger=group_trigger) is None:
+        return None
+    return source_key(message.chat_id, message.message_id)
+
+
+def user_locale(chosen: str | None, user: User | None) -> str:
+    """Return the language to answer a user in: their choice, else their client's."""
+    if chosen:
+        return chosen
+    return normalize_locale(user.language_code if user is not None else None)
+
+
+def user_ref(user: User, locale: str) -> UserRef:
+    """Return the core's view of a Telegram user."""
+    return UserRef(PLATFORM, str(user.id), display_name=user.full_name, locale=locale)
+
+
+def thread_of(message: Message) -> int | None:
+    """Return the forum topic of a message, if it was posted in one.
+
+    ``message_thread_id`` is also set on replies in ordinary groups (it is then the id of
+    the first message of the reply chain); only forum topics accept it back when sending.
+    """
+    return message.message_thread_id if message.is_topic_message else None
+
+
+def address_for(
+    message: Message, *, user_id: str, locale: str, status_message_id: int | None = None
+) -> DeliveryAddress:
+    """Return where the answers to a message go, durable across restarts."""
+    thread = thread_of(message)
+    return DeliveryAddress(
+        platform=PLATFORM,
+        chat_id=str(message.chat_id),
+        reply_to=str(message.message_id),
+        thread_id=None if thread is None else str(thread),
+        status_message_id=None if status_message_id is None else str(status_message_id),
+        extra={"locale": locale, "user": user_id, "group": is_group(message)},
+    )

@@ -1,0 +1,267 @@
+"""One status message per request, edited in place and throttled per chat.
+
+Telegram allows about 20 messages a minute in a group, edits included, and the same rate
+limiter queue carries the results: a status that changed five times while waiting its turn
+is sent once, with its latest text. Each chat has a lane that spaces its status calls
+(``group_interval`` in groups, ``private_interval`` in private chats) and always sends the
+newest text of every status that changed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from telegram import Bot, InlineKeyboardButton, InlineKeyboardMarkup, ReplyParameters
+from telegram.error import BadRequest, Forbidden, TelegramError
+
+from core.chatstate import ChatState
+from core.models import Job
+from core.store import Store
+
+from .render import cancel_button, status_text
+from .routing import PLATFORM
+
+log = logging.getLogger(__name__)
+
+_BLOCK_MEMORY_SECONDS = 600.0  # after a 403, stay quiet in that chat this long
+_MAX_FAILURES = 3
+
+
+@dataclass
+class _Status:
+    request_id: str
+    chat_id: int
+    thread_id: int | None
+    reply_to: int | None
+    message_id: int | None
+    locale: str | None
+    owner: str
+    group: bool
+    takes: int
+    lines: dict[int, str] = field(default_factory=dict)
+    waiting: set[int] = field(default_factory=set)  # takes still queued (cancel button)
+    finished: set[int] = field(default_factory=set)
+    shown: tuple[str, bool] | None = None
+    cancel_id: str | None = None
+    failures: int = 0
+
+    @property
+    def complete(self) -> bool:
+        return len(self.finished) >= self.takes
+
+
+@dataclass
+class _Lane:
+    interval: float
+    next_at: float = 0.0
+    dirty: dict[str, None] = field(default_factory=dict)  # request ids, oldest first
+    task: asyncio.Task[None] | None = None
+
+
+def _int(value: str | None) -> int | None:
+    return None if value is None else int(value)
+
+
+class StatusBoard:
+    """Keep each request's status message current without flooding its chat."""
+
+    def __init__(
+        self,
+        bot: Bot,
+        store: Store,
+        chatstate: ChatState,
+        *,
+        private_interval: float,
+        group_interval: float,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._bot = bot
+        self._store = store
+        self._chatstate = chatstate
+        self._private_interval = private_interval
+        self._group_interval = group_interval
+        self._clock = clock
+        self._statuses: dict[str, _Status] = {}
+        self._lanes: dict[int, _Lane] = {}
+        self._blocked: dict[int, float] = {}  # chat -> when the 403 was seen
+
+    # --- blocked chats ---------------------------------------------------------------
+
+    def block(self, chat_id: int) -> None:
+        """Remember that the user blocked the bot (a 403): stop talking to that chat."""
+        self._blocked[chat_id] = self._clock()
+
+    def unblock(self, chat_id: int) -> None:
+        """Forget a block (the user wrote to the bot again)."""
+        self._blocked.pop(chat_id, None)
+
+    def is_blocked(self, chat_id: int) -> bool:
+        """Return whether the chat answered 403 recently."""
+        since = self._blocked.get(chat_id)
+        if since is not None and self._clock() - since > _BLOCK_MEMORY_SECONDS:
+            del self._blocked[chat_id]
+            return False
+        return since is not None
+
+    # --- updates ---------------------------------------------------------------------
+
+    def update(
+        self, job: Job, line: str, *, waiting: bool, final: bool, fresh: bool = True
+    ) -> None:
+        """Set one take's line; the message is edited when the chat's lane allows.
+
+        ``fresh=False`` (the admission's own view) never overwrites a line that an event
+        already set: the worker may have started the take before the handler got here.
+        """
+        status = self._status_for(job)
+        if not fresh and job.take in status.lines:
+            return
+        status.lines[job.take] = line
+        if waiting:
+            status.waiting.add(job.take)
+        else:
+            status.waiting.discard(job.take)
+        if final:
+            status.finished.add(job.take)
+        self._mark(status)
+
+    def _status_for(self, job: Job) -> _Status:
+        status = self._statuses.get(job.request_id)
+        address = job.address
+        if status is None:
+            status = _Status(
+                request_id=job.request_id,
+                chat_id=int(address.chat_id),
+                thread_id=_int(address.thread_id),
+                reply_to=_int(address.reply_to),
+                message_id=_int(address.status_message_id),
+                locale=address.extra.get("locale"),
+                owner=str(address.extra.get("user", "")),
+                group=bool(address.extra.get("group")),
+                takes=job.takes,
+            )
+            self._statuses[job.request_id] = status
+        elif status.message_id is None and address.status_message_id is not None:
+            status.message_id = int(address.status_message_id)
+        return status
+
+    def _mark(self, status: _Status) -> None:
+        lane = self._lanes.get(status.chat_id)
+        if lane is None:
+            interval = self._group_interval if status.group else self._private_interval
+            lane = self._lanes[status.chat_id] = _Lane(interval)
+        lane.dirty[status.request_id] = None
+        if lane.task is None or lane.task.done():
+            lane.task = asyncio.create_task(self._drain(status.chat_id, lane))
+
+    async def _drain(self, chat_id: int, lane: _Lane) -> None:
+        while lane.dirty:
+            delay = lane.next_at - self._clock()
+            if delay > 0:
+                await asyncio.sleep(delay)
+            request_id = next(iter(lane.dirty))
+            del lane.dirty[request_id]
+            status = self._statuses.get(request_id)
+            if status is None:
+                continue
+            if await self._apply(status):
+                lane.next_at = self._clock() + lane.interval
+            if status.complete and request_id not in lane.dirty:
+                self._statuses.pop(request_id, None)
+        if self._lanes.get(chat_id) is lane and not lane.dirty:
+            # Keep the lane while its spacing still matters, so the next edit waits too.
+            loop = asyncio.get_running_loop()
+            loop.call_later(lane.interval, self._forget_lane, chat_id, lane)
+
+    def _forget_lane(self, chat_id: int, lane: _Lane) -> None:
+        if self._lanes.get(chat_id) is lane and not lane.dirty:
+            del self._lanes[chat_id]
+
+    async def _apply(self, status: _Status) -> bool:
+        """Send or edit the status message; return whether a request was made."""
+        if self.is_blocked(status.chat_id):
+            return False
+        text = status_text(status.lines, status.takes, status.locale)
+        with_cancel = bool(status.waiting) and not status.complete
+        if status.shown == (text, with_cancel):
+            return False
+        try:
+            markup = await self._markup(status) if with_cancel else None
+            if status.message_id is None:
+                await self._send_new(status, text, markup)
+            else:
+                await self._bot.edit_message_text(
+                    text, chat_id=status.chat_id, message_id=status.message_id, reply_markup=markup
+                )
+            status.shown = (text, with_cancel)
+        except BadRequest as exc:
+            description = exc.message.lower()
+            if "not modified" in description:
+                status.shown = (text, with_cancel)
+            elif "not found" in description:
+                # The user deleted the status message: the next change posts a new one.
+                status.message_id = None
+            else:
+                log.warning("status of %s not shown: %s", status.request_id, exc.message)
+        except Forbidden:
+            log.info("chat %s blocked the bot; status updates stop", status.chat_id)
+            self.block(status.chat_id)
+        except TelegramError as exc:
+            status.failures += 1
+            log.warning("status of %s not shown (%s)", status.request_id, exc)
+            if status.failures < _MAX_FAILURES:
+                self._mark(status)
+        return True
+
+    async def _markup(self, status: _Status) -> InlineKeyboardMarkup:
+        spec = cancel_button(status.locale)
+        if status.cancel_id is None:
+            [status.cancel_id] = await self._chatstate.add_buttons(
+                PLATFORM, [(spec.action, status.request_id, None, status.owner)]
+            )
+        return InlineKeyboardMarkup(
+            [[InlineKeyboardButton(spec.label, callback_data=status.cancel_id)]]
+        )
+
+    async def _send_new(
+        self, status: _Status, text: str, markup: InlineKeyboardMarkup | None
+    ) -> None:
+        reply = (
+            None
+            if status.reply_to is None
+            else ReplyParameters(status.reply_to, allow_sending_without_reply=True)
+        )
+        message = await self._bot.send_message(
+            status.chat_id,
+            text,
+            reply_parameters=reply,
+            message_thread_id=status.thread_id,
+            reply_markup=markup,
+        )
+        status.message_id = message.message_id
+        await self._store.set_status_message(status.request_id, str(message.message_id))
+
+    async def close(self, timeout: float = 2.0) -> None:
+        """Send the latest text of every changed status once, ignoring the spacing."""
+        lanes = list(self._lanes.values())
+        for lane in lanes:
+            if lane.task is not None:
+                lane.task.cancel()
+        await asyncio.gather(*(lane.task for lane in lanes if lane.task), return_exceptions=True)
+        pending = [
+            self._statuses[request_id]
+            for lane in lanes
+            for request_id in lane.dirty
+            if request_id in self._statuses
+        ]
+        if pending:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(
+                    asyncio.gather(*(self._apply(s) for s in pending), return_exceptions=True),
+                    timeout,
+                )
