@@ -305,9 +305,9 @@ class Worker:
 
     def _backoff(self, attempt: int) -> float:
         """Exponential backoff with jitter, so that retries after one outage spread out."""
+        growth: float = 2.0 ** (attempt - 1)
         delay = min(
-            self._settings.backoff_max_seconds,
-            self._settings.backoff_base_seconds * 2 ** (attempt - 1),
+            self._settings.backoff_max_seconds, self._settings.backoff_base_seconds * growth
         )
         return delay * random.uniform(0.5, 1.0)
 
