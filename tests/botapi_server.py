@@ -265,6 +265,11 @@ class BotApiServer:
         self._arrived.set()
         return int(update["update_id"])
 
+    def forget_until(self, offset: int) -> None:
+        """Drop updates below ``offset``, as if the bot had confirmed them."""
+        self.confirmed = max(self.confirmed, offset)
+        self._updates = [u for u in self._updates if u["update_id"] >= offset]
+
     @property
     def pending_updates(self) -> int:
         """Return how many updates were not confirmed yet."""

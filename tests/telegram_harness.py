@@ -85,6 +85,7 @@ async def running_bot(
     model_knobs: dict[str, Any] | None = None,
     telegram: dict[str, Any] | None = None,
     server: BotApiServer | None = None,
+    model: JobApiServer | None = None,
     worker: bool = True,
     **settings: Any,
 ) -> AsyncIterator[Harness]:
@@ -97,11 +98,14 @@ async def running_bot(
     server = server or BotApiServer()
     if own_server:
         await server.start()
-    model = None
-    if video is not None:
+    own_model = model is None and video is not None
+    if own_model:
+        assert video is not None
         model = JobApiServer(video=video, run_seconds=0.05, **(model_knobs or {}))
+        await model.start()
+    if model is not None:
         settings.setdefault("backend", "jobapi")
-        settings.setdefault("jobapi", {"url": await model.start(), "poll_interval_seconds": 0.02})
+        settings.setdefault("jobapi", {"url": model.url, "poll_interval_seconds": 0.02})
     config = make_settings(
         tmp_path, telegram=telegram_settings(server, **(telegram or {})), **settings
     )
@@ -117,7 +121,7 @@ async def running_bot(
                     with contextlib.suppress(asyncio.CancelledError):
                         await task
     finally:
-        if model is not None:
+        if own_model and model is not None:
             await model.stop()
         if own_server:
             await server.stop()

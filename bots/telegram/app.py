@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
@@ -37,6 +38,10 @@ def upload_limit(settings: TelegramSettings) -> int:
 
 def build_application(settings: TelegramSettings) -> Application:  # type: ignore[type-arg]
     """Return an Application without PTB's Updater: updates are fetched by ``Poller``."""
+    # PTB 22 is moving time periods from int seconds to timedelta and warns on each read of
+    # the old form, even inside RetryAfter's own constructor on every 429. Opt in to the
+    # new form (``retry_seconds`` handles both) so a flood wait is not also a warning.
+    os.environ.setdefault("PTB_TIMEDELTA", "true")
     limiter = AIORateLimiter(
         overall_max_rate=settings.overall_max_rate,
         group_max_rate=settings.group_max_rate,
