@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import re
 from collections.abc import Iterable
+from urllib.parse import quote
 
 
 class RedactingFormatter(logging.Formatter):
@@ -22,7 +23,10 @@ class RedactingFormatter(logging.Formatter):
 
     def set_secrets(self, secrets: Iterable[str]) -> None:
         """Set the strings to hide (empty and very short ones are ignored)."""
-        usable = sorted({s for s in secrets if len(s) >= 6}, key=len, reverse=True)
+        # URLs carry secrets percent-encoded too: httpx logs Telegram's file URL with the
+        # token's colon as %3A.
+        variants = {form for s in secrets for form in (s, quote(s, safe=""), quote(s))}
+        usable = sorted({s for s in variants if len(s) >= 6}, key=len, reverse=True)
         self._pattern = re.compile("|".join(map(re.escape, usable))) if usable else None
 
     def format(self, record: logging.LogRecord) -> str:

@@ -1,0 +1,93 @@
+"""Commands: menus per language, /lang, /history by file id, /cancel, /stats for admins."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+from core.models import JobState
+from tests.botapi_server import User
+from tests.conftest import photo_jpeg
+from tests.jobapi_server import JobApiServer
+from tests.telegram_harness import ANN, LI, LINE, running_bot
+
+ADMIN = User(999, "Root", "en")
+
+
+async def test_command_menus_are_registered_per_language(tmp_path: Path, tiny_mp4: bytes) -> None:
+    async with running_bot(tmp_path, video=tiny_mp4) as h:
+        menus = {
+            c.params.get("language_code"): c.json("commands")
+            for c in h.server.sent("setMyCommands")
+        }
+        assert set(menus) == {None, "zh"}
+        assert [c["command"] for c in menus[None]] == [c["command"] for c in menus["zh"]]
+        assert {"gen", "help", "cancel", "history", "lang"} <= {c["command"] for c in menus[None]}
+        assert menus["zh"][0]["description"] != menus[None][0]["description"]
+
+
+async def test_lang_switches_every_later_answer(tmp_path: Path, tiny_mp4: bytes) -> None:
+    async with running_bot(tmp_path, video=tiny_mp4) as h:
+        h.server.send(ANN, text="/lang zh")
+        [answer] = await h.server.wait_for(lambda: h.server.sent("sendMessage", ANN.id))
+        assert answer.params["text"] == "我会用中文回复你。"
+        h.server.send(ANN, text=LINE)  # no photo yet: the hint comes in Chinese
+        hint = await h.server.wait_for(lambda: h.server.sent("sendMessage", ANN.id)[1:])
+        assert hint[0].params["text"].startswith("请先发送角色的照片")
+        h.server.send(LI, text="/lang klingon")
+        [usage] = await h.server.wait_for(lambda: h.server.sent("sendMessage", LI.id))
+        assert usage.params["text"] == "请使用 /lang en 或 /lang zh。"  # Li's client is Chinese
+
+
+async def test_history_resends_by_file_id(tmp_path: Path, tiny_mp4: bytes) -> None:
+    async with running_bot(tmp_path, video=tiny_mp4) as h:
+        s = h.server
+        s.send(ANN, photo=photo_jpeg(), caption=LINE)
+        await h.finished(1)
+        [uploaded] = await s.wait_for(lambda: s.sent("sendVideo"))
+        s.send(ANN, text="/history")
+        resent = await s.wait_for(lambda: s.sent("sendVideo")[1:])
+        assert resent[0].files == {}  # nothing uploaded again
+        assert resent[0].params["video"] in s.uploads
+        s.send(ANN, text='He laughs: "Twice!"')
+        await h.finished(2)
+        s.send(ANN, text="/history")
+        [group] = await s.wait_for(lambda: s.sent("sendMediaGroup"))
+        media = group.json("media")
+        assert len(media) == 2 and all(item["media"] in s.uploads for item in media)
+        assert group.files == {} and uploaded.files
+
+
+async def test_cancel_command_and_admin_stats(tmp_path: Path, tiny_mp4: bytes) -> None:
+    hold = asyncio.Event()
+    model = JobApiServer(video=tiny_mp4, run_seconds=0.05, hold=hold)
+    await model.start()
+    try:
+        settings = {"url": model.url, "slots": 1, "poll_interval_seconds": 0.02}
+        async with running_bot(tmp_path, model=model, jobapi=settings) as h:
+            s = h.server
+            s.send(ANN, photo=photo_jpeg(), caption=LINE + " --takes 3")
+            await h.job_in(JobState.RUNNING)
+            s.send(ANN, text="/stats")
+            s.send(ADMIN, text="/stats")
+            [refused] = await s.wait_for(
+                lambda: (
+                    s.sent("sendMessage", ADMIN.id)
+                    and [m for m in s.sent("sendMessage", ANN.id) if "admins" in m.params["text"]]
+                )
+            )
+            [stats] = s.sent("sendMessage", ADMIN.id)
+            assert "queued 2" in stats.params["text"] and "running 1" in stats.params["text"]
+            s.send(ANN, text="/cancel")
+            await s.wait_for(
+                lambda: [
+                    m
+                    for m in s.sent("sendMessage", ANN.id)
+                    if m.params["text"] == "Canceled 2 waiting take(s)."
+                ]
+            )
+            hold.set()
+            jobs = await h.finished(3)
+            assert sorted(j.state.value for j in jobs) == ["canceled", "canceled", "done"]
+    finally:
+        await model.stop()
