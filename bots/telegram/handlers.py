@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 from collections import defaultdict
 from dataclasses import dataclass
 from typing import Any
@@ -80,6 +81,10 @@ class Handlers:
         # Per-chat order for the quick part of a message (remembering a photo before the
         # line that follows it); downloads and admission run concurrently.
         self._chat_locks: defaultdict[int, asyncio.Lock] = defaultdict(asyncio.Lock)
+        # Downloads and image decoding compete with the event loop for the CPU (and the
+        # GIL); a burst of large photos must not delay the acknowledgements of the next
+        # requests, so only a few are prepared at once and the rest wait their turn.
+        self._heavy = asyncio.Semaphore(max(1, os.cpu_count() or 1))
 
     def register(self, app: Application) -> None:  # type: ignore[type-arg]
         """Add the handlers to an Application."""
@@ -166,11 +171,12 @@ class Handlers:
         chat_id = int(address.chat_id)
         status_id = int(address.status_message_id) if address.status_message_id else None
         try:
-            jpeg = await image()
-            request = VideoRequest(
-                user=user, image=jpeg, line=line, address=address, source_key=key, **options
-            )
-            admission = await self._d.service.submit(request)
+            async with self._heavy:
+                jpeg = await image()
+                request = VideoRequest(
+                    user=user, image=jpeg, line=line, address=address, source_key=key, **options
+                )
+                admission = await self._d.service.submit(request)
         except RequestRejected as exc:
             if exc.key == "request.duplicate":
                 return None  # stored before a crash; the worker's events take it from here
