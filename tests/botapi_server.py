@@ -383,6 +383,9 @@ class BotApiServer:
     def _m_setMyCommands(self, params: dict[str, str], files: dict[str, bytes]) -> Any:
         return True
 
+    def _m_setWebhook(self, params: dict[str, str], files: dict[str, bytes]) -> Any:
+        return True
+
     def _m_sendChatAction(self, params: dict[str, str], files: dict[str, bytes]) -> Any:
         return True
 

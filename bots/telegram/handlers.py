@@ -10,7 +10,7 @@ import asyncio
 import contextlib
 import logging
 import os
-from collections import defaultdict
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -80,7 +80,7 @@ class Handlers:
                                   deps.settings, deps.prompts)  # fmt: skip
         # Per-chat order for the quick part of a message (remembering a photo before the
         # line that follows it); downloads and admission run concurrently.
-        self._chat_locks: defaultdict[int, asyncio.Lock] = defaultdict(asyncio.Lock)
+        self._chat_locks: dict[int, tuple[asyncio.Lock, int]] = {}  # lock, holders + waiters
         # Downloads and image decoding compete with the event loop for the CPU (and the
         # GIL); a burst of large photos must not delay the acknowledgements of the next
         # requests, so only a few are prepared at once and the rest wait their turn.
@@ -91,6 +91,21 @@ class Handlers:
         app.add_handler(CallbackQueryHandler(self.on_button))
         app.add_handler(MessageHandler(filters.UpdateType.MESSAGE, self.on_message))
         app.add_error_handler(self.on_error)
+
+    @contextlib.asynccontextmanager
+    async def _chat_lock(self, chat_id: int) -> AsyncIterator[None]:
+        """Serialise the quick part of one chat's messages; forget idle chats' locks."""
+        lock, users = self._chat_locks.get(chat_id, (asyncio.Lock(), 0))
+        self._chat_locks[chat_id] = (lock, users + 1)
+        try:
+            async with lock:
+                yield
+        finally:
+            lock, users = self._chat_locks[chat_id]
+            if users <= 1:
+                del self._chat_locks[chat_id]
+            else:
+                self._chat_locks[chat_id] = (lock, users - 1)
 
     async def _locale(self, user_id: int, update_user: Any) -> str:
         chosen = await self._d.chatstate.locale(PLATFORM, str(user_id))
@@ -122,7 +137,7 @@ class Handlers:
         user_id = str(message.from_user.id)
         chat = str(message.chat_id)
         reply = self._reply_once(key, message)
-        async with self._chat_locks[message.chat_id]:
+        async with self._chat_lock(message.chat_id):
             remembered: RememberedPhoto | None = None
             if intent.photo is not None:
                 await self._d.chatstate.remember_photo(

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import time
 import warnings
 from collections.abc import Callable, Sequence
 from datetime import timedelta
@@ -30,6 +31,7 @@ log = logging.getLogger(__name__)
 # Telegram keeps an unconfirmed update for at most 24 h; a handled key must outlive that
 # to recognise a late redelivery.
 _KEEP_HANDLED_SECONDS = 26 * 3600
+_PRUNE_EVERY_SECONDS = 3600.0
 _MAX_ATTEMPTS = 3  # replays of one update before it is given up as poison
 _ALLOWED_UPDATES = ("message", "callback_query")
 
@@ -60,6 +62,7 @@ class Ingest:
         self._failpoints = failpoints or Failpoints()
         self._tasks: set[asyncio.Task[None]] = set()
         self._first_replies: dict[str, str | None] = {}  # key -> first answer, while handled
+        self._pruned_at = time.monotonic()
 
     @property
     def bot(self) -> Bot:
@@ -73,6 +76,9 @@ class Ingest:
         rows = [(key, update.to_json()) for update, key in keyed if key is not None]
         new = await self._chatstate.inbox_add(PLATFORM, rows)
         self._failpoints.hit("telegram.after_store")
+        if time.monotonic() - self._pruned_at > _PRUNE_EVERY_SECONDS:
+            self._pruned_at = time.monotonic()
+            await self._chatstate.inbox_prune(PLATFORM, _KEEP_HANDLED_SECONDS)
         for update, key in keyed:
             if key is None:
                 continue  # not for us (group chatter, edits, other bots' commands)
