@@ -49,6 +49,7 @@ async def open_runtime(
                 slots=backend.slots,
                 default_run_seconds=_FIRST_GUESS_RUN_SECONDS.get(backend.name, 60.0),
                 failpoints=failpoints,
+                quotas=settings.quotas,
             )
             worker = Worker(
                 store=store,

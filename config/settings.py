@@ -5,8 +5,9 @@ from __future__ import annotations
 import os
 from pathlib import Path
 from typing import Literal
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from pydantic import BaseModel, Field, SecretStr, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -107,6 +108,55 @@ class TelegramSettings(BaseModel):
     group_max_rate: float = Field(20, ge=0)  # messages per minute per group; 0: off
 
 
+class RoleSettings(BaseModel):
+    """Per-role overrides of the quota defaults; unset fields use the [quotas] values."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    credits: int | None = Field(None, ge=0)
+    weight: int = Field(1, ge=1, le=10)  # takes started per turn of the round-robin
+    max_in_flight: int | None = Field(None, ge=1)
+    max_queued: int | None = Field(None, ge=1)
+
+
+class QuotaSettings(BaseModel):
+    """Credits, caps, access mode and flood protection, shared by every adapter."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    enabled: bool = True  # off: no credits, caps, access checks or flood guard
+    credits: int = Field(20, ge=0)  # per user per period
+    period: Literal["day", "week", "month"] = "day"
+    timezone: str = "UTC"  # when a period (and a chat's day) starts
+    take_costs: dict[int, int] = {5: 1, 10: 2}  # clip seconds -> credits per take
+    max_in_flight_per_user: int = Field(2, ge=1)  # takes a user has at the backend at once
+    max_queued_per_user: int = Field(5, ge=1)  # takes a user has waiting
+    max_takes_per_chat_per_day: int = Field(200, ge=0)  # 0: no cap
+    max_queue: int = Field(500, ge=1)  # waiting takes in total before "busy, try later"
+    access: Literal["open", "allowlist", "approval"] = "open"
+    exempt_platforms: list[str] = ["cli"]  # local operator tools: no access, credit or flood checks
+    flood_burst: int = Field(5, ge=1)  # requests a user may send at once
+    flood_refill_seconds: float = Field(6.0, gt=0)  # then one more per this many seconds
+    link_code_minutes: float = Field(10.0, gt=0)
+    roles: dict[str, RoleSettings] = {}
+
+    @field_validator("timezone")
+    @classmethod
+    def _known_zone(cls, value: str) -> str:
+        try:
+            ZoneInfo(value)
+        except (ZoneInfoNotFoundError, ValueError) as exc:
+            raise ValueError(f"unknown time zone {value!r}") from exc
+        return value
+
+    @field_validator("take_costs")
+    @classmethod
+    def _positive_costs(cls, value: dict[int, int]) -> dict[int, int]:
+        if any(seconds <= 0 or cost < 0 for seconds, cost in value.items()):
+            raise ValueError("take_costs maps clip seconds > 0 to credits >= 0")
+        return value
+
+
 class DebugSettings(BaseModel):
     """Switches for crash tests; never set in production."""
 
@@ -133,6 +183,7 @@ class Settings(BaseSettings):
     preview: PreviewSettings = PreviewSettings()
     jobapi: JobApiSettings = JobApiSettings()
     telegram: TelegramSettings = TelegramSettings()
+    quotas: QuotaSettings = QuotaSettings()
     debug: DebugSettings = DebugSettings()
 
     @property

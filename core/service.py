@@ -4,16 +4,18 @@ from __future__ import annotations
 
 import math
 import random
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from config.settings import ImageSettings, PromptSettings
+from config.settings import ImageSettings, PromptSettings, QuotaSettings
 from core.errors import RequestRejected
 from core.failpoints import Failpoints
 from core.images import prepare_image_async
 from core.models import EventKind, Job, JobEvent, JobState, UserRef, VideoRequest
 from core.notify import NotifierRouter
 from core.prompts import ParsedLine, parse_line
+from core.quotas import Accounts, Quotas
 from core.store import NewTake, Store
 
 # Used for ETAs until the store has finished jobs to measure.
@@ -29,10 +31,15 @@ class Admission:
     parsed: ParsedLine
     position: int | None  # 1-based place of the first take in the queue
     eta_seconds: float | None
+    credits_left: int | None = None  # None when the request cost nothing
 
 
 class Service:
-    """Validate and persist requests; answer with queue position and ETA."""
+    """Validate and persist requests; answer with queue position and ETA.
+
+    ``accounts`` is the adapters' door to balances, access requests, admin actions and
+    ``/link``.
+    """
 
     def __init__(
         self,
@@ -45,6 +52,8 @@ class Service:
         wake: Callable[[], None] = lambda: None,
         default_run_seconds: float = DEFAULT_RUN_SECONDS,
         failpoints: Failpoints | None = None,
+        quotas: QuotaSettings | None = None,
+        clock: Callable[[], float] = time.time,
     ) -> None:
         self._store = store
         self._notifier = notifier
@@ -55,6 +64,9 @@ class Service:
         self._default_run_seconds = default_run_seconds
         self._run_seconds: float | None = None
         self._failpoints = failpoints or Failpoints()
+        self._clock = clock
+        self.quotas = Quotas(quotas or QuotaSettings())
+        self.accounts = Accounts(store, self.quotas, notifier=notifier, clock=clock)
 
     def set_wake(self, wake: Callable[[], None]) -> None:
         """Connect the worker's wake-up, called after every admission."""
@@ -63,12 +75,16 @@ class Service:
     async def submit(self, request: VideoRequest) -> Admission:
         """Validate a request, store it with its takes, and return its place in the queue.
 
-        Cheap checks run first (duplicate, line), then the image is decoded off the event
-        loop; nothing is written unless everything is valid.
+        Cheap checks run first (flood, access, duplicate, line, caps and credits as last
+        seen), then the image is decoded off the event loop; nothing is written unless
+        everything is valid, and admission checks caps and credits again atomically.
         """
-        existing = await self._store.find_request(request.source_key)
-        if existing is not None:
-            raise RequestRejected("request.duplicate", request_id=existing)
+        self.quotas.check_flood(request.user)
+        policy = self.quotas.policy(request.user, self._clock())
+        seen = await self._store.precheck(request.user, request.source_key, policy.period.key)
+        policy.check_access(seen.account)
+        if seen.existing_request is not None:
+            raise RequestRejected("request.duplicate", request_id=seen.existing_request)
         parsed = parse_line(
             request.line,
             self._prompts,
@@ -77,6 +93,14 @@ class Service:
             seed=request.seed,
             voice=request.voice,
         )
+        limits = policy.limits(seen.account.role if seen.account else "user")
+        queued = seen.account.queued if seen.account else 0
+        policy.check_caps(
+            queued=queued, total_queued=seen.total_queued, takes=parsed.takes, limits=limits
+        )
+        cost = parsed.takes * policy.cost(parsed.seconds)
+        if cost:
+            policy.check_credits(limits.credits if seen.credits is None else seen.credits, cost)
         image = await prepare_image_async(request.image, self._images)
         return await self.admit_prepared(request, parsed, image.jpeg, (image.width, image.height))
 
@@ -111,18 +135,21 @@ class Service:
             image_size=image_size,
             address=request.address,
             takes=takes,
+            policy=self.quotas.policy(request.user, self._clock()),
         )
         self._failpoints.hit("service.after_admission")
         self._wake()
-        first = admitted.jobs[0]
-        position = await self._store.queue_position(first.id)
-        eta = await self.eta_seconds(position) if position is not None else None
+        # Position and recent run time come from the admission transaction itself.
+        run_seconds = admitted.run_seconds or self._default_run_seconds
+        self._run_seconds = run_seconds
+        position = admitted.position
         return Admission(
             request_id=admitted.request_id,
             jobs=admitted.jobs,
             parsed=parsed,
             position=position,
-            eta_seconds=eta,
+            eta_seconds=None if position is None else self.eta_for(position, run_seconds),
+            credits_left=admitted.credits_left,
         )
 
     async def eta_seconds(self, position: int) -> float:

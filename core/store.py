@@ -1,9 +1,13 @@
-"""Durable state on SQLite: users, requests, jobs. One connection, one writer.
+"""Durable state on SQLite: users, accounts, requests, jobs. One connection, one writer.
 
 Every write runs inside ``BEGIN IMMEDIATE`` so that a transaction takes the write lock up
 front instead of failing half-way with SQLITE_BUSY. WAL with ``synchronous=NORMAL`` keeps
 every committed transaction across a process crash (only a power loss may drop the last
 few), which is the durability the job life cycle needs.
+
+Hot paths (admission, claim, transitions) run as one synchronous function on the database
+thread (``Store.write``): BEGIN, every statement and COMMIT cost one round trip to
+aiosqlite's thread instead of one per statement.
 """
 
 from __future__ import annotations
@@ -13,16 +17,22 @@ import json
 import sqlite3
 import time
 import uuid
-from collections.abc import AsyncIterator, Iterable, Sequence
+from collections.abc import AsyncIterator, Callable, Iterable, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import aiosqlite
 
+from core import ledger
 from core.errors import RequestRejected
+from core.ledger import Account
 from core.models import ACTIVE_STATES, DeliveryAddress, Job, JobState, UserRef
+from core.quotas import AdmissionPolicy
+
+T = TypeVar("T")
 
 # Each entry upgrades the schema by one version; never edit a shipped entry, append one.
 MIGRATIONS: tuple[str, ...] = (
@@ -142,6 +152,113 @@ MIGRATIONS: tuple[str, ...] = (
     );
     CREATE INDEX chat_history_by_user ON chat_history (platform, user_id, created_at);
     """,
+    # Quotas and fair order (core/quotas.py, core/ledger.py). An account is one person:
+    # several platform identities (users) may share it after /link. The triggers keep the
+    # per-account counters and pay refunds on every path into FAILED/CANCELED.
+    # jobs.fair_round and scheduler.current_round are unused from here on: the start order
+    # is the accounts' round-robin tickets (see Store.claim_next).
+    """
+    CREATE TABLE accounts (
+        id INTEGER PRIMARY KEY,
+        role TEXT NOT NULL DEFAULT 'user',
+        access TEXT NOT NULL DEFAULT 'none',  -- none | pending | allowed | denied
+        banned_until REAL,                    -- NULL: not banned
+        ban_reason TEXT,
+        ticket INTEGER NOT NULL DEFAULT 0,    -- round-robin place: the smallest starts next
+        turn_used INTEGER NOT NULL DEFAULT 0, -- takes started in the current turn
+        weight INTEGER NOT NULL DEFAULT 1,    -- takes per turn, from the role
+        max_in_flight INTEGER NOT NULL DEFAULT 1000000000,
+        queued INTEGER NOT NULL DEFAULT 0,    -- waiting takes (triggers)
+        in_flight INTEGER NOT NULL DEFAULT 0, -- submitting + running takes (triggers)
+        created_at REAL NOT NULL
+    );
+    INSERT INTO accounts (id, ticket, created_at) SELECT id, id, created_at FROM users;
+    ALTER TABLE users ADD COLUMN account_id INTEGER REFERENCES accounts(id);
+    UPDATE users SET account_id = id;
+    CREATE INDEX users_by_account ON users (account_id);
+    ALTER TABLE jobs ADD COLUMN account_id INTEGER REFERENCES accounts(id);
+    UPDATE jobs SET account_id = user_id;
+    CREATE INDEX jobs_by_account ON jobs (account_id, state, seq);
+    CREATE INDEX jobs_finished ON jobs (finished_at) WHERE state = 'done';
+    UPDATE accounts SET
+        queued = (SELECT count(*) FROM jobs WHERE account_id = accounts.id AND state = 'queued'),
+        in_flight = (SELECT count(*) FROM jobs WHERE account_id = accounts.id
+                     AND state IN ('submitting', 'running'));
+    CREATE INDEX accounts_waiting ON accounts (ticket) WHERE queued > 0;
+    ALTER TABLE scheduler ADD COLUMN next_ticket INTEGER NOT NULL DEFAULT 0;
+    ALTER TABLE scheduler ADD COLUMN queued INTEGER NOT NULL DEFAULT 0;
+    UPDATE scheduler SET
+        next_ticket = (SELECT coalesce(max(id), 0) + 1 FROM accounts),
+        queued = (SELECT count(*) FROM jobs WHERE state = 'queued');
+    CREATE TABLE balances (
+        account_id INTEGER NOT NULL REFERENCES accounts(id),
+        period TEXT NOT NULL,
+        credits INTEGER NOT NULL CHECK (credits >= 0),
+        PRIMARY KEY (account_id, period)
+    ) WITHOUT ROWID;
+    CREATE TABLE ledger (
+        id INTEGER PRIMARY KEY,
+        account_id INTEGER NOT NULL REFERENCES accounts(id),
+        period TEXT NOT NULL,
+        delta INTEGER NOT NULL,
+        reason TEXT NOT NULL,  -- allowance | debit | refund | grant | revoke
+        job_id TEXT,
+        actor TEXT,
+        note TEXT,
+        created_at REAL NOT NULL
+    );
+    CREATE INDEX ledger_by_account ON ledger (account_id, period);
+    CREATE UNIQUE INDEX ledger_by_job ON ledger (job_id, reason) WHERE job_id IS NOT NULL;
+    CREATE TABLE chat_days (
+        platform TEXT NOT NULL,
+        chat_id TEXT NOT NULL,
+        day TEXT NOT NULL,
+        takes INTEGER NOT NULL,
+        PRIMARY KEY (platform, chat_id, day)
+    ) WITHOUT ROWID;
+    CREATE TABLE link_codes (
+        code TEXT PRIMARY KEY,
+        account_id INTEGER NOT NULL REFERENCES accounts(id),
+        platform TEXT NOT NULL,
+        expires_at REAL NOT NULL
+    );
+    CREATE TRIGGER jobs_count_new AFTER INSERT ON jobs BEGIN
+        UPDATE accounts SET queued = queued + (new.state = 'queued'),
+            in_flight = in_flight + (new.state IN ('submitting', 'running'))
+        WHERE id = new.account_id;
+        UPDATE scheduler SET queued = queued + 1 WHERE id = 1 AND new.state = 'queued';
+    END;
+    CREATE TRIGGER jobs_count_moved AFTER UPDATE OF state ON jobs
+    WHEN old.state IS NOT new.state BEGIN
+        UPDATE accounts SET queued = queued + (new.state = 'queued') - (old.state = 'queued'),
+            in_flight = in_flight + (new.state IN ('submitting', 'running'))
+                - (old.state IN ('submitting', 'running'))
+        WHERE id = new.account_id;
+        UPDATE scheduler SET queued = queued + (new.state = 'queued') - (old.state = 'queued')
+        WHERE id = 1 AND (new.state = 'queued') != (old.state = 'queued');
+    END;
+    CREATE TRIGGER jobs_count_gone AFTER DELETE ON jobs BEGIN
+        UPDATE accounts SET queued = queued - (old.state = 'queued'),
+            in_flight = in_flight - (old.state IN ('submitting', 'running'))
+        WHERE id = old.account_id;
+        UPDATE scheduler SET queued = queued - 1 WHERE id = 1 AND old.state = 'queued';
+    END;
+    -- Refund a take that failed (any failure, after its last retry) or was canceled before
+    -- it started, into the period it was charged in. The WHEN clause and the unique index
+    -- on (job_id, reason) make it pay at most once, whatever path changed the state.
+    CREATE TRIGGER jobs_refund AFTER UPDATE OF state ON jobs
+    WHEN (new.state = 'failed' AND old.state NOT IN ('done', 'failed', 'canceled'))
+      OR (new.state = 'canceled' AND old.state = 'queued') BEGIN
+        INSERT OR IGNORE INTO ledger (account_id, period, delta, reason, job_id, created_at)
+            SELECT account_id, period, -delta, 'refund', job_id,
+                (julianday('now') - 2440587.5) * 86400.0
+            FROM ledger WHERE job_id = new.id AND reason = 'debit';
+        UPDATE balances SET credits = credits
+            - (SELECT delta FROM ledger WHERE job_id = new.id AND reason = 'debit')
+        WHERE changes() > 0 AND (account_id, period) =
+            (SELECT account_id, period FROM ledger WHERE job_id = new.id AND reason = 'debit');
+    END;
+    """,
 )
 
 _JOB_COLUMNS = """
@@ -167,10 +284,58 @@ class NewTake:
 
 @dataclass(frozen=True)
 class Admitted:
-    """What admission wrote: the request id and its jobs."""
+    """What admission wrote: the request id, its jobs, and where the first one stands."""
 
     request_id: str
     jobs: tuple[Job, ...]
+    position: int | None = None  # 1-based start position of the first take
+    run_seconds: float | None = None  # mean run time of recent jobs, for the ETA
+    credits_left: int | None = None  # None when nothing was charged
+
+
+@dataclass(frozen=True)
+class Precheck:
+    """What the checks before image decoding need, read in one round trip."""
+
+    account: Account | None  # None: the user never used the bot
+    existing_request: str | None  # the request already stored for this event
+    credits: int | None  # None: the period has not started for this account
+    total_queued: int
+
+
+Work = Callable[[sqlite3.Connection], Any]
+# Outcome of one unit of work in a group commit: (True, result) or (False, exception).
+Outcome = tuple[bool, Any]
+# Bounds how long one group commit holds the write lock.
+_MAX_GROUP = 256
+
+
+def _commit_group(db: sqlite3.Connection, works: list[Work]) -> list[Outcome]:
+    """Run units of work in one transaction, each in a savepoint so one failure is its own."""
+    outcomes: list[Outcome] = []
+    db.execute("BEGIN IMMEDIATE")
+    try:
+        if len(works) == 1:
+            try:
+                outcomes.append((True, works[0](db)))
+            except Exception as exc:
+                db.execute("ROLLBACK")
+                return [(False, exc)]
+        else:
+            for work in works:
+                db.execute("SAVEPOINT unit")
+                try:
+                    outcomes.append((True, work(db)))
+                except Exception as exc:
+                    db.execute("ROLLBACK TO unit")
+                    outcomes.append((False, exc))
+                db.execute("RELEASE unit")
+        db.execute("COMMIT")
+    except BaseException:
+        if db.in_transaction:
+            db.execute("ROLLBACK")
+        raise
+    return outcomes
 
 
 def new_id() -> str:
@@ -233,12 +398,22 @@ def _job_from_row(row: sqlite3.Row | tuple[Any, ...]) -> Job:
     )
 
 
+def _recent_run_seconds(db: sqlite3.Connection, limit: int = 20) -> float | None:
+    row = db.execute(
+        "SELECT avg(finished_at - started_at) FROM (SELECT finished_at, started_at FROM jobs"
+        " WHERE state = 'done' AND started_at IS NOT NULL ORDER BY finished_at DESC LIMIT ?)",
+        (limit,),
+    ).fetchone()
+    return None if row is None or row[0] is None else float(row[0])
+
+
 class Store:
     """Async access to the SQLite database; create with ``await Store.open(path)``."""
 
     def __init__(self, conn: aiosqlite.Connection, *, clock: Any = time.time) -> None:
         self._conn = conn
         self._write_lock = asyncio.Lock()
+        self._pending: list[tuple[Work, asyncio.Future[Any]]] = []
         self._clock = clock
 
     @classmethod
@@ -285,6 +460,50 @@ class Store:
             else:
                 await self._conn.execute("COMMIT")
 
+    async def write(self, work: Callable[[sqlite3.Connection], T]) -> T:
+        """Run ``work(db)`` atomically on the database thread and return its result.
+
+        ``work`` gets the plain ``sqlite3`` connection and runs synchronously, so BEGIN, its
+        statements and COMMIT cost one round trip to the thread; an exception undoes all
+        of its writes and is raised here. Group commit: writes that arrive while another
+        commits are run together, each in its own savepoint, and share one COMMIT (the
+        cost that dominates: a WAL append and, now and then, a checkpoint with fsync).
+        Results are returned only after COMMIT. Do not call it inside ``transaction()``.
+        """
+        done: asyncio.Future[T] = asyncio.get_running_loop().create_future()
+        self._pending.append((work, done))
+        async with self._write_lock:
+            # An earlier holder may already have committed this work with its own group.
+            if self._pending and not done.done():
+                group, self._pending = self._pending[:_MAX_GROUP], self._pending[_MAX_GROUP:]
+                # Shielded: if this caller is canceled, the others still get their results.
+                await asyncio.shield(self._commit(group))
+        return await done
+
+    async def _commit(self, group: list[tuple[Work, asyncio.Future[Any]]]) -> None:
+        try:
+            outcomes = await self._on_thread(_commit_group, [work for work, _ in group])
+        except BaseException as exc:
+            outcomes = [(False, exc)] * len(group)
+        for (_, future), (ok, value) in zip(group, outcomes, strict=True):
+            if future.done():
+                continue  # its caller was canceled; the work ran anyway, as with aiosqlite
+            if ok:
+                future.set_result(value)
+            else:
+                future.set_exception(value)
+
+    async def read(self, work: Callable[[sqlite3.Connection], T]) -> T:
+        """Run read-only ``work(db)`` on the database thread in one hop."""
+        return await self._on_thread(work)
+
+    async def _on_thread(self, fn: Callable[..., T], *args: Any) -> T:
+        # aiosqlite has no public "run this on your thread"; _execute is what its own
+        # methods use. The function runs between other queued calls, never during one.
+        raw = self._conn._conn
+        result: T = await self._conn._execute(fn, raw, *args)  # type: ignore[no-untyped-call]
+        return result
+
     async def _fetchall(self, sql: str, params: Sequence[Any] = ()) -> list[Any]:
         return list(await self._conn.execute_fetchall(sql, params))
 
@@ -303,6 +522,21 @@ class Store:
         row = await self._fetchone("SELECT id FROM requests WHERE source_key = ?", (source_key,))
         return None if row is None else str(row[0])
 
+    async def precheck(self, user: UserRef, source_key: str, period: str) -> Precheck:
+        """Read the account, a stored request for this event, the balance and the queue."""
+
+        def read(db: sqlite3.Connection) -> Precheck:
+            account = ledger.account_of(db, user.platform, user.platform_user_id)
+            row = db.execute("SELECT id FROM requests WHERE source_key = ?", (source_key,))
+            existing = row.fetchone()
+            credits = None if account is None else ledger.peek_balance(db, account.id, period)
+            return Precheck(
+                account, None if existing is None else str(existing[0]), credits,
+                ledger.total_queued(db),
+            )  # fmt: skip
+
+        return await self.read(read)
+
     async def admit(
         self,
         *,
@@ -313,90 +547,95 @@ class Store:
         image_size: tuple[int, int],
         address: DeliveryAddress,
         takes: Sequence[NewTake],
+        policy: AdmissionPolicy | None = None,
     ) -> Admitted:
-        """Insert a request and its takes in one transaction; a repeated source key is refused."""
+        """Check quotas, debit credits and insert a request with its takes, atomically.
+
+        A repeated source key is refused before any check, so a redelivered event gets
+        "duplicate" and is never charged twice; any refusal rolls everything back. Without
+        a policy nothing is enforced: the takes are only put in fair order.
+        """
         now = self._clock()
+        rules = policy or AdmissionPolicy(now=now)
         request_id = new_id()
-        async with self.transaction() as db:
-            user_id = await self._upsert_user(db, user, now)
+        job_ids = [new_id() for _ in takes]
+        costs = [rules.cost(take.seconds) for take in takes]
+
+        def admit(db: sqlite3.Connection) -> tuple[int, int, int | None, float | None, int | None]:
+            user_id, account_id = ledger.ensure_user(db, user, now)
             try:
-                await db.execute(
+                db.execute(
                     "INSERT INTO requests (id, source_key, user_id, line, image, image_width,"
                     " image_height, address, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
                     (
-                        request_id,
-                        source_key,
-                        user_id,
-                        line,
-                        image_jpeg,
-                        image_size[0],
-                        image_size[1],
-                        _address_to_json(address),
-                        now,
+                        request_id, source_key, user_id, line, image_jpeg,
+                        image_size[0], image_size[1], _address_to_json(address), now,
                     ),
-                )
+                )  # fmt: skip
             except sqlite3.IntegrityError:
                 raise RequestRejected("request.duplicate") from None
-            first_round = await self._next_round(db, user_id)
-            rows = await db.execute_fetchall("SELECT coalesce(max(seq), 0) FROM jobs")
-            seq = int(next(iter(rows))[0])
-            jobs = []
-            for index, take in enumerate(takes):
-                seq += 1
-                job_id = new_id()
-                await db.execute(
-                    "INSERT INTO jobs (id, seq, request_id, user_id, platform, take, takes, state,"
-                    " fair_round, line, speech, language, seconds, seed, voice, created_at,"
-                    " updated_at)"
-                    " VALUES (?, ?, ?, ?, ?, ?, ?, 'queued', ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            account = ledger.load_account(db, account_id)
+            limits = rules.limits(account.role)
+            rules.check_access(account)
+            total = ledger.total_queued(db) if rules.enforce else 0
+            rules.check_caps(
+                queued=account.queued, total_queued=total, takes=len(takes), limits=limits
+            )
+            if rules.counts_chats:
+                chat = (address.platform, address.chat_id, rules.chat_day.key)
+                rules.check_chat(ledger.chat_takes(db, *chat), len(takes))
+                ledger.add_chat_takes(db, *chat, len(takes))
+            credits = None
+            if sum(costs):
+                period = rules.period.key
+                credits = ledger.open_balance(db, account_id, period, limits.credits, now)
+                rules.check_credits(credits, sum(costs))
+                credits -= sum(costs)
+            # An account with nothing waiting rejoins the round-robin at the back.
+            idle = account.queued == 0
+            ticket = ledger.next_ticket(db) if idle else account.ticket
+            used = 0 if idle else account.turn_used
+            db.execute(
+                "UPDATE accounts SET ticket = ?, turn_used = ?, weight = ?, max_in_flight = ?"
+                " WHERE id = ?",
+                (ticket, used, limits.weight, limits.max_in_flight, account_id),
+            )
+            seq = int(db.execute("SELECT coalesce(max(seq), 0) FROM jobs").fetchone()[0])
+            db.executemany(
+                "INSERT INTO jobs (id, seq, request_id, user_id, account_id, platform, take,"
+                " takes, state, fair_round, line, speech, language, seconds, seed, voice,"
+                " created_at, updated_at)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, 'queued', 0, ?, ?, ?, ?, ?, ?, ?, ?)",
+                [
                     (
-                        job_id,
-                        seq,
-                        request_id,
-                        user_id,
-                        address.platform,
-                        index + 1,
-                        len(takes),
-                        first_round + index,
-                        take.line,
-                        take.speech,
-                        take.language,
-                        take.seconds,
-                        take.seed,
-                        take.voice,
-                        now,
-                        now,
-                    ),
-                )
-                jobs.append(job_id)
-        loaded = await self.jobs_by_ids(jobs)
-        return Admitted(request_id=request_id, jobs=tuple(loaded))
+                        job_id, seq + index + 1, request_id, user_id, account_id,
+                        address.platform, index + 1, len(takes), take.line, take.speech,
+                        take.language, take.seconds, take.seed, take.voice, now, now,
+                    )
+                    for index, (job_id, take) in enumerate(zip(job_ids, takes, strict=True))
+                ],
+            )  # fmt: skip
+            if credits is not None:
+                charges = list(zip(job_ids, costs, strict=True))
+                ledger.debit(db, account_id, rules.period.key, charges, now)
+            rank = account.queued + 1
+            position = ledger.queue_position(db, account_id, rank, ticket, used, limits.weight)
+            return user_id, account_id, position, _recent_run_seconds(db), credits
 
-    async def _upsert_user(self, db: aiosqlite.Connection, user: UserRef, now: float) -> int:
-        rows = await db.execute_fetchall(
-            "INSERT INTO users (platform, platform_user_id, display_name, locale, created_at)"
-            " VALUES (?, ?, ?, ?, ?) ON CONFLICT (platform, platform_user_id) DO UPDATE SET"
-            " display_name = excluded.display_name,"
-            " locale = coalesce(excluded.locale, users.locale) RETURNING id",
-            (user.platform, user.platform_user_id, user.display_name, user.locale, now),
-        )
-        return int(next(iter(rows))[0])
-
-    async def _next_round(self, db: aiosqlite.Connection, user_id: int) -> int:
-        """Return the fair-queueing round for a user's next job.
-
-        Jobs are started in (round, arrival) order. A user's waiting jobs take consecutive
-        rounds starting at the scheduler's current round, so with any set of waiting jobs
-        a user's k-th job starts after at most k jobs of any other single user.
-        """
-        rows = await db.execute_fetchall(
-            "SELECT max(fair_round) FROM jobs WHERE user_id = ? AND state = 'queued'",
-            (user_id,),
-        )
-        last = next(iter(rows))[0]
-        rows = await db.execute_fetchall("SELECT current_round FROM scheduler WHERE id = 1")
-        current = int(next(iter(rows))[0])
-        return current if last is None else max(int(last) + 1, current)
+        user_id, _, position, run_seconds, credits = await self.write(admit)
+        jobs = tuple(
+            Job(
+                id=job_id, request_id=request_id, user_id=user_id, take=index + 1,
+                takes=len(takes), state=JobState.QUEUED, line=take.line, speech=take.speech,
+                language=take.language, seconds=take.seconds, seed=take.seed, voice=take.voice,
+                address=address, attempts=0, handle=None, created_at=now, updated_at=now,
+                started_at=None, finished_at=None, error_key=None, error_params={},
+                error_detail=None, result_path=None, resubmitted=False, not_before=0.0,
+                deadline_at=None,
+            )
+            for index, (job_id, take) in enumerate(zip(job_ids, takes, strict=True))
+        )  # fmt: skip
+        return Admitted(request_id, jobs, position, run_seconds, credits)
 
     async def user_id(self, user: UserRef) -> int | None:
         """Return the internal id of a platform user, if known."""
@@ -443,19 +682,33 @@ class Store:
 
     async def queue_position(self, job_id: str) -> int | None:
         """Return the 1-based place of a waiting job in start order, or None if not waiting."""
-        row = await self._fetchone(
-            "SELECT count(*) FROM jobs w, jobs j WHERE j.id = ? AND j.state = 'queued'"
-            " AND w.state = 'queued' AND (w.fair_round, w.seq) <= (j.fair_round, j.seq)",
-            (job_id,),
-        )
-        count = int(row[0]) if row else 0
-        return count or None
+
+        def position(db: sqlite3.Connection) -> int | None:
+            row = db.execute(
+                "SELECT j.account_id, j.seq, a.ticket, a.turn_used, a.weight FROM jobs j"
+                " JOIN accounts a ON a.id = j.account_id WHERE j.id = ? AND j.state = 'queued'",
+                (job_id,),
+            ).fetchone()
+            if row is None:
+                return None
+            account_id, seq, ticket, used, weight = row
+            rank = db.execute(
+                "SELECT count(*) FROM jobs WHERE account_id = ? AND state = 'queued' AND seq <= ?",
+                (account_id, seq),
+            ).fetchone()[0]
+            return ledger.queue_position(db, account_id, int(rank), ticket, used, weight)
+
+        return await self.read(position)
 
     async def waiting_jobs(self, limit: int = 1000) -> list[Job]:
-        """Return waiting jobs in the order they will start."""
+        """Return waiting jobs in the order they will start (``claim_next`` unrolled)."""
         rows = await self._fetchall(
-            f"SELECT {_JOB_COLUMNS} {_JOB_FROM} WHERE j.state = 'queued'"
-            " ORDER BY j.fair_round, j.seq LIMIT ?",
+            "WITH w AS (SELECT j.id, j.seq, a.ticket, (a.turn_used - 1 + row_number()"
+            " OVER (PARTITION BY j.account_id ORDER BY j.seq)) / a.weight AS turn"
+            " FROM jobs j JOIN accounts a ON a.id = j.account_id WHERE j.state = 'queued')"
+            f" SELECT {_JOB_COLUMNS} FROM w JOIN jobs j ON j.id = w.id"
+            " JOIN requests r ON r.id = j.request_id"
+            " ORDER BY w.turn, w.ticket, w.seq LIMIT ?",
             (limit,),
         )
         return [_job_from_row(row) for row in rows]
@@ -485,12 +738,7 @@ class Store:
 
     async def recent_run_seconds(self, limit: int = 20) -> float | None:
         """Return the mean start-to-finish time of recently finished jobs."""
-        row = await self._fetchone(
-            "SELECT avg(finished_at - started_at) FROM (SELECT finished_at, started_at FROM jobs"
-            " WHERE state = 'done' AND started_at IS NOT NULL ORDER BY finished_at DESC LIMIT ?)",
-            (limit,),
-        )
-        return None if row is None or row[0] is None else float(row[0])
+        return await self.read(partial(_recent_run_seconds, limit=limit))
 
     # --- worker transitions ----------------------------------------------------------
 
@@ -502,28 +750,52 @@ class Store:
         lease_seconds: float,
         deadline_seconds: float,
     ) -> Job | None:
-        """Move the next waiting job to SUBMITTING under a lease, or return None."""
+        """Move the next waiting job to SUBMITTING under a lease, or return None.
+
+        Deficit round-robin over accounts: the account with the smallest ticket starts its
+        oldest claimable take; after ``weight`` takes in a turn it goes to the back of the
+        line, as does an account that comes back with nothing waiting. So while a user
+        waits, no other user starts more than one turn of takes before them. An account at
+        its in-flight cap is skipped and keeps its place.
+        """
         now = self._clock()
         marks = ",".join("?" * len(platforms))
-        async with self.transaction() as db:
-            rows = await db.execute_fetchall(
+        # Walk the accounts in ticket order and stop at the first with a claimable take:
+        # no sort of the whole queue per claim.
+        pick = (
+            "SELECT (SELECT j.id FROM jobs j WHERE j.account_id = a.id AND j.state = 'queued'"
+            f" AND j.not_before <= ? AND j.platform IN ({marks}) ORDER BY j.seq LIMIT 1) AS job,"
+            " a.id FROM accounts a WHERE a.queued > 0 AND a.in_flight < a.max_in_flight"
+            " AND job IS NOT NULL ORDER BY a.ticket, a.id LIMIT 1"
+        )
+
+        def claim(db: sqlite3.Connection) -> Any | None:
+            row = db.execute(pick, (now, *platforms)).fetchone()
+            if row is None:
+                return None
+            job_id, account_id = row
+            db.execute(
                 "UPDATE jobs SET state = 'submitting', lease_owner = ?, lease_expires = ?,"
                 " attempts = attempts + 1, started_at = coalesce(started_at, ?),"
-                " deadline_at = coalesce(deadline_at, ?), updated_at = ?"
-                " WHERE id = (SELECT id FROM jobs WHERE state = 'queued' AND not_before <= ?"
-                f" AND platform IN ({marks}) ORDER BY fair_round, seq LIMIT 1)"
-                " RETURNING id, fair_round",
-                (owner, now + lease_seconds, now, now + deadline_seconds, now, now, *platforms),
+                " deadline_at = coalesce(deadline_at, ?), updated_at = ? WHERE id = ?",
+                (owner, now + lease_seconds, now, now + deadline_seconds, now, job_id),
             )
-            claimed = list(rows)
-            if not claimed:
-                return None
-            job_id, fair_round = claimed[0]
-            await db.execute(
-                "UPDATE scheduler SET current_round = max(current_round, ?) WHERE id = 1",
-                (fair_round,),
-            )
-        return await self.job(str(job_id))
+            used, weight = db.execute(
+                "UPDATE accounts SET turn_used = turn_used + 1 WHERE id = ?"
+                " RETURNING turn_used, weight",
+                (account_id,),
+            ).fetchone()
+            if used >= weight:
+                db.execute(
+                    "UPDATE accounts SET ticket = ?, turn_used = 0 WHERE id = ?",
+                    (ledger.next_ticket(db), account_id),
+                )
+            return db.execute(
+                f"SELECT {_JOB_COLUMNS} {_JOB_FROM} WHERE j.id = ?", (job_id,)
+            ).fetchone()
+
+        row = await self.write(claim)
+        return None if row is None else _job_from_row(row)
 
     async def next_wakeup(self, platforms: Sequence[str]) -> float | None:
         """Return when the earliest waiting job for these platforms becomes claimable."""
@@ -599,10 +871,9 @@ class Store:
             states = [state.value for state in expect]
             sql += f" AND state IN ({','.join('?' * len(states))})"
             params.extend(states)
-        async with self.transaction() as db:
-            cursor = await db.execute(sql, params)
-            changed = cursor.rowcount > 0
-        return changed
+        # Into FAILED or CANCELED, the refund trigger pays the credits back in this same
+        # transaction (see migration 3).
+        return await self.write(lambda db: db.execute(sql, params).rowcount > 0)
 
     async def set_status_message(self, request_id: str, message_id: str | None) -> None:
         """Remember the status message an adapter keeps editing for a request."""

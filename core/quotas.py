@@ -1,0 +1,511 @@
+"""Quota policy and account operations, shared by every adapter.
+
+- ``Quotas``: settings turned into decisions: what a take costs, when credits reset, what
+  a role may do, and the per-user flood guard (in memory, checked before any write).
+- ``AdmissionPolicy``: the checks of one admission as plain data; the store runs them
+  inside the transaction that debits and inserts, so concurrent requests cannot overdraw.
+- ``Accounts``: what adapters call for balances, access requests, admin actions and
+  ``/link`` (one identity across platforms). The SQL lives in ``core.ledger``.
+
+Every refusal is a ``RequestRejected`` with a ``quota.*`` or ``access.*`` key whose
+parameters say when the quota resets or what the user can do.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import secrets
+import sqlite3
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from datetime import date, datetime, timedelta
+from datetime import time as clock_time
+from functools import partial
+from typing import TYPE_CHECKING
+from zoneinfo import ZoneInfo
+
+from config.settings import QuotaSettings
+from core import ledger
+from core.errors import RequestRejected
+from core.ledger import NO_LIMITS, UNLIMITED, Account, LedgerEntry, Limits
+from core.models import EventKind, JobEvent, UserRef
+
+if TYPE_CHECKING:
+    from core.notify import NotifierRouter
+    from core.store import Store
+
+log = logging.getLogger(__name__)
+
+# Unambiguous characters (no 0/O, 1/I/L): codes are typed by hand on another device.
+_CODE_ALPHABET = "ABCDEFGHJKMNPQRSTUVWXYZ23456789"
+_CODE_LENGTH = 8
+# banned_until for a ban without end (far beyond any real timestamp).
+BANNED_FOREVER = 1e18
+
+
+@dataclass(frozen=True)
+class Period:
+    """A quota period: its ledger key and when the next one starts (epoch seconds)."""
+
+    key: str
+    resets_at: float
+
+
+def time_left(resets_at: float, now: float) -> tuple[int, int]:
+    """Return (hours, minutes) until ``resets_at``, rounded up to a minute, for messages."""
+    minutes = max(1, math.ceil((resets_at - now) / 60))
+    return minutes // 60, minutes % 60
+
+
+@dataclass(frozen=True)
+class AdmissionPolicy:
+    """The checks of one admission, fixed before its transaction starts.
+
+    The default instance enforces nothing: takes are only put in fair order.
+    """
+
+    now: float = 0.0
+    enforce: bool = False
+    exempt: bool = False  # local operator tools: no access, credit or chat checks
+    access: str = "open"
+    period: Period = Period("", 0.0)
+    chat_day: Period = Period("", 0.0)
+    roles: Mapping[str, Limits] = field(default_factory=dict)
+    default: Limits = NO_LIMITS
+    max_queue: int = UNLIMITED
+    max_chat_takes: int = 0  # 0: no cap
+    costs: Mapping[int, int] = field(default_factory=dict)
+
+    @property
+    def counts_chats(self) -> bool:
+        """Return whether admission counts takes against the chat's daily cap."""
+        return self.enforce and not self.exempt and self.max_chat_takes > 0
+
+    def limits(self, role: str) -> Limits:
+        """Return the limits of a role (the defaults for a role without overrides)."""
+        return self.roles.get(role, self.default)
+
+    def cost(self, seconds: int) -> int:
+        """Return the credits a take of this length costs (the next longer price if unlisted)."""
+        if not self.enforce or self.exempt:
+            return 0
+        if seconds in self.costs:
+            return self.costs[seconds]
+        longer = sorted((length, cost) for length, cost in self.costs.items() if length >= seconds)
+        return longer[0][1] if longer else max(self.costs.values(), default=0)
+
+    def check_access(self, account: Account | None) -> None:
+        """Refuse a banned user, or one the access mode does not let in yet."""
+        if not self.enforce:
+            return
+        until = None if account is None else account.banned_until
+        if until is not None and until > self.now:
+            if until >= BANNED_FOREVER:
+                raise RequestRejected("access.banned")
+            hours, minutes = time_left(until, self.now)
+            raise RequestRejected("access.banned_until", hours=hours, minutes=minutes)
+        if self.exempt or self.access == "open":
+            return
+        status = account.access if account is not None else "none"
+        if status == "allowed":
+            return
+        if self.access == "allowlist":
+            raise RequestRejected("access.allowlist")
+        refusals = {"pending": "access.pending", "denied": "access.denied"}
+        raise RequestRejected(refusals.get(status, "access.approval_required"))
+
+    def check_caps(self, *, queued: int, total_queued: int, takes: int, limits: Limits) -> None:
+        """Refuse takes beyond the user's waiting cap or the global queue limit."""
+        if not self.enforce:
+            return
+        if queued + takes > limits.max_queued:
+            raise RequestRejected("quota.user_queue_full", queued=queued, limit=limits.max_queued)
+        if total_queued + takes > self.max_queue:
+            raise RequestRejected("quota.busy")
+
+    def check_chat(self, used: int, takes: int) -> None:
+        """Refuse takes beyond the chat's daily cap."""
+        if self.counts_chats and used + takes > self.max_chat_takes:
+            hours, minutes = time_left(self.chat_day.resets_at, self.now)
+            raise RequestRejected(
+                "quota.chat_full", limit=self.max_chat_takes, hours=hours, minutes=minutes
+            )
+
+    def check_credits(self, credits: int, cost: int) -> None:
+        """Refuse a request that costs more than the balance."""
+        if cost > credits:
+            hours, minutes = time_left(self.period.resets_at, self.now)
+            raise RequestRejected(
+                "quota.no_credits", cost=cost, credits=credits, hours=hours, minutes=minutes
+            )
+
+
+@dataclass
+class _Bucket:
+    tokens: float
+    updated: float
+    warned: bool = False
+
+
+class FloodGuard:
+    """Per-user token buckets in memory: one warning per burst of refusals, then silence."""
+
+    def __init__(
+        self,
+        *,
+        burst: int,
+        refill_seconds: float,
+        clock: Callable[[], float] = time.monotonic,
+        max_users: int = 100_000,
+    ) -> None:
+        self._burst = float(burst)
+        self._refill = refill_seconds
+        self._clock = clock
+        self._max_users = max_users
+        self._buckets: dict[str, _Bucket] = {}
+
+    def check(self, key: str) -> None:
+        """Take one token for ``key`` or raise ``quota.flood`` (silent after the first)."""
+        now = self._clock()
+        bucket = self._buckets.get(key)
+        if bucket is None:
+            if len(self._buckets) >= self._max_users:
+                self._forget_idle(now)
+            bucket = self._buckets[key] = _Bucket(self._burst, now)
+        else:
+            refilled = (now - bucket.updated) / self._refill
+            bucket.tokens = min(self._burst, bucket.tokens + refilled)
+            bucket.updated = now
+        if bucket.tokens >= 1.0:
+            bucket.tokens -= 1.0
+            bucket.warned = False
+            return
+        wait = max(1, math.ceil((1.0 - bucket.tokens) * self._refill))
+        silent, bucket.warned = bucket.warned, True
+        raise RequestRejected("quota.flood", silent=silent, seconds=wait)
+
+    def _forget_idle(self, now: float) -> None:
+        # A bucket that has refilled completely holds no information: drop it.
+        full_after = self._burst * self._refill
+        idle = [key for key, b in self._buckets.items() if now - b.updated >= full_after]
+        for key in idle:
+            del self._buckets[key]
+        if len(self._buckets) >= self._max_users:
+            self._buckets.clear()  # under a flood of distinct ids, memory wins over accuracy
+
+
+class Quotas:
+    """The quota settings as decisions: costs, periods, role limits and the flood guard."""
+
+    def __init__(
+        self, settings: QuotaSettings, *, monotonic: Callable[[], float] = time.monotonic
+    ) -> None:
+        self.settings = settings
+        self._zone = ZoneInfo(settings.timezone)
+        self._default = self._limits(settings, None)
+        self._roles = {name: self._limits(settings, name) for name in settings.roles}
+        self._flood = FloodGuard(
+            burst=settings.flood_burst,
+            refill_seconds=settings.flood_refill_seconds,
+            clock=monotonic,
+        )
+        self._periods: dict[str, tuple[float, Period]] = {}
+
+    @staticmethod
+    def _limits(settings: QuotaSettings, role: str | None) -> Limits:
+        override = settings.roles.get(role) if role else None
+        return Limits(
+            credits=settings.credits
+            if override is None or override.credits is None
+            else override.credits,
+            weight=1 if override is None else override.weight,
+            max_in_flight=settings.max_in_flight_per_user
+            if override is None or override.max_in_flight is None
+            else override.max_in_flight,
+            max_queued=settings.max_queued_per_user
+            if override is None or override.max_queued is None
+            else override.max_queued,
+        )
+
+    @property
+    def enabled(self) -> bool:
+        """Return whether credits, caps, access checks and the flood guard are on."""
+        return self.settings.enabled
+
+    def limits(self, role: str) -> Limits:
+        """Return what a role may do."""
+        return self._roles.get(role, self._default)
+
+    def exempt(self, user: UserRef) -> bool:
+        """Return whether a user comes from a local operator tool (no access/credit checks)."""
+        return user.platform in self.settings.exempt_platforms
+
+    def check_flood(self, user: UserRef) -> None:
+        """Refuse a user who sends requests faster than the token bucket allows."""
+        if self.enabled and not self.exempt(user):
+            self._flood.check(f"{user.platform}:{user.platform_user_id}")
+
+    def period(self, now: float) -> Period:
+        """Return the credit period containing ``now`` in the configured time zone."""
+        return self._cached(self.settings.period, now)
+
+    def day(self, now: float) -> Period:
+        """Return the local day containing ``now`` (for the per-chat cap)."""
+        return self._cached("day", now)
+
+    def _cached(self, kind: str, now: float) -> Period:
+        # Admission asks on every request; the answer changes once a day at most.
+        cached = self._periods.get(kind)
+        if cached is not None and cached[0] <= now < cached[1].resets_at:
+            return cached[1]
+        local = datetime.fromtimestamp(now, self._zone).date()
+        if kind == "day":
+            start, end, key = local, local + timedelta(days=1), local.isoformat()
+        elif kind == "week":
+            start = local - timedelta(days=local.weekday())
+            year, week, _ = start.isocalendar()
+            end, key = start + timedelta(days=7), f"{year}-W{week:02d}"
+        else:
+            start = local.replace(day=1)
+            end = (start + timedelta(days=32)).replace(day=1)
+            key = f"{start:%Y-%m}"
+        period = Period(key, self._midnight(end))
+        self._periods[kind] = (self._midnight(start), period)
+        return period
+
+    def _midnight(self, day: date) -> float:
+        return datetime.combine(day, clock_time(0), tzinfo=self._zone).timestamp()
+
+    def policy(self, user: UserRef, now: float) -> AdmissionPolicy:
+        """Return the checks an admission for ``user`` runs at ``now``."""
+        if not self.enabled:
+            return AdmissionPolicy(now=now, default=self._unlimited_in_flight())
+        return AdmissionPolicy(
+            now=now,
+            enforce=True,
+            exempt=self.exempt(user),
+            access=self.settings.access,
+            period=self.period(now),
+            chat_day=self.day(now),
+            roles=self._roles,
+            default=self._default,
+            max_queue=self.settings.max_queue,
+            max_chat_takes=self.settings.max_takes_per_chat_per_day,
+            costs=self.settings.take_costs,
+        )
+
+    def _unlimited_in_flight(self) -> Limits:
+        return Limits(credits=0, weight=1, max_in_flight=UNLIMITED, max_queued=UNLIMITED)
+
+    @staticmethod
+    def new_link_code() -> str:
+        """Return a fresh one-time code to type on the other platform."""
+        return "".join(secrets.choice(_CODE_ALPHABET) for _ in range(_CODE_LENGTH))
+
+    @staticmethod
+    def normalize_code(text: str) -> str:
+        """Return a typed code as stored: upper case, without spaces or dashes."""
+        return "".join(ch for ch in text.upper() if ch.isalnum())
+
+
+@dataclass(frozen=True)
+class Balance:
+    """A user's credits in the current period."""
+
+    account_id: int | None
+    credits: int
+    period: str
+    resets_at: float
+
+
+@dataclass(frozen=True)
+class LinkCode:
+    """A one-time code that joins another platform's account into this one."""
+
+    code: str
+    expires_at: float
+    minutes: int
+
+
+@dataclass(frozen=True)
+class AccessRequest:
+    """Where a user's access stands after asking; ``new`` when admins should be asked."""
+
+    account_id: int
+    status: str  # allowed | pending | denied
+    new: bool
+
+
+class Accounts:
+    """What adapters call for balances, access, admin actions and account linking.
+
+    Admin methods trust the caller: adapters check who is an admin on their platform and
+    pass ``actor`` ("telegram:123") for the ledger and the log.
+    """
+
+    def __init__(
+        self,
+        store: Store,
+        quotas: Quotas,
+        *,
+        notifier: NotifierRouter | None = None,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self._store = store
+        self._quotas = quotas
+        self._notifier = notifier
+        self._clock = clock
+
+    async def account_id(self, user: UserRef, *, create: bool = False) -> int | None:
+        """Return the account of a platform identity (creating it if asked)."""
+        if create:
+            ids = await self._store.write(partial(ledger.ensure_user, user=user, now=self._clock()))
+            return ids[1]
+        account = await self._store.read(_account_of(user))
+        return None if account is None else account.id
+
+    async def balance(self, user: UserRef) -> Balance:
+        """Return the user's credits now, without starting a period."""
+        now = self._clock()
+        period = self._quotas.period(now)
+        account = await self._store.read(_account_of(user))
+        credits = None
+        if account is not None:
+            peek = partial(ledger.peek_balance, account_id=account.id, period=period.key)
+            credits = await self._store.read(peek)
+        if credits is None:
+            credits = self._quotas.limits(account.role if account else "user").credits
+        return Balance(account.id if account else None, credits, period.key, period.resets_at)
+
+    async def history(self, account_id: int, limit: int = 20) -> list[LedgerEntry]:
+        """Return the newest ledger rows of an account: every change with its reason."""
+        return await self._store.read(partial(ledger.entries, account_id=account_id, limit=limit))
+
+    async def grant(self, account_id: int, credits: int, *, actor: str, note: str = "") -> int:
+        """Add credits to an account's current period; return the new balance."""
+        return await self._adjust(account_id, abs(credits), "grant", actor, note)
+
+    async def revoke(self, account_id: int, credits: int, *, actor: str, note: str = "") -> int:
+        """Take credits from an account's current period (not below zero); return the balance."""
+        return await self._adjust(account_id, -abs(credits), "revoke", actor, note)
+
+    async def _adjust(self, account_id: int, delta: int, reason: str, actor: str, note: str) -> int:
+        now = self._clock()
+        period = self._quotas.period(now)
+
+        def change(db: sqlite3.Connection) -> int:
+            allowance = self._quotas.limits(ledger.load_account(db, account_id).role).credits
+            return ledger.adjust(
+                db, account_id, period.key, delta,
+                allowance=allowance, reason=reason, actor=actor, note=note, now=now,
+            )  # fmt: skip
+
+        balance = await self._store.write(change)
+        log.info("%s: %s %+d credits for account %d", actor, reason, delta, account_id)
+        return balance
+
+    async def set_role(self, account_id: int, role: str, *, actor: str) -> None:
+        """Give an account a role (its limits and round-robin weight come from settings)."""
+        await self._store.write(partial(ledger.set_account, account_id=account_id, role=role))
+        log.info("%s: account %d now has role %s", actor, account_id, role)
+
+    async def ban(
+        self, account_id: int, *, actor: str, reason: str = "", seconds: float | None = None
+    ) -> list[str]:
+        """Ban an account (for ``seconds``, or for good) and cancel its waiting takes."""
+        now = self._clock()
+        until = BANNED_FOREVER if seconds is None else now + seconds
+
+        def apply(db: sqlite3.Connection) -> list[str]:
+            ledger.set_account(db, account_id, banned_until=until, ban_reason=reason)
+            return ledger.cancel_waiting(db, account_id, "access.banned", now)
+
+        canceled = await self._store.write(apply)
+        log.info(
+            "%s: banned account %d (%s); canceled %d", actor, account_id, reason, len(canceled)
+        )
+        if self._notifier is not None:
+            for job in await self._store.jobs_by_ids(canceled):
+                await self._notifier.notify(
+                    JobEvent(EventKind.CANCELED, job, error_key=job.error_key)
+                )
+        return canceled
+
+    async def unban(self, account_id: int, *, actor: str) -> None:
+        """Lift a ban."""
+        change = partial(
+            ledger.set_account, account_id=account_id, banned_until=None, ban_reason=None
+        )
+        await self._store.write(change)
+        log.info("%s: unbanned account %d", actor, account_id)
+
+    async def approve(self, account_id: int, *, actor: str) -> None:
+        """Let an account in (approval mode) or put it on the allowlist."""
+        await self._store.write(
+            partial(ledger.set_account, account_id=account_id, access="allowed")
+        )
+        log.info("%s: allowed account %d", actor, account_id)
+
+    async def deny(self, account_id: int, *, actor: str) -> None:
+        """Refuse an access request, or take an account off the allowlist."""
+        await self._store.write(partial(ledger.set_account, account_id=account_id, access="denied"))
+        log.info("%s: denied account %d", actor, account_id)
+
+    async def request_access(self, user: UserRef) -> AccessRequest:
+        """Ask for access (approval mode); ``new`` says whether admins should be asked now."""
+        now = self._clock()
+        open_mode = self._quotas.settings.access == "open" or self._quotas.exempt(user)
+
+        def ask(db: sqlite3.Connection) -> AccessRequest:
+            _, account_id = ledger.ensure_user(db, user, now)
+            account = ledger.load_account(db, account_id)
+            AdmissionPolicy(now=now, enforce=True).check_access(account)  # banned?
+            if open_mode or account.access in ("allowed", "denied", "pending"):
+                status = "allowed" if open_mode else account.access
+                return AccessRequest(account_id, status, new=False)
+            ledger.set_account(db, account_id, access="pending")
+            return AccessRequest(account_id, "pending", new=True)
+
+        return await self._store.write(ask)
+
+    async def pending(self) -> list[tuple[int, str, str, str]]:
+        """Return (account id, platform, user id, name) of identities waiting for approval."""
+        return await self._store.read(ledger.pending_accounts)
+
+    async def link_code(self, user: UserRef) -> LinkCode:
+        """Issue a one-time code; typed on another platform, it joins that account to this one."""
+        now = self._clock()
+        minutes = self._quotas.settings.link_code_minutes
+        code = self._quotas.new_link_code()
+        expires_at = now + minutes * 60
+
+        def issue(db: sqlite3.Connection) -> None:
+            _, account_id = ledger.ensure_user(db, user, now)
+            ledger.save_link_code(db, code, account_id, user.platform, expires_at, now)
+
+        await self._store.write(issue)
+        return LinkCode(code, expires_at, math.ceil(minutes))
+
+    async def link(self, user: UserRef, code: str) -> int:
+        """Join this identity into the account that issued ``code``; return the joint account."""
+        self._quotas.check_flood(user)  # each wrong guess costs a token
+        redeem = partial(
+            ledger.redeem_link_code,
+            code=self._quotas.normalize_code(code),
+            user=user,
+            now=self._clock(),
+        )
+        account_id, refusal = await self._store.write(redeem)
+        if refusal is not None:
+            raise RequestRejected(refusal)
+        assert account_id is not None
+        log.info("linked %s:%s into account %d", user.platform, user.platform_user_id, account_id)
+        return account_id
+
+
+def _account_of(user: UserRef) -> Callable[[sqlite3.Connection], Account | None]:
+    return partial(
+        ledger.account_of, platform=user.platform, platform_user_id=user.platform_user_id
+    )
