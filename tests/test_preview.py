@@ -23,7 +23,7 @@ from PIL import Image, ImageChops, ImageDraw, ImageStat
 
 from config.settings import PreviewSettings
 from core.backends.base import BackendState, BackendStatus, RenderSpec
-from core.backends.preview import PreviewBackend, fonts, render, tts
+from core.backends.preview import PreviewBackend, audio, fonts, render, tts
 from core.backends.preview.fonts import FontChoice
 from core.errors import BackendError
 
@@ -379,14 +379,14 @@ def test_a_line_too_long_for_the_clip_is_sped_up_not_cut() -> None:
     long_line = " ".join([EN_LINE] * 2)
     natural = tts.synthesize(long_line, "en", "lily")
     assert natural.duration > 5.0
-    fitted = render._fit_speech(make_spec(speech=long_line, seconds=5))
+    fitted = audio.fit_speech(make_spec(speech=long_line, seconds=5))
     assert natural.duration / 2 < fitted.duration <= 5 - render.SPEECH_LEAD - render.SPEECH_TAIL
     assert rms(fitted.pcm[-(22050 // 4) * 2 :]) > 200  # it still ends in speech, not cut short
 
 
 def test_the_last_resort_squeeze_keeps_all_of_the_speech() -> None:
     speech = tts.synthesize(EN_LINE, "en", None)
-    squeezed = render._squeeze(speech, speech.duration / 2)
+    squeezed = audio._squeeze(speech, speech.duration / 2)
     assert squeezed.duration == pytest.approx(speech.duration / 2, abs=0.01)
     assert rms(squeezed.pcm[-(22050 // 10) * 2 :]) > 100  # ends in speech: nothing was cut
 

@@ -1,19 +1,19 @@
 """Render a preview MP4: a slow camera move over the photo, burned-in subtitles and speech.
 
 This is a local stand-in for a video model, not an AI render: nothing in the picture moves
-except the camera, and every frame carries a "PREVIEW" label saying so.
+except the camera, and every frame carries a "PREVIEW" label saying so. This module moves the
+camera, builds the YUV frames and runs the encoder; ``subtitles`` draws the text over them and
+``audio`` fits the speech into the clip.
 """
 
 from __future__ import annotations
 
 import contextlib
 import io
-import logging
 import math
 import os
 import queue
 import random
-import re
 import threading
 import warnings
 from collections.abc import Callable
@@ -23,24 +23,26 @@ from pathlib import Path
 
 import av
 from av.video.reformatter import Colorspace, VideoReformatter
-from PIL import Image, ImageDraw, ImageFont, ImageOps
+from PIL import Image, ImageOps
 
 from core.backends.base import RenderSpec
-from core.backends.preview import fonts, tts
+from core.backends.preview.audio import SPEECH_LEAD as SPEECH_LEAD
+from core.backends.preview.audio import SPEECH_TAIL as SPEECH_TAIL
+from core.backends.preview.audio import audio_track, fit_speech
 from core.backends.preview.fonts import FontChoice
+from core.backends.preview.subtitles import LABEL as LABEL
+from core.backends.preview.subtitles import SUBTITLE_HOLD, Overlay, Timing, label, subtitles
+from core.backends.preview.subtitles import wrap_text as wrap_text
 from core.errors import BackendError
 
-log = logging.getLogger(__name__)
+# The "X as X" imports are explicit re-exports: LABEL, SPEECH_LEAD, SPEECH_TAIL and wrap_text
+# moved out of this module, but callers and tests still import them from here.
 
-LABEL = "PREVIEW — not an AI render"
 METADATA_COMMENT = (
     "actorbot preview renderer: a camera move over the still photo with synthetic speech "
     "(espeak-ng). Not the output of an AI video model."
 )
 
-SPEECH_LEAD = 0.3  # seconds of silence before the line starts
-SPEECH_TAIL = 0.2  # keep the line this far from the end of the clip
-SUBTITLE_HOLD = 0.6  # the last subtitle page stays up this long after the voice stops
 ZOOM_RANGE = (1.10, 1.14)  # final zoom; the move always starts at 1.0
 
 AUDIO_RATE = 48_000
@@ -57,16 +59,6 @@ ProgressFn = Callable[[float], None]
 
 class RenderCanceled(Exception):
     """The render was stopped through its ``stop`` event; nothing was written to ``dest``."""
-
-
-@dataclass(frozen=True)
-class _Overlay:
-    """A pre-drawn RGBA picture pasted onto frames ``first``..``last`` (inclusive)."""
-
-    image: Image.Image
-    position: tuple[int, int]
-    first: int
-    last: int
 
 
 @dataclass(frozen=True)
@@ -120,15 +112,15 @@ def render_preview(
         raise BackendError(f"preview size must be even, got {size}", transient=False)
     frames = spec.seconds * fps
     still = _prepare_still(spec.image_jpeg, size)
-    speech = _fit_speech(spec)
-    overlays = [_label(font, size, frames)]
+    speech = fit_speech(spec)
+    overlays = [label(font, size, frames)]
     if speech.samples:
-        timing = _Timing(
+        timing = Timing(
             first=round(SPEECH_LEAD * fps),
             speech_end=round((SPEECH_LEAD + speech.duration) * fps),
             last=min(frames - 1, round((SPEECH_LEAD + speech.duration + SUBTITLE_HOLD) * fps)),
         )
-        overlays += _subtitles(spec.speech, font, size, timing)
+        overlays += subtitles(spec.speech, font, size, timing)
     motion = _Motion.from_seed(spec.seed)
 
     dest.parent.mkdir(parents=True, exist_ok=True)
@@ -141,7 +133,7 @@ def render_preview(
             still=still,
             motion=motion,
             overlays=overlays,
-            audio=_audio_track(speech, spec.seconds),
+            audio=audio_track(speech, spec.seconds),
             fps=fps,
             frames=frames,
             size=size,
@@ -181,183 +173,6 @@ def _prepare_still(image_jpeg: bytes, size: tuple[int, int]) -> Image.Image:
     return img
 
 
-def _label(font: FontChoice | None, size: tuple[int, int], frames: int) -> _Overlay:
-    """Draw the corner label that marks every frame as a preview."""
-    height = size[1]
-    face = fonts.load_font(font or fonts.BUILTIN, max(9, round(height * 0.026)))
-    text = LABEL if not fonts.missing_glyphs(face, LABEL) else LABEL.replace("—", "-")
-    pad = max(3, round(face.size * 0.45))
-    left, top, right, bottom = (round(v) for v in face.getbbox(text))
-    img = Image.new("RGBA", (right - left + 2 * pad, bottom - top + 2 * pad), (0, 0, 0, 0))
-    draw = ImageDraw.Draw(img)
-    draw.rounded_rectangle((0, 0, img.width - 1, img.height - 1), radius=pad, fill=(0, 0, 0, 140))
-    draw.text((pad - left, pad - top), text, font=face, fill=(255, 255, 255, 235))
-    margin = max(4, round(height * 0.025))
-    return _Overlay(img, (margin, margin), 0, frames - 1)
-
-
-# Words, runs of spaces, or any single character: Chinese wraps between characters.
-_TOKENS = re.compile(r"\s+|[0-9A-Za-z\u00c0-\u024f\u0400-\u04ff'’_\-]+|.", re.DOTALL)
-_NO_LINE_START = set("，。！？、；：,.!?;:)]}」』”’》〉）…～·%")  # hangs at the end of a line
-_NO_LINE_END = set("（([{「『“‘《〈")  # moves to the next line with its word
-
-
-def wrap_text(text: str, font: ImageFont.FreeTypeFont, max_width: float) -> list[str]:
-    """Wrap ``text`` into lines no wider than ``max_width``; Chinese breaks between characters."""
-    tokens: list[str] = []
-    for token in _TOKENS.findall(" ".join(text.split())):
-        # A word too long for one line is broken anywhere rather than overflowing.
-        too_long = not token.isspace() and font.getlength(token) > max_width
-        tokens.extend(token if too_long else [token])
-    lines: list[str] = []
-    line = ""
-    for token in tokens:
-        if token.isspace():
-            line += " " if line else ""
-            continue
-        candidate = line + token
-        if not line or token in _NO_LINE_START or font.getlength(candidate) <= max_width:
-            line = candidate
-            continue
-        carry = ""
-        while line and line[-1] in _NO_LINE_END:
-            line, carry = line[:-1], line[-1] + carry
-        if line.strip():
-            lines.append(line.rstrip())
-        line = carry + token
-    if line.strip():
-        lines.append(line.rstrip())
-    return lines
-
-
-@dataclass(frozen=True)
-class _Timing:
-    """Frame numbers: the voice starts at ``first`` and stops at ``speech_end``; ``last`` holds."""
-
-    first: int
-    speech_end: int
-    last: int
-
-
-def _subtitles(
-    text: str, font: FontChoice | None, size: tuple[int, int], timing: _Timing
-) -> list[_Overlay]:
-    """Pre-draw the subtitle as pages of at most two lines, timed across the speech."""
-    text = " ".join(text.split())
-    choice = font or fonts.BUILTIN
-    if fonts.has_cjk(text) and not choice.covers_cjk:
-        fonts.warn_no_cjk_font()  # better no subtitle than a row of empty boxes
-        return []
-    width, height = size
-    max_width = width * 0.84
-    face_size = max(8, round(height * 0.058))
-    min_size = max(8, round(height * 0.042))
-    face = fonts.load_font(choice, face_size)
-    missing = fonts.missing_glyphs(face, text)
-    if missing:
-        log.info("subtitle: font lacks %d characters; leaving them out", len(missing))
-        text = "".join(ch for ch in text if ch not in missing)
-    lines = wrap_text(text, face, max_width)
-    # Shrink until the line fits on two lines; past the minimum size, split into pages.
-    while len(lines) > 2 and face_size > min_size:
-        face_size = max(min_size, math.floor(face_size * 0.92))
-        face = fonts.load_font(choice, face_size)
-        lines = wrap_text(text, face, max_width)
-    pages = [lines[i : i + 2] for i in range(0, len(lines), 2)]
-    if not pages:
-        return []
-    # Each page stays up for a share of the speech matching its share of the characters.
-    weights = [max(1, sum(len(line.replace(" ", "")) for line in page)) for page in pages]
-    spoken = max(1, timing.speech_end - timing.first)
-    overlays = []
-    start, done = timing.first, 0
-    for number, page in enumerate(pages):
-        done += weights[number]
-        is_last = number == len(pages) - 1
-        end = timing.last if is_last else timing.first + round(spoken * done / sum(weights)) - 1
-        end = min(max(end, start), timing.last)
-        image = _draw_page(page, face)
-        position = ((width - image.width) // 2, height - image.height - round(height * 0.06))
-        overlays.append(_Overlay(image, position, start, end))
-        start = end + 1
-    return overlays
-
-
-def _draw_page(lines: list[str], face: ImageFont.FreeTypeFont) -> Image.Image:
-    """Draw white text with a dark outline on a translucent rounded box."""
-    stroke = max(1, round(face.size * 0.08))
-    ascent, descent = face.getmetrics()
-    line_height = round((ascent + descent) * 1.12)
-    widths = [face.getlength(line) + 2 * stroke for line in lines]
-    pad_x, pad_y = round(face.size * 0.6), round(face.size * 0.3)
-    box_w = math.ceil(max(widths)) + 2 * pad_x
-    box_h = line_height * len(lines) + 2 * pad_y
-    img = Image.new("RGBA", (box_w, box_h), (0, 0, 0, 0))
-    draw = ImageDraw.Draw(img)
-    draw.rounded_rectangle((0, 0, box_w - 1, box_h - 1), radius=pad_y * 2, fill=(0, 0, 0, 130))
-    for row, (line, line_w) in enumerate(zip(lines, widths, strict=True)):
-        x = (box_w - line_w) / 2 + stroke
-        y = pad_y + row * line_height + (line_height - ascent - descent) / 2
-        draw.text(
-            (x, y),
-            line,
-            font=face,
-            fill=(255, 255, 255, 255),
-            stroke_width=stroke,
-            stroke_fill=(0, 0, 0, 255),
-        )
-    return img
-
-
-# --- sound -----------------------------------------------------------------------------------
-
-
-def _fit_speech(spec: RenderSpec) -> tts.Speech:
-    """Speak the line, faster if needed so it ends before the clip does (it is never cut)."""
-    available = spec.seconds - SPEECH_LEAD - SPEECH_TAIL
-    speech = tts.synthesize(spec.speech, spec.language, spec.voice)
-    speed = 1.0
-    for _ in range(3):
-        if speech.duration <= available:
-            return speech
-        # Speaking faster keeps the pitch; duration scales roughly with 1 / rate.
-        speed *= speech.duration / available * 1.04
-        speech = tts.synthesize(spec.speech, spec.language, spec.voice, speed=speed)
-    if speech.duration <= available:
-        return speech
-    log.info("speech still %.2f s for %.2f s: resampling it faster", speech.duration, available)
-    return _squeeze(speech, available)
-
-
-def _squeeze(speech: tts.Speech, seconds: float) -> tts.Speech:
-    """Play ``speech`` faster (and higher) so it lasts ``seconds``: the last resort."""
-    frame = av.AudioFrame(format="s16", layout="mono", samples=speech.samples)
-    frame.planes[0].update(speech.pcm)
-    # Claim a higher sample rate than the truth, then resample back: fewer samples, same sound.
-    frame.sample_rate = math.ceil(speech.sample_rate * speech.duration / seconds)
-    resampler = av.AudioResampler(format="s16", layout="mono", rate=speech.sample_rate)
-    out = resampler.resample(frame) + resampler.resample(None)
-    pcm = b"".join(bytes(f.planes[0])[: f.samples * 2] for f in out)
-    return tts.Speech(
-        pcm=pcm[: int(seconds * speech.sample_rate) * 2], sample_rate=speech.sample_rate
-    )
-
-
-def _audio_track(speech: tts.Speech, seconds: int) -> av.AudioFrame:
-    """Place the speech SPEECH_LEAD seconds in and pad it with silence to the clip length."""
-    rate = speech.sample_rate
-    total = seconds * rate
-    lead = round(SPEECH_LEAD * rate)
-    body = speech.pcm[: (total - lead) * 2]
-    pcm = bytes(lead * 2) + body + bytes((total - lead) * 2 - len(body))
-    frame = av.AudioFrame(format="s16", layout="mono", samples=total)
-    frame.planes[0].update(pcm)
-    frame.sample_rate = rate
-    frame.time_base = Fraction(1, rate)
-    frame.pts = 0
-    return frame
-
-
 # --- encoding --------------------------------------------------------------------------------
 
 # Frames are built directly as yuv420p planes: scaling one 8-bit luma plane plus two
@@ -395,7 +210,7 @@ def _to_planes(img: Image.Image) -> Planes:
     return y, u, v
 
 
-def _overlay_planes(overlay: _Overlay) -> _PlaneOverlay:
+def _overlay_planes(overlay: Overlay) -> _PlaneOverlay:
     """Convert an RGBA overlay, padded to even sides and placed on even coordinates."""
     width, height = overlay.image.size
     img = Image.new("RGBA", (width + width % 2, height + height % 2), (0, 0, 0, 0))
@@ -426,7 +241,7 @@ def _encode(
     *,
     still: Image.Image,
     motion: _Motion,
-    overlays: list[_Overlay],
+    overlays: list[Overlay],
     audio: av.AudioFrame,
     fps: int,
     frames: int,
@@ -489,7 +304,7 @@ def _produce(
     made: queue.Queue[av.VideoFrame | BaseException | None],
     still: Planes,
     motion: _Motion,
-    overlays: list[_Overlay],
+    overlays: list[Overlay],
     frames: int,
     size: tuple[int, int],
     stop: threading.Event,
