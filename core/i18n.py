@@ -103,6 +103,10 @@ CATALOG: dict[str, dict[str, str]] = {
         "tg.cmd.cancel": "Cancel your waiting takes",
         "tg.cmd.history": "Send your last videos again",
         "tg.cmd.lang": "Language: /lang en or /lang zh",
+        "tg.cmd.quota": "Your credits and when they refill",
+        "tg.cmd.link": "Share one balance with your Discord account",
+        "tg.admin_done": "Done: {action} for user {user_id}.",
+        "tg.admin_usage": "Usage (or reply to the user's message): /grant USER_ID CREDITS · /ban USER_ID [reason] · /unban USER_ID",
     },
     "zh": {
         "image.empty": "文件是空的。请发送角色的照片。",
@@ -189,6 +193,10 @@ CATALOG: dict[str, dict[str, str]] = {
         "tg.cmd.cancel": "取消排队中的任务",
         "tg.cmd.history": "重新发送最近的视频",
         "tg.cmd.lang": "语言：/lang en 或 /lang zh",
+        "tg.cmd.quota": "查看额度和恢复时间",
+        "tg.cmd.link": "与 Discord 账号共享额度",
+        "tg.admin_done": "已完成：对用户 {user_id} 执行 {action}。",
+        "tg.admin_usage": "用法（或回复该用户的消息）：/grant 用户ID 点数 · /ban 用户ID [原因] · /unban 用户ID",
     },
 }
 

@@ -91,3 +91,35 @@ async def test_cancel_command_and_admin_stats(tmp_path: Path, tiny_mp4: bytes) -
             assert sorted(j.state.value for j in jobs) == ["canceled", "canceled", "done"]
     finally:
         await model.stop()
+
+
+async def test_quota_and_admin_grant_ban_unban(tmp_path: Path, tiny_mp4: bytes) -> None:
+    async with running_bot(tmp_path, video=tiny_mp4) as h:
+        s = h.server
+
+        async def answer(user: User, text: str) -> str:
+            before = len(s.sent("sendMessage", user.id))
+            s.send(user, text=text)
+            calls = await s.wait_for(lambda: s.sent("sendMessage", user.id)[before:], what=text)
+            return str(calls[0].params["text"])
+
+        assert (await answer(ANN, "/quota")).startswith("You have 20 credits left")
+        assert await answer(ANN, f"/ban {ANN.id}") == "Only bot admins can do that."
+        assert await answer(ADMIN, f"/grant {ANN.id} 5") == f"Done: grant for user {ANN.id}."
+        assert (await answer(ANN, "/quota")).startswith("You have 25 credits left")
+        assert (await answer(ADMIN, "/grant")).startswith("Usage")
+        assert await answer(ADMIN, f"/ban {ANN.id} spam") == f"Done: ban for user {ANN.id}."
+        s.send(ANN, photo=photo_jpeg(), caption=LINE)
+        await s.wait_for(
+            lambda: any(
+                "can no longer use this bot" in c.params["text"]
+                for c in s.calls
+                if c.method == "editMessageText"
+            ),
+            what="refusal",
+        )
+        assert await h.jobs() == []
+        assert await answer(ADMIN, f"/unban {ANN.id}") == f"Done: unban for user {ANN.id}."
+        s.send(ANN, photo=photo_jpeg(), caption=LINE)
+        [job] = await h.finished()
+        assert job.state is JobState.DONE

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import time
 from typing import TYPE_CHECKING
 
 from telegram import BotCommand, InputMediaVideo, Message
@@ -12,6 +13,8 @@ from config.settings import PromptSettings, TelegramSettings
 from core.chatstate import ChatState
 from core.errors import RequestRejected
 from core.i18n import LOCALES, render
+from core.models import UserRef
+from core.quotas import time_left
 from core.service import Service
 from core.store import Store
 
@@ -26,7 +29,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 # The command menu, in order; each has a description key tg.cmd.<name>.
-MENU = ("gen", "help", "cancel", "history", "lang", "start")
+MENU = ("gen", "help", "quota", "cancel", "history", "lang", "link", "start")
 _LANGUAGE_NAMES = {
     "en": "en", "english": "en", "英文": "en", "英语": "en",
     "zh": "zh", "cn": "zh", "chinese": "zh", "中文": "zh", "汉语": "zh", "zh-cn": "zh",
@@ -124,6 +127,73 @@ class Commands:
             return
         media = [InputMediaVideo(item.file_ref, caption=item.caption) for item in items[:10]]
         await self._bot.send_media_group(message.chat_id, media, message_thread_id=thread)
+
+    async def _c_quota(self, message: Message, args: str, locale: str, reply: ReplyOnce) -> None:
+        assert message.from_user is not None
+        balance = await self._service.accounts.balance(user_ref(message.from_user, locale))
+        hours, minutes = time_left(balance.resets_at, time.time())
+        text = render(
+            "quota.balance", locale, credits=balance.credits, hours=hours, minutes=minutes
+        )
+        await reply.send(text)
+
+    async def _c_link(self, message: Message, args: str, locale: str, reply: ReplyOnce) -> None:
+        assert message.from_user is not None
+        user = user_ref(message.from_user, locale)
+        try:
+            if args:
+                await self._service.accounts.link(user, args)
+                await reply.send(render("access.linked", locale))
+                return
+            code = await self._service.accounts.link_code(user)
+        except RequestRejected as exc:
+            await reply.send(render(exc.key, locale, **exc.params))
+            return
+        await reply.send(render("access.link_code", locale, code=code.code, minutes=code.minutes))
+
+    async def _c_grant(self, message: Message, args: str, locale: str, reply: ReplyOnce) -> None:
+        await self._admin(message, "grant", args, locale, reply)
+
+    async def _c_ban(self, message: Message, args: str, locale: str, reply: ReplyOnce) -> None:
+        await self._admin(message, "ban", args, locale, reply)
+
+    async def _c_unban(self, message: Message, args: str, locale: str, reply: ReplyOnce) -> None:
+        await self._admin(message, "unban", args, locale, reply)
+
+    async def _admin(
+        self, message: Message, action: str, args: str, locale: str, reply: ReplyOnce
+    ) -> None:
+        """Run an admin action on a user named by id, or by replying to their message."""
+        assert message.from_user is not None
+        if message.from_user.id not in self._settings.admin_ids:
+            await reply.send(render("tg.admin_only", locale))
+            return
+        words = args.split()
+        replied = message.reply_to_message
+        if replied is not None and replied.from_user is not None and not replied.from_user.is_bot:
+            target = str(replied.from_user.id)
+        elif words and words[0].isdigit():
+            target = words.pop(0)
+        else:
+            await reply.send(render("tg.admin_usage", locale))
+            return
+        accounts = self._service.accounts
+        user = UserRef(PLATFORM, target)
+        actor = f"{PLATFORM}:{message.from_user.id}"
+        account = await accounts.account_id(user, create=action == "grant")
+        if account is None:
+            await reply.send(render("access.unknown_account", locale))
+            return
+        if action == "grant":
+            if not words or not words[0].isdigit():
+                await reply.send(render("tg.admin_usage", locale))
+                return
+            await accounts.grant(account, int(words[0]), actor=actor)
+        elif action == "ban":
+            await accounts.ban(account, actor=actor, reason=" ".join(words))
+        else:
+            await accounts.unban(account, actor=actor)
+        await reply.send(render("tg.admin_done", locale, action=action, user_id=target))
 
     async def _c_stats(self, message: Message, args: str, locale: str, reply: ReplyOnce) -> None:
         assert message.from_user is not None
