@@ -24,7 +24,7 @@ from .routing import PLATFORM, Command, thread_of, user_ref
 if TYPE_CHECKING:
     from telegram import Bot
 
-    from .handlers import ReplyOnce
+    from .replies import ReplyOnce
 
 log = logging.getLogger(__name__)
 

@@ -16,11 +16,8 @@ from typing import Any
 
 from telegram import (
     Bot,
-    CallbackQuery,
     ForceReply,
-    InlineKeyboardMarkup,
     Message,
-    ReplyParameters,
     Update,
 )
 from telegram.error import BadRequest, TelegramError
@@ -30,13 +27,15 @@ from config.settings import PromptSettings, TelegramSettings
 from core.chatstate import ChatState, RememberedPhoto
 from core.errors import ImageRejected, RequestRejected, UserError
 from core.i18n import render
-from core.models import DeliveryAddress, JobState, UserRef, VideoRequest
+from core.models import DeliveryAddress, UserRef, VideoRequest
 from core.service import Admission, Service
 from core.store import Store
 
+from .buttons import Buttons
 from .commands import Commands
 from .ingest import Ingest
 from .render import queued_line
+from .replies import ReplyOnce
 from .routing import (
     PLATFORM,
     Command,
@@ -78,6 +77,10 @@ class Handlers:
         self._d = deps
         self._commands = Commands(deps.bot, deps.service, deps.store, deps.chatstate,
                                   deps.settings, deps.prompts)  # fmt: skip
+        self._buttons = Buttons(
+            bot=deps.bot, service=deps.service, store=deps.store, chatstate=deps.chatstate,
+            ingest=deps.ingest, settings=deps.settings, admit=self._admit,
+        )  # fmt: skip
         # Per-chat order for the quick part of a message (remembering a photo before the
         # line that follows it); downloads and admission run concurrently.
         self._chat_locks: dict[int, tuple[asyncio.Lock, int]] = {}  # lock, holders + waiters
@@ -88,7 +91,7 @@ class Handlers:
 
     def register(self, app: Application) -> None:  # type: ignore[type-arg]
         """Add the handlers to an Application."""
-        app.add_handler(CallbackQueryHandler(self.on_button))
+        app.add_handler(CallbackQueryHandler(self._buttons.on_button))
         app.add_handler(MessageHandler(filters.UpdateType.MESSAGE, self.on_message))
         app.add_error_handler(self.on_error)
 
@@ -245,103 +248,6 @@ class Handlers:
 
     # --- buttons ---------------------------------------------------------------------
 
-    async def on_button(self, update: Update, context: Context) -> None:
-        """Act on a result or status button, for its requester or an admin only."""
-        query = update.callback_query
-        if query is None:
-            return
-        locale = await self._locale(query.from_user.id, query.from_user)
-        button = await self._d.chatstate.button(PLATFORM, query.data or "")
-        if button is None:
-            await _answer(query, render("tg.button_expired", locale))
-            return
-        presser = str(query.from_user.id)
-        admin = query.from_user.id in self._d.settings.admin_ids
-        if presser != button.owner and not admin:
-            # Someone else's buttons do nothing; the alert is shown to the presser only.
-            await _answer(query, render("request.not_owner", locale), alert=True)
-            return
-        if button.action == "cancel":
-            await self._cancel(query, button.request_id, admin, locale)
-        elif button.action == "newline":
-            await self._ask_new_line(query, button.request_id, button.owner, locale)
-        elif button.action in ("retake", "switch") and button.job_id is not None:
-            await self._retake(query, button.job_id, button.action, button.owner, locale)
-        else:
-            await _answer(query, render("tg.button_expired", locale))
-
-    async def _cancel(
-        self, query: CallbackQuery, request_id: str, admin: bool, locale: str
-    ) -> None:
-        user = UserRef(PLATFORM, str(query.from_user.id))
-        canceled = 0
-        for job in await self._d.service.status(request_id):
-            if job.state is not JobState.QUEUED:
-                continue
-            try:
-                await self._d.service.cancel(job.id, user, admin=admin)
-                canceled += 1
-            except RequestRejected as exc:
-                log.info("cancel of %s refused: %s", job.id, exc.key)
-        text = (
-            render("tg.canceled", locale, count=canceled)
-            if canceled
-            else render("request.not_cancelable", locale)
-        )
-        await _answer(query, text)
-
-    async def _ask_new_line(
-        self, query: CallbackQuery, request_id: str, owner: str, locale: str
-    ) -> None:
-        jobs = await self._d.service.status(request_id)
-        address = jobs[0].address
-        await self._d.chatstate.remember_photo(
-            PLATFORM, address.chat_id, owner, request_id=request_id
-        )
-        await _answer(query)
-        # Reply to the request so that a selective ForceReply targets its sender.
-        await self._d.bot.send_message(
-            int(address.chat_id),
-            render("tg.new_line_prompt", locale),
-            reply_parameters=_reply_to(address.reply_to),
-            message_thread_id=None if address.thread_id is None else int(address.thread_id),
-            reply_markup=ForceReply(selective=True),
-        )
-
-    async def _retake(
-        self, query: CallbackQuery, job_id: str, action: str, owner: str, locale: str
-    ) -> None:
-        base = await self._d.store.job(job_id)
-        if base is None:
-            await _answer(query, render("tg.button_expired", locale))
-            return
-        await _answer(query, render("tg.retake_started", locale))
-        key = f"{PLATFORM}:cb:{query.id}"
-        old = base.address
-        owner_locale = str(old.extra.get("locale") or locale)
-        status_id = await ReplyOnce(self._d.ingest, key, None).send_to(
-            self._d.bot, old, render("tg.ack", owner_locale)
-        )
-        address = DeliveryAddress(
-            PLATFORM, old.chat_id, reply_to=old.reply_to, thread_id=old.thread_id,
-            status_message_id=str(status_id), extra=dict(old.extra),
-        )  # fmt: skip
-        user = (
-            user_ref(query.from_user, owner_locale)
-            if str(query.from_user.id) == owner
-            else UserRef(PLATFORM, owner, locale=owner_locale)
-        )
-
-        async def stored_image() -> bytes:
-            jpeg, _, _ = await self._d.store.request_image(base.request_id)
-            return jpeg
-
-        seconds = base.seconds if action == "retake" else (10 if base.seconds == 5 else 5)
-        await self._admit(
-            stored_image, user=user, line=base.line, address=address, key=key,
-            locale=owner_locale, seconds=seconds, takes=1, voice=base.voice,
-        )  # fmt: skip
-
     async def on_error(self, update: object, context: Context) -> None:
         """Log a handler failure and tell the user something went wrong."""
         log.error("handler failed", exc_info=context.error)
@@ -349,55 +255,3 @@ class Handlers:
             locale = user_locale(None, update.effective_user)
             with contextlib.suppress(TelegramError):
                 await update.effective_message.reply_text(render("tg.internal_error", locale))
-
-
-class ReplyOnce:
-    """Send the first answer to an update once, even across a crash and replay."""
-
-    def __init__(self, ingest: Ingest, key: str, message: Message | None) -> None:
-        self._ingest = ingest
-        self._key = key
-        self._message = message
-
-    async def send(
-        self, text: str, *, markup: ForceReply | InlineKeyboardMarkup | None = None,
-        quote: bool | None = None,
-    ) -> int:  # fmt: skip
-        """Reply to the message (quoting in groups, or when asked); return the message id."""
-        done = self._ingest.first_reply(self._key)
-        if done is not None:
-            return int(done)
-        assert self._message is not None
-        sent = await self._message.reply_text(text, do_quote=quote, reply_markup=markup)
-        await self._ingest.record_first_reply(self._key, sent.message_id)
-        return sent.message_id
-
-    async def send_to(self, bot: Bot, address: DeliveryAddress, text: str) -> int:
-        """Post to a stored address (replying to its request); return the message id."""
-        done = self._ingest.first_reply(self._key)
-        if done is not None:
-            return int(done)
-        sent = await bot.send_message(
-            int(address.chat_id),
-            text,
-            reply_parameters=_reply_to(address.reply_to),
-            message_thread_id=None if address.thread_id is None else int(address.thread_id),
-        )
-        await self._ingest.record_first_reply(self._key, sent.message_id)
-        return sent.message_id
-
-
-def _reply_to(message_id: str | None) -> ReplyParameters | None:
-    # The request may have been deleted meanwhile: answer anyway.
-    if message_id is None:
-        return None
-    return ReplyParameters(int(message_id), allow_sending_without_reply=True)
-
-
-async def _answer(query: CallbackQuery, text: str | None = None, *, alert: bool = False) -> None:
-    """Answer a button press; it must be answered even when nothing is shown."""
-    try:
-        await query.answer(text, show_alert=alert)
-    except BadRequest as exc:
-        # After a restart the query may be too old to answer; the action still happened.
-        log.info("could not answer a button press: %s", exc.message)

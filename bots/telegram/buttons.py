@@ -1,0 +1,146 @@
+"""Inline buttons under results and status messages: act for the requester or an admin."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from telegram import Bot, CallbackQuery, ForceReply, Update
+
+from config.settings import TelegramSettings
+from core.chatstate import ChatState
+from core.errors import RequestRejected
+from core.i18n import render
+from core.models import DeliveryAddress, JobState, UserRef
+from core.service import Admission, Service
+from core.store import Store
+
+from .ingest import Ingest
+from .replies import ReplyOnce, answer, reply_to
+from .routing import PLATFORM, user_locale, user_ref
+
+log = logging.getLogger(__name__)
+
+Admit = Callable[..., Awaitable[Admission | None]]
+
+
+class Buttons:
+    """Handle presses of the buttons the bot put under its messages."""
+
+    def __init__(
+        self,
+        *,
+        bot: Bot,
+        service: Service,
+        store: Store,
+        chatstate: ChatState,
+        ingest: Ingest,
+        settings: TelegramSettings,
+        admit: Admit,
+    ) -> None:
+        self._bot = bot
+        self._service = service
+        self._store = store
+        self._chatstate = chatstate
+        self._ingest = ingest
+        self._settings = settings
+        self._admit = admit
+
+    async def on_button(self, update: Update, context: Any) -> None:
+        """Act on a result or status button, for its requester or an admin only."""
+        query = update.callback_query
+        if query is None:
+            return
+        chosen = await self._chatstate.locale(PLATFORM, str(query.from_user.id))
+        locale = user_locale(chosen, query.from_user)
+        button = await self._chatstate.button(PLATFORM, query.data or "")
+        if button is None:
+            await answer(query, render("tg.button_expired", locale))
+            return
+        presser = str(query.from_user.id)
+        admin = query.from_user.id in self._settings.admin_ids
+        if presser != button.owner and not admin:
+            # Someone else's buttons do nothing; the alert is shown to the presser only.
+            await answer(query, render("request.not_owner", locale), alert=True)
+            return
+        if button.action == "cancel":
+            await self._cancel(query, button.request_id, admin, locale)
+        elif button.action == "newline":
+            await self._ask_new_line(query, button.request_id, button.owner, locale)
+        elif button.action in ("retake", "switch") and button.job_id is not None:
+            await self._retake(query, button.job_id, button.action, button.owner, locale)
+        else:
+            await answer(query, render("tg.button_expired", locale))
+
+    async def _cancel(
+        self, query: CallbackQuery, request_id: str, admin: bool, locale: str
+    ) -> None:
+        user = UserRef(PLATFORM, str(query.from_user.id))
+        canceled = 0
+        for job in await self._service.status(request_id):
+            if job.state is not JobState.QUEUED:
+                continue
+            try:
+                await self._service.cancel(job.id, user, admin=admin)
+                canceled += 1
+            except RequestRejected as exc:
+                log.info("cancel of %s refused: %s", job.id, exc.key)
+        text = (
+            render("tg.canceled", locale, count=canceled)
+            if canceled
+            else render("request.not_cancelable", locale)
+        )
+        await answer(query, text)
+
+    async def _ask_new_line(
+        self, query: CallbackQuery, request_id: str, owner: str, locale: str
+    ) -> None:
+        jobs = await self._service.status(request_id)
+        address = jobs[0].address
+        await self._chatstate.remember_photo(
+            PLATFORM, address.chat_id, owner, request_id=request_id
+        )
+        await answer(query)
+        # Reply to the request so that a selective ForceReply targets its sender.
+        await self._bot.send_message(
+            int(address.chat_id),
+            render("tg.new_line_prompt", locale),
+            reply_parameters=reply_to(address.reply_to),
+            message_thread_id=None if address.thread_id is None else int(address.thread_id),
+            reply_markup=ForceReply(selective=True),
+        )
+
+    async def _retake(
+        self, query: CallbackQuery, job_id: str, action: str, owner: str, locale: str
+    ) -> None:
+        base = await self._store.job(job_id)
+        if base is None:
+            await answer(query, render("tg.button_expired", locale))
+            return
+        await answer(query, render("tg.retake_started", locale))
+        key = f"{PLATFORM}:cb:{query.id}"
+        old = base.address
+        owner_locale = str(old.extra.get("locale") or locale)
+        status_id = await ReplyOnce(self._ingest, key, None).send_to(
+            self._bot, old, render("tg.ack", owner_locale)
+        )
+        address = DeliveryAddress(
+            PLATFORM, old.chat_id, reply_to=old.reply_to, thread_id=old.thread_id,
+            status_message_id=str(status_id), extra=dict(old.extra),
+        )  # fmt: skip
+        user = (
+            user_ref(query.from_user, owner_locale)
+            if str(query.from_user.id) == owner
+            else UserRef(PLATFORM, owner, locale=owner_locale)
+        )
+
+        async def stored_image() -> bytes:
+            jpeg, _, _ = await self._store.request_image(base.request_id)
+            return jpeg
+
+        seconds = base.seconds if action == "retake" else (10 if base.seconds == 5 else 5)
+        await self._admit(
+            stored_image, user=user, line=base.line, address=address, key=key,
+            locale=owner_locale, seconds=seconds, takes=1, voice=base.voice,
+        )  # fmt: skip
