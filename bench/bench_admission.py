@@ -6,18 +6,22 @@ the round trips to the database thread. Quotas "on" enforce credits, caps, acces
 per-chat cap with limits high enough that every request is admitted.
 
 Usage: python bench/bench_admission.py [--admissions 5000] [--users 200] [--concurrency 64]
-Prints figures; never fails.
+[--photo]. Prints figures; never fails. The default image is bench.common's flat prepared
+JPEG (~15 kB); ``--photo`` stores a photo-sized one, which makes the run I/O-bound.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import io
 import statistics
 import sys
 import tempfile
 import time
 from pathlib import Path
+
+from PIL import Image
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
@@ -34,7 +38,20 @@ TARGET_OVERHEAD = 0.20
 LINE = 'The girl smiles and says: "You did not really think I would give up?"'
 
 
-async def run(quotas: QuotaSettings, admissions: int, users: int, concurrency: int) -> float:
+def photo_jpeg(width: int = 1280, height: int = 720) -> bytes:
+    """Return a prepared JPEG that weighs what a real photo does (grain makes it big)."""
+    small = Image.new("RGB", (32, 18))
+    small.putdata([(x * 8, y * 14, (x + y) * 5) for y in range(18) for x in range(32)])
+    base = small.resize((width, height), Image.Resampling.BICUBIC)
+    grain = Image.merge("RGB", [Image.effect_noise((width, height), 24) for _ in range(3)])
+    buffer = io.BytesIO()
+    Image.blend(base, grain, 0.15).save(buffer, "JPEG", quality=90)
+    return buffer.getvalue()
+
+
+async def run(
+    quotas: QuotaSettings, admissions: int, users: int, concurrency: int, image: bytes
+) -> float:
     """Admit ``admissions`` requests from ``users`` users; return admissions per second."""
     with tempfile.TemporaryDirectory() as tmp:
         store = await Store.open(Path(tmp) / "bench.sqlite3")
@@ -48,7 +65,6 @@ async def run(quotas: QuotaSettings, admissions: int, users: int, concurrency: i
             quotas=quotas,
         )
         parsed = parse_line(LINE, prompts)
-        image = prepared_jpeg()
         requests = [
             VideoRequest(
                 user=UserRef("bench", f"user{index % users}"),
@@ -72,7 +88,7 @@ async def run(quotas: QuotaSettings, admissions: int, users: int, concurrency: i
     return admissions / elapsed
 
 
-async def main(admissions: int, users: int, concurrency: int, rounds: int) -> None:
+async def main(admissions: int, users: int, concurrency: int, rounds: int, photo: bool) -> None:
     on = QuotaSettings(
         credits=admissions,
         max_queued_per_user=admissions,
@@ -80,16 +96,17 @@ async def main(admissions: int, users: int, concurrency: int, rounds: int) -> No
         max_takes_per_chat_per_day=admissions,
     )
     off = QuotaSettings(enabled=False)
+    image = photo_jpeg() if photo else prepared_jpeg()
     figures: dict[str, list[float]] = {"off": [], "on": []}
     for _ in range(rounds):  # interleaved, so drift in the machine hits both alike
-        figures["off"].append(await run(off, admissions, users, concurrency))
-        figures["on"].append(await run(on, admissions, users, concurrency))
+        figures["off"].append(await run(off, admissions, users, concurrency, image))
+        figures["on"].append(await run(on, admissions, users, concurrency, image))
     rate_off = statistics.median(figures["off"])
     rate_on = statistics.median(figures["on"])
     overhead = 1 - rate_on / rate_off
     print(
         f"admissions={admissions} users={users} concurrency={concurrency} "
-        f"image={len(prepared_jpeg()) // 1000} kB rounds={rounds} (median)"
+        f"image={len(image) // 1000} kB rounds={rounds} (median)"
     )
     print(f"quotas off: {rate_off:8.0f} admissions/s")
     print(f"quotas on:  {rate_on:8.0f} admissions/s (target >= {TARGET_PER_SECOND:.0f})")
@@ -102,5 +119,8 @@ if __name__ == "__main__":
     parser.add_argument("--users", type=int, default=200)
     parser.add_argument("--concurrency", type=int, default=64)
     parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument(
+        "--photo", action="store_true", help="a photo-sized image instead of a flat one"
+    )
     args = parser.parse_args()
-    asyncio.run(main(args.admissions, args.users, args.concurrency, args.rounds))
+    asyncio.run(main(args.admissions, args.users, args.concurrency, args.rounds, args.photo))

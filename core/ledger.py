@@ -3,7 +3,7 @@
 Every function here is synchronous and takes the ``sqlite3`` connection: the store runs it
 on its database thread inside one transaction (``Store.write``/``Store.read``), so a check
 and the write it guards can never be split by another writer. The tables are created by
-the store's migration 3; the triggers there keep the per-account counters and write the
+the store's migrations 3 and 4; their triggers keep the per-account counters and write the
 refunds, so no code path can forget either.
 
 Balances are per account per period (``period`` is a key such as ``2025-05-01``). The first
@@ -136,22 +136,15 @@ def total_queued(db: sqlite3.Connection) -> int:
     return int(db.execute("SELECT queued FROM scheduler WHERE id = 1").fetchone()[0])
 
 
-def chat_takes(db: sqlite3.Connection, platform: str, chat_id: str, day: str) -> int:
-    """Return how many takes a chat was admitted on a day."""
+def add_chat_takes(db: sqlite3.Connection, platform: str, chat_id: str, day: str, n: int) -> int:
+    """Count takes against a chat's day; return the day's total including them."""
     row = db.execute(
-        "SELECT takes FROM chat_days WHERE platform = ? AND chat_id = ? AND day = ?",
-        (platform, chat_id, day),
-    ).fetchone()
-    return 0 if row is None else int(row[0])
-
-
-def add_chat_takes(db: sqlite3.Connection, platform: str, chat_id: str, day: str, n: int) -> None:
-    """Count takes against a chat's day."""
-    db.execute(
         "INSERT INTO chat_days (platform, chat_id, day, takes) VALUES (?, ?, ?, ?)"
-        " ON CONFLICT (platform, chat_id, day) DO UPDATE SET takes = takes + excluded.takes",
+        " ON CONFLICT (platform, chat_id, day) DO UPDATE SET takes = takes + excluded.takes"
+        " RETURNING takes",
         (platform, chat_id, day, n),
-    )
+    ).fetchone()
+    return int(row[0])
 
 
 def peek_balance(db: sqlite3.Connection, account_id: int, period: str) -> int | None:
@@ -181,21 +174,25 @@ def open_balance(
     return allowance
 
 
-def debit(
+def take_credits(db: sqlite3.Connection, account_id: int, period: str, cost: int) -> int | None:
+    """Debit ``cost`` if the started period holds enough; return what is left, else None."""
+    row = db.execute(
+        "UPDATE balances SET credits = credits - ? WHERE account_id = ? AND period = ?"
+        " AND credits >= ? RETURNING credits",
+        (cost, account_id, period, cost),
+    ).fetchone()
+    return None if row is None else int(row[0])
+
+
+def record_debits(
     db: sqlite3.Connection,
     account_id: int,
     period: str,
     charges: list[tuple[str, int]],
     now: float,
 ) -> None:
-    """Charge takes (job id, cost): one ledger row per take, so each can be refunded alone."""
+    """Write the ledger rows of a debit: one per take (job id, cost), as each is refunded."""
     rows = [(account_id, period, -cost, job_id, now) for job_id, cost in charges if cost]
-    if not rows:
-        return
-    db.execute(
-        "UPDATE balances SET credits = credits + ? WHERE account_id = ? AND period = ?",
-        (sum(row[2] for row in rows), account_id, period),
-    )
     db.executemany(
         "INSERT INTO ledger (account_id, period, delta, reason, job_id, created_at)"
         " VALUES (?, ?, ?, 'debit', ?, ?)",
@@ -310,7 +307,12 @@ def redeem_link_code(
     joint = load_account(db, target)
     if any(a.banned_until is not None and a.banned_until > now for a in (old, joint)):
         return None, "access.link_refused"
-    if old.queued or old.in_flight:
+    unfinished = db.execute(
+        "SELECT 1 FROM jobs WHERE account_id = ? AND state NOT IN ('done', 'failed', 'canceled')"
+        " LIMIT 1",
+        (joining,),
+    ).fetchone()
+    if unfinished is not None:  # its refunds would go to the account it leaves
         return None, "access.link_busy"
     db.execute("UPDATE users SET account_id = ? WHERE account_id = ?", (target, joining))
     if old.access == "allowed" and joint.access != "allowed":

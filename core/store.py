@@ -259,6 +259,35 @@ MIGRATIONS: tuple[str, ...] = (
             (SELECT account_id, period FROM ledger WHERE job_id = new.id AND reason = 'debit');
     END;
     """,
+    # Refunds keyed on the take itself: a job records what it was charged and when, and
+    # the refund trigger pays that back once and zeroes it. This replaces the unique index
+    # on ledger.job_id, a write at a random place in an index for every admitted take.
+    """
+    ALTER TABLE jobs ADD COLUMN charged INTEGER NOT NULL DEFAULT 0;
+    ALTER TABLE jobs ADD COLUMN charge_period TEXT;
+    UPDATE jobs SET
+        charged = -(SELECT delta FROM ledger d WHERE d.job_id = jobs.id AND d.reason = 'debit'),
+        charge_period = (SELECT period FROM ledger d WHERE d.job_id = jobs.id
+                         AND d.reason = 'debit')
+    WHERE id IN (SELECT job_id FROM ledger WHERE reason = 'debit')
+      AND id NOT IN (SELECT job_id FROM ledger WHERE reason = 'refund' AND job_id IS NOT NULL);
+    DROP TRIGGER jobs_refund;
+    DROP INDEX ledger_by_job;
+    -- Refund a take that failed (any failure, after its last retry) or was canceled before
+    -- it started, into the period it was charged in, at most once whatever path changed
+    -- the state. (Updating jobs.charged does not fire triggers "OF state".)
+    CREATE TRIGGER jobs_refund AFTER UPDATE OF state ON jobs
+    WHEN new.charged > 0
+      AND ((new.state = 'failed' AND old.state NOT IN ('done', 'failed', 'canceled'))
+        OR (new.state = 'canceled' AND old.state = 'queued')) BEGIN
+        UPDATE balances SET credits = credits + new.charged
+        WHERE account_id = new.account_id AND period = new.charge_period;
+        INSERT INTO ledger (account_id, period, delta, reason, job_id, created_at)
+        VALUES (new.account_id, new.charge_period, new.charged, 'refund', new.id,
+                (julianday('now') - 2440587.5) * 86400.0);
+        UPDATE jobs SET charged = 0 WHERE id = new.id;
+    END;
+    """,
 )
 
 _JOB_COLUMNS = """
@@ -471,13 +500,21 @@ class Store:
         Results are returned only after COMMIT. Do not call it inside ``transaction()``.
         """
         done: asyncio.Future[T] = asyncio.get_running_loop().create_future()
-        self._pending.append((work, done))
-        async with self._write_lock:
-            # An earlier holder may already have committed this work with its own group.
-            if self._pending and not done.done():
-                group, self._pending = self._pending[:_MAX_GROUP], self._pending[_MAX_GROUP:]
-                # Shielded: if this caller is canceled, the others still get their results.
-                await asyncio.shield(self._commit(group))
+        entry: tuple[Work, asyncio.Future[Any]] = (work, done)
+        self._pending.append(entry)
+        try:
+            async with self._write_lock:
+                # An earlier holder may already have committed this work with its group.
+                if self._pending and not done.done():
+                    group = self._pending[:_MAX_GROUP]
+                    del self._pending[:_MAX_GROUP]
+                    # Shielded: if this caller is canceled, the others still get results.
+                    await asyncio.shield(self._commit(group))
+        except asyncio.CancelledError:
+            # Canceled before its group started: the work must not run later unseen.
+            if entry in self._pending:
+                self._pending.remove(entry)
+            raise
         return await done
 
     async def _commit(self, group: list[tuple[Work, asyncio.Future[Any]]]) -> None:
@@ -583,14 +620,16 @@ class Store:
             )
             if rules.counts_chats:
                 chat = (address.platform, address.chat_id, rules.chat_day.key)
-                rules.check_chat(ledger.chat_takes(db, *chat), len(takes))
-                ledger.add_chat_takes(db, *chat, len(takes))
+                rules.check_chat(ledger.add_chat_takes(db, *chat, len(takes)), 0)
+            period, cost = rules.period.key, sum(costs)
             credits = None
-            if sum(costs):
-                period = rules.period.key
-                credits = ledger.open_balance(db, account_id, period, limits.credits, now)
-                rules.check_credits(credits, sum(costs))
-                credits -= sum(costs)
+            if cost:
+                credits = ledger.take_credits(db, account_id, period, cost)
+                if credits is None:  # not enough, or the period's first request
+                    balance = ledger.open_balance(db, account_id, period, limits.credits, now)
+                    rules.check_credits(balance, cost)
+                    credits = ledger.take_credits(db, account_id, period, cost)
+                    assert credits is not None
             # An account with nothing waiting rejoins the round-robin at the back.
             idle = account.queued == 0
             ticket = ledger.next_ticket(db) if idle else account.ticket
@@ -604,20 +643,23 @@ class Store:
             db.executemany(
                 "INSERT INTO jobs (id, seq, request_id, user_id, account_id, platform, take,"
                 " takes, state, fair_round, line, speech, language, seconds, seed, voice,"
-                " created_at, updated_at)"
-                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, 'queued', 0, ?, ?, ?, ?, ?, ?, ?, ?)",
+                " created_at, updated_at, charged, charge_period)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, 'queued', 0, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 [
                     (
                         job_id, seq + index + 1, request_id, user_id, account_id,
                         address.platform, index + 1, len(takes), take.line, take.speech,
                         take.language, take.seconds, take.seed, take.voice, now, now,
+                        charge, period,
                     )
-                    for index, (job_id, take) in enumerate(zip(job_ids, takes, strict=True))
+                    for index, (job_id, take, charge) in enumerate(
+                        zip(job_ids, takes, costs, strict=True)
+                    )
                 ],
             )  # fmt: skip
             if credits is not None:
                 charges = list(zip(job_ids, costs, strict=True))
-                ledger.debit(db, account_id, rules.period.key, charges, now)
+                ledger.record_debits(db, account_id, period, charges, now)
             rank = account.queued + 1
             position = ledger.queue_position(db, account_id, rank, ticket, used, limits.weight)
             return user_id, account_id, position, _recent_run_seconds(db), credits
@@ -872,7 +914,7 @@ class Store:
             sql += f" AND state IN ({','.join('?' * len(states))})"
             params.extend(states)
         # Into FAILED or CANCELED, the refund trigger pays the credits back in this same
-        # transaction (see migration 3).
+        # transaction (see migrations 3 and 4).
         return await self.write(lambda db: db.execute(sql, params).rowcount > 0)
 
     async def set_status_message(self, request_id: str, message_id: str | None) -> None:

@@ -156,6 +156,21 @@ async def test_ten_second_takes_cost_more_and_the_refusal_says_when_it_resets(
         assert (await admit(svc, request("u1", "c"), LINE + " --10s")).credits_left == 1
 
 
+async def test_admission_canceled_while_waiting_for_the_writer_never_runs(
+    tmp_path: Path,
+) -> None:
+    async with service(tmp_path) as svc:
+        async with svc._store.transaction():  # another writer holds the lock
+            task = asyncio.create_task(admit(svc, request("u1", "a")))
+            await asyncio.sleep(0.05)
+            task.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await task
+        await admit(svc, request("u1", "b"))
+        assert await db_rows(svc, "SELECT source_key FROM requests") == [("b",)]
+        assert (await svc.accounts.balance(UserRef("test", "u1"))).credits == 19
+
+
 async def test_admin_grant_and_revoke_are_ledger_rows(tmp_path: Path) -> None:
     async with service(tmp_path, credits=2) as svc:
         user = UserRef("test", "u1")
@@ -572,6 +587,41 @@ async def test_migration_from_version_2_keeps_the_queue(tmp_path: Path) -> None:
             address=DeliveryAddress("t", "c"), takes=[TAKE],
         )  # fmt: skip
         assert new.position == 2  # behind the old user's waiting take, not ahead of it
+    finally:
+        await store.close()
+
+
+async def test_migration_4_keeps_pending_refunds(tmp_path: Path) -> None:
+    path = tmp_path / "v3.sqlite3"
+    with contextlib.closing(sqlite3.connect(path, isolation_level=None)) as db:
+        db.executescript(";\n".join(MIGRATIONS[:3]) + ";\nPRAGMA user_version = 3;")
+        db.execute("INSERT INTO accounts (id, created_at) VALUES (1, 0)")
+        db.execute("INSERT INTO users VALUES (1, 't', 'u', '', NULL, 0, 1)")
+        db.execute("INSERT INTO requests VALUES ('r', 'k', 1, 'l', x'00', 16, 9, ?, 0)", (
+            '{"platform": "t", "chat_id": "c"}',
+        ))  # fmt: skip
+        for job in ("paid", "refunded"):
+            db.execute(
+                "INSERT INTO jobs (id, seq, request_id, user_id, account_id, platform, take,"
+                " takes, state, fair_round, line, speech, language, seconds, seed, created_at,"
+                " updated_at) VALUES (?, ?, 'r', 1, 1, 't', 1, 1, 'running', 0, 'l', 'l', 'en',"
+                " 5, 1, 0, 0)",
+                (job, 1 if job == "paid" else 2),
+            )
+        db.execute("INSERT INTO balances VALUES (1, 'p', 2)")
+        rows = [(3, "allowance", None), (-1, "debit", "paid")]
+        rows += [(-1, "debit", "refunded"), (1, "refund", "refunded")]  # refunded under v3
+        for delta, reason, job in rows:
+            db.execute(
+                "INSERT INTO ledger (account_id, period, delta, reason, job_id, created_at)"
+                " VALUES (1, 'p', ?, ?, ?, 0)",
+                (delta, reason, job),
+            )
+    store = await Store.open(path)
+    try:
+        await store.transition("paid", JobState.FAILED)
+        await store.transition("refunded", JobState.FAILED)
+        assert [tuple(r) for r in await store.query("SELECT credits FROM balances")] == [(3,)]
     finally:
         await store.close()
 
