@@ -72,3 +72,15 @@ async def test_a_413_is_permanent_and_never_retried(tmp_path: Path, tiny_mp4: by
             assert len(server.sent("sendVideo")) == 1
     finally:
         await server.stop()
+
+
+async def test_image_file_over_the_download_limit_is_refused_without_fetching(
+    tmp_path: Path, tiny_mp4: bytes
+) -> None:
+    async with running_bot(tmp_path, video=tiny_mp4, telegram={"max_download_bytes": 10_000}) as h:
+        h.server.send(ANN, document=photo_jpeg(), caption=LINE)  # ~30 KB as a file
+        await h.server.wait_for(
+            lambda: any("too large" in m.get("text", "") for m in h.server.bot_messages(ANN.id)),
+            what="refusal",
+        )
+        assert h.server.sent("getFile") == [] and await h.jobs() == []

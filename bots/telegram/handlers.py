@@ -243,6 +243,8 @@ class Handlers:
                 await self._d.bot.edit_message_text(text, chat_id=chat_id, message_id=status_id)
                 return
         except BadRequest as exc:
+            if "not modified" in exc.message.lower():
+                return  # a replay after a crash: the user already sees this refusal
             log.info("could not edit the acknowledgement: %s", exc.message)
         await self._d.bot.send_message(chat_id, text)
 

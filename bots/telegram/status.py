@@ -30,6 +30,7 @@ log = logging.getLogger(__name__)
 
 _BLOCK_MEMORY_SECONDS = 600.0  # after a 403, stay quiet in that chat this long
 _MAX_FAILURES = 3
+_COMPLETED_MEMORY = 1000
 
 
 @dataclass
@@ -89,6 +90,7 @@ class StatusBoard:
         self._statuses: dict[str, _Status] = {}
         self._lanes: dict[int, _Lane] = {}
         self._blocked: dict[int, float] = {}  # chat -> when the 403 was seen
+        self._completed: dict[str, None] = {}  # recently finished requests, oldest first
 
     # --- blocked chats ---------------------------------------------------------------
 
@@ -118,9 +120,9 @@ class StatusBoard:
         ``fresh=False`` (the admission's own view) never overwrites a line that an event
         already set: the worker may have started the take before the handler got here.
         """
-        status = self._status_for(job)
-        if not fresh and job.take in status.lines:
+        if not fresh and (job.request_id in self._completed or job.take in self._lines_of(job)):
             return
+        status = self._status_for(job)
         status.lines[job.take] = line
         if waiting:
             status.waiting.add(job.take)
@@ -129,6 +131,10 @@ class StatusBoard:
         if final:
             status.finished.add(job.take)
         self._mark(status)
+
+    def _lines_of(self, job: Job) -> dict[int, str]:
+        status = self._statuses.get(job.request_id)
+        return {} if status is None else status.lines
 
     def _status_for(self, job: Job) -> _Status:
         status = self._statuses.get(job.request_id)
@@ -173,6 +179,10 @@ class StatusBoard:
                 lane.next_at = self._clock() + lane.interval
             if status.complete and request_id not in lane.dirty:
                 self._statuses.pop(request_id, None)
+                # A late, stale view of a finished request must not revive its status.
+                self._completed[request_id] = None
+                if len(self._completed) > _COMPLETED_MEMORY:
+                    self._completed.pop(next(iter(self._completed)))
         if self._lanes.get(chat_id) is lane and not lane.dirty:
             # Keep the lane while its spacing still matters, so the next edit waits too.
             loop = asyncio.get_running_loop()
