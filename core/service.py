@@ -9,13 +9,14 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from config.settings import ImageSettings, PromptSettings, QuotaSettings
+from core.accounts import Accounts
 from core.errors import RequestRejected
 from core.failpoints import Failpoints
 from core.images import prepare_image_async
 from core.models import EventKind, Job, JobEvent, JobState, UserRef, VideoRequest
 from core.notify import NotifierRouter
 from core.prompts import ParsedLine, parse_line
-from core.quotas import Accounts, Quotas
+from core.quotas import Quotas
 from core.store import NewTake, Store
 
 # Used for ETAs until the store has finished jobs to measure.
