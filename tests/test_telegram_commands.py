@@ -76,6 +76,7 @@ async def test_cancel_command_and_admin_stats(tmp_path: Path, tiny_mp4: bytes) -
                     and [m for m in s.sent("sendMessage", ANN.id) if "admins" in m.params["text"]]
                 )
             )
+            assert refused.params["text"] == "Only bot admins can do that."
             [stats] = s.sent("sendMessage", ADMIN.id)
             assert "queued 2" in stats.params["text"] and "running 1" in stats.params["text"]
             s.send(ANN, text="/cancel")
