@@ -35,7 +35,7 @@ from .buttons import Buttons
 from .commands import Commands
 from .ingest import Ingest
 from .render import queued_line
-from .replies import ReplyOnce
+from .replies import ReplyOnce, reply_to
 from .routing import (
     PLATFORM,
     Command,
@@ -186,8 +186,6 @@ class Handlers:
         **options: Any,
     ) -> Admission | None:
         """Fetch the image, submit the request and show its place in the queue."""
-        chat_id = int(address.chat_id)
-        status_id = int(address.status_message_id) if address.status_message_id else None
         try:
             async with self._heavy:
                 jpeg = await image()
@@ -198,14 +196,14 @@ class Handlers:
         except RequestRejected as exc:
             if exc.key == "request.duplicate":
                 return None  # stored before a crash; the worker's events take it from here
-            await self._show_error(chat_id, status_id, render(exc.key, locale, **exc.params))
+            await self._show_error(address, render(exc.key, locale, **exc.params))
             return None
         except UserError as exc:
-            await self._show_error(chat_id, status_id, render(exc.key, locale, **exc.params))
+            await self._show_error(address, render(exc.key, locale, **exc.params))
             return None
         except TelegramError as exc:
             log.warning("could not fetch the photo for %s: %s", key, exc)
-            await self._show_error(chat_id, status_id, render("tg.fetch_failed", locale))
+            await self._show_error(address, render("tg.fetch_failed", locale))
             return None
         for index, job in enumerate(admission.jobs):
             position = (
@@ -236,17 +234,24 @@ class Handlers:
         telegram_file = await self._d.bot.get_file(file_id)
         return bytes(await telegram_file.download_as_bytearray())
 
-    async def _show_error(self, chat_id: int, status_id: int | None, text: str) -> None:
+    async def _show_error(self, address: DeliveryAddress, text: str) -> None:
         """Turn the acknowledgement into the error (or post it, if there is none)."""
+        chat_id = int(address.chat_id)
         try:
-            if status_id is not None:
+            if address.status_message_id is not None:
+                status_id = int(address.status_message_id)
                 await self._d.bot.edit_message_text(text, chat_id=chat_id, message_id=status_id)
                 return
         except BadRequest as exc:
             if "not modified" in exc.message.lower():
                 return  # a replay after a crash: the user already sees this refusal
             log.info("could not edit the acknowledgement: %s", exc.message)
-        await self._d.bot.send_message(chat_id, text)
+        await self._d.bot.send_message(
+            chat_id,
+            text,
+            reply_parameters=reply_to(address.reply_to),
+            message_thread_id=None if address.thread_id is None else int(address.thread_id),
+        )
 
     # --- buttons ---------------------------------------------------------------------
 
