@@ -9,17 +9,16 @@ from PIL import Image
 
 from core.media import probe_video
 from core.models import JobState
-from tests.botapi_server import BOT_ID
+from tests.botapi_server import BOT_ID, BotApiServer
 from tests.conftest import photo_jpeg
 from tests.telegram_harness import ANN, LI, LINE, running_bot
 
 
-def texts(h_server: object, chat_id: int) -> list[str]:
+def texts(server: BotApiServer, chat_id: int) -> list[str]:
     """Every text the bot showed in a chat, edits included, in order."""
-    server = h_server  # the emulator
     return [
         call.params["text"]
-        for call in server.calls  # type: ignore[attr-defined]
+        for call in server.calls
         if call.method in ("sendMessage", "editMessageText") and call.chat_id == str(chat_id)
     ]
 
