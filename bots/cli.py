@@ -169,8 +169,18 @@ async def _run(settings: Settings, console: Console) -> int:
             'To make a video without a bot: actorbot generate PHOTO "LINE".'
         )
         return EXIT_USAGE
+    from telegram.error import InvalidToken, NetworkError
+
     async with open_runtime(settings, {"cli": FileNotifier()}) as runtime:
-        return await _serve(runtime, adapters)
+        try:
+            return await _serve(runtime, adapters)
+        except InvalidToken:
+            console.print("[red]Telegram refused the bot token.[/] Check it with @BotFather.")
+        except NetworkError:
+            # Details go to the (redacting) log: an error text may quote a URL with the token.
+            log.warning("Telegram Bot API unreachable", exc_info=True)
+            console.print("[red]Cannot reach the Telegram Bot API.[/] Check the network.")
+        return EXIT_FAILED
 
 
 def configured_adapters(settings: Settings) -> list[str]:

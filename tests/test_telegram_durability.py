@@ -163,3 +163,23 @@ async def test_killed_around_intake_the_request_is_not_lost(
     finally:
         await model.stop()
         await server.stop()
+
+
+async def test_a_wrong_token_stops_start_up_with_a_clear_message(
+    tmp_path: Path, tiny_mp4: bytes
+) -> None:
+    server = BotApiServer()
+    await server.start()
+    model = JobApiServer(video=tiny_mp4)
+    await model.start()
+    try:
+        env = bot_env(tmp_path / "data", server, model, [])
+        env["ACTORBOT_TELEGRAM__TOKEN"] = "4242:a-wrong-token-value"
+        env["ACTORBOT_LOG_LEVEL"] = "DEBUG"
+        code, output = await finish(await start_bot(env), terminate=False)
+        assert code == 1
+        assert "Telegram refused the bot token" in output
+        assert "a-wrong-token-value" not in output
+    finally:
+        await model.stop()
+        await server.stop()
