@@ -312,6 +312,16 @@ class NewTake:
 
 
 @dataclass(frozen=True)
+class Claimed:
+    """A job just claimed, with the prepared image its backend submit needs."""
+
+    job: Job
+    image_jpeg: bytes
+    width: int
+    height: int
+
+
+@dataclass(frozen=True)
 class Admitted:
     """What admission wrote: the request id, its jobs, and where the first one stands."""
 
@@ -489,7 +499,7 @@ class Store:
             else:
                 await self._conn.execute("COMMIT")
 
-    async def write(self, work: Callable[[sqlite3.Connection], T]) -> T:
+    async def write(self, work: Callable[[sqlite3.Connection], T], *, urgent: bool = False) -> T:
         """Run ``work(db)`` atomically on the database thread and return its result.
 
         ``work`` gets the plain ``sqlite3`` connection and runs synchronously, so BEGIN, its
@@ -501,7 +511,12 @@ class Store:
         """
         done: asyncio.Future[T] = asyncio.get_running_loop().create_future()
         entry: tuple[Work, asyncio.Future[Any]] = (work, done)
-        self._pending.append(entry)
+        # Urgent work (claims, which keep backend slots idle while they wait) goes first
+        # in the next group instead of behind the bookkeeping of finished jobs.
+        if urgent:
+            self._pending.insert(0, entry)
+        else:
+            self._pending.append(entry)
         try:
             async with self._write_lock:
                 # An earlier holder may already have committed this work with its group.
@@ -784,15 +799,19 @@ class Store:
 
     # --- worker transitions ----------------------------------------------------------
 
-    async def claim_next(
+    async def claim(
         self,
         owner: str,
         *,
+        limit: int,
         platforms: Sequence[str],
         lease_seconds: float,
         deadline_seconds: float,
-    ) -> Job | None:
-        """Move the next waiting job to SUBMITTING under a lease, or return None.
+    ) -> list[Claimed]:
+        """Move up to ``limit`` waiting jobs to SUBMITTING under a lease, in start order.
+
+        Claiming for every free slot in one transaction matters when many jobs finish
+        together: one claim per slot would queue each behind the others' bookkeeping.
 
         Deficit round-robin over accounts: the account with the smallest ticket starts its
         oldest claimable take; after ``weight`` takes in a turn it goes to the back of the
@@ -811,7 +830,7 @@ class Store:
             " AND job IS NOT NULL ORDER BY a.ticket, a.id LIMIT 1"
         )
 
-        def claim(db: sqlite3.Connection) -> Any | None:
+        def claim_one(db: sqlite3.Connection) -> Any | None:
             row = db.execute(pick, (now, *platforms)).fetchone()
             if row is None:
                 return None
@@ -836,8 +855,41 @@ class Store:
                 f"SELECT {_JOB_COLUMNS} {_JOB_FROM} WHERE j.id = ?", (job_id,)
             ).fetchone()
 
-        row = await self.write(claim)
-        return None if row is None else _job_from_row(row)
+        def claim_many(db: sqlite3.Connection) -> list[tuple[Any, Any]]:
+            claimed = []
+            for _ in range(limit):
+                row = claim_one(db)
+                if row is None:
+                    break
+                image = db.execute(
+                    "SELECT image, image_width, image_height FROM requests WHERE id = ?",
+                    (row[1],),
+                ).fetchone()
+                claimed.append((row, image))
+            return claimed
+
+        return [
+            Claimed(_job_from_row(row), bytes(image[0]), int(image[1]), int(image[2]))
+            for row, image in await self.write(claim_many, urgent=True)
+        ]
+
+    async def claim_next(
+        self,
+        owner: str,
+        *,
+        platforms: Sequence[str],
+        lease_seconds: float,
+        deadline_seconds: float,
+    ) -> Job | None:
+        """Claim the next waiting job, or return None."""
+        claimed = await self.claim(
+            owner,
+            limit=1,
+            platforms=platforms,
+            lease_seconds=lease_seconds,
+            deadline_seconds=deadline_seconds,
+        )
+        return claimed[0].job if claimed else None
 
     async def next_wakeup(self, platforms: Sequence[str]) -> float | None:
         """Return when the earliest waiting job for these platforms becomes claimable."""

@@ -33,9 +33,27 @@ from core.store import Store
 log = logging.getLogger(__name__)
 
 _BACKEND_PHASE = frozenset({JobState.SUBMITTING, JobState.RUNNING})
+_Image = tuple[bytes, int, int]  # prepared JPEG, width, height
 _JOB_FIELDS = frozenset(field.name for field in fields(Job))
 _FETCH_ATTEMPTS = 3
 _DELIVERY_ATTEMPTS = 5
+
+
+class _Slot:
+    """One backend slot held by a job; releasing it twice is harmless."""
+
+    def __init__(self, semaphore: asyncio.Semaphore, *, held: bool) -> None:
+        self._semaphore = semaphore
+        self.held = held
+
+    async def acquire(self) -> None:
+        await self._semaphore.acquire()
+        self.held = True
+
+    def release(self) -> None:
+        if self.held:
+            self.held = False
+            self._semaphore.release()
 
 
 class Worker:
@@ -94,29 +112,40 @@ class Worker:
             await self._adopt_stale()
             while not self._stopping:
                 await self._slots.acquire()
+                free = 1
+                while not self._slots.locked():  # take every other free slot too
+                    await self._slots.acquire()
+                    free += 1
                 if self._stopping:
-                    self._slots.release()
+                    self._release(free)
                     break
                 try:
-                    job = await self._store.claim_next(
+                    claimed = await self._store.claim(
                         self.owner,
+                        limit=free,
                         platforms=self.platforms,
                         lease_seconds=self._settings.lease_seconds,
                         deadline_seconds=self._settings.job_deadline_seconds,
                     )
                 except BaseException:
-                    self._slots.release()
+                    self._release(free)
                     raise
-                if job is None:
-                    self._slots.release()
+                self._release(free - len(claimed))
+                for item in claimed:
+                    image = (item.image_jpeg, item.width, item.height)
+                    self._spawn(item.job, holds_slot=True, image=image)
+                if claimed:
+                    self._queue_changed.set()
+                else:
                     await self._idle()
-                    continue
-                self._queue_changed.set()
-                self._spawn(job, holds_slot=True)
         finally:
             for task in background:
                 task.cancel()
             await asyncio.gather(*background, return_exceptions=True)
+
+    def _release(self, slots: int) -> None:
+        for _ in range(slots):
+            self._slots.release()
 
     async def run_until_idle(self) -> None:
         """Process jobs until none for this worker's platforms is left unfinished."""
@@ -179,9 +208,18 @@ class Worker:
             log.info("resuming job %s in state %s", job.id, job.state.value)
             self._spawn(job, holds_slot=False, recovered=True)
 
-    def _spawn(self, job: Job, *, holds_slot: bool, recovered: bool = False) -> None:
+    def _spawn(
+        self,
+        job: Job,
+        *,
+        holds_slot: bool,
+        recovered: bool = False,
+        image: _Image | None = None,
+    ) -> None:
         self._driving.add(job.id)
-        task = asyncio.create_task(self._drive(job, holds_slot, recovered), name=f"job-{job.id}")
+        task = asyncio.create_task(
+            self._drive(job, holds_slot, recovered, image), name=f"job-{job.id}"
+        )
         self._tasks.add(task)
 
         def _done(finished: asyncio.Task[None], job_id: str = job.id) -> None:
@@ -210,17 +248,20 @@ class Worker:
 
     # --- one job ---------------------------------------------------------------------
 
-    async def _drive(self, job: Job, holds_slot: bool, recovered: bool) -> None:
+    async def _drive(
+        self, job: Job, holds_slot: bool, recovered: bool, image: _Image | None
+    ) -> None:
+        slot = _Slot(self._slots, held=holds_slot)
         try:
             if job.state in _BACKEND_PHASE:
-                if not holds_slot:
-                    await self._slots.acquire()
-                    holds_slot = True
+                if not slot.held:
+                    await slot.acquire()
                 try:
-                    job = await self._backend_phase(job, recovered)
+                    job = await self._backend_phase(job, recovered, slot, image)
                 finally:
-                    self._slots.release()
-                    holds_slot = False
+                    slot.release()
+                    # The slot is free and the account's in-flight count has dropped: a
+                    # claim that found nothing (caps) may succeed now.
                     self.wake()
             if job.state is JobState.DOWNLOADING:
                 job = await self._download(job)
@@ -233,16 +274,17 @@ class Worker:
             log.exception("job %s crashed in state %s", job.id, job.state.value)
             await self._fail(job, "job.backend_failed", detail=f"internal error: {exc!r}")
         finally:
-            if holds_slot:
-                self._slots.release()
+            slot.release()
 
-    async def _spec(self, job: Job) -> RenderSpec:
-        image, width, height = await self._store.request_image(job.request_id)
+    async def _spec(self, job: Job, image: _Image | None) -> RenderSpec:
+        if image is None:
+            image = await self._store.request_image(job.request_id)
+        jpeg, width, height = image
         return RenderSpec(
             # One key per attempt: a retry after a failed attempt is a new provider job,
             # while a crash inside one attempt reconciles to the same one.
             job_id=f"{job.id}-{job.attempts}",
-            image_jpeg=image,
+            image_jpeg=jpeg,
             width=width,
             height=height,
             line=job.line,
@@ -253,11 +295,13 @@ class Worker:
             voice=job.voice,
         )
 
-    async def _backend_phase(self, job: Job, recovered: bool) -> Job:
+    async def _backend_phase(
+        self, job: Job, recovered: bool, slot: _Slot, image: _Image | None
+    ) -> Job:
         handle = job.handle
         if job.state is JobState.SUBMITTING:
             self._failpoints.hit("worker.after_claim")
-            spec = await self._spec(job)
+            spec = await self._spec(job, image)
             resubmitted = job.resubmitted
             if recovered:
                 # The submit may have reached the backend before the crash.
@@ -287,7 +331,7 @@ class Worker:
             self._failpoints.hit("worker.after_handle_stored")
             await self._notifier.notify(JobEvent(EventKind.STARTED, job))
         assert handle is not None
-        return await self._await_backend(job, handle)
+        return await self._await_backend(job, handle, slot)
 
     async def _reconcile(self, job: Job, key: str) -> str | None:
         """Ask the backend whether a submit with this key exists, retrying while it is down."""
@@ -311,7 +355,7 @@ class Worker:
         )
         return delay * random.uniform(0.5, 1.0)
 
-    async def _await_backend(self, job: Job, handle: str) -> Job:
+    async def _await_backend(self, job: Job, handle: str, slot: _Slot) -> Job:
         last_progress_event = 0.0
         while True:
             deadline = job.deadline_at or (self._clock() + self._settings.job_deadline_seconds)
@@ -333,6 +377,9 @@ class Worker:
                     await asyncio.sleep(min(timeout, self._settings.backoff_base_seconds))
                     continue
                 return await self._fail(job, exc.key, detail=str(exc))
+            if status.is_final:
+                # The backend is done with it: let the next job start before bookkeeping.
+                slot.release()
             if status.state is BackendState.SUCCEEDED:
                 return await self._move(job, JobState.DOWNLOADING, expect={JobState.RUNNING})
             if status.state is BackendState.FILTERED:
