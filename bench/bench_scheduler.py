@@ -1,7 +1,7 @@
 """Scheduler efficiency: N jobs through a simulated backend with K slots and fixed latency.
 
 Efficiency = ideal makespan (N / K x latency) / measured makespan; target >= 0.99.
-Usage: python bench/bench_scheduler.py [--jobs 10000] [--slots 20] [--latency 0.1]
+Usage: python bench/bench_scheduler.py [--jobs 10000] [--slots 100] [--latency 1.0]
 """
 
 from __future__ import annotations
@@ -40,7 +40,7 @@ async def main(jobs: int, slots: int, latency: float) -> None:
             )
         backend = SimulatedBackend(slots=slots, latency=latency, video=tiny_mp4())
         adapter = CountingAdapter()
-        settings = WorkerSettings(status_interval_seconds=max(latency, 1.0), heartbeat_seconds=5)
+        settings = WorkerSettings()  # shipped defaults: status every 3 s, heartbeat every 10 s
         worker = Worker(
             store=store,
             backend=backend,
@@ -64,7 +64,7 @@ async def main(jobs: int, slots: int, latency: float) -> None:
 if __name__ == "__main__":
     parser = argparse.ArgumentParser()
     parser.add_argument("--jobs", type=int, default=10_000)
-    parser.add_argument("--slots", type=int, default=20)
-    parser.add_argument("--latency", type=float, default=0.1)
+    parser.add_argument("--slots", type=int, default=100)
+    parser.add_argument("--latency", type=float, default=1.0)
     args = parser.parse_args()
     asyncio.run(main(args.jobs, args.slots, args.latency))

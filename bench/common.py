@@ -71,7 +71,8 @@ class SimulatedBackend:
         return None
 
     async def fetch(self, handle: str, dest: Path, max_bytes: int) -> None:
-        dest.write_bytes(self._video)
+        # Off the loop, as a real backend's file I/O is: creating a file costs ~0.5 ms here.
+        await asyncio.to_thread(dest.write_bytes, self._video)
 
     async def aclose(self) -> None:
         return None

@@ -62,6 +62,7 @@ class WorkerSettings(BaseModel):
     job_deadline_seconds: float = Field(900, gt=0)
     status_interval_seconds: float = Field(3.0, gt=0)
     max_result_bytes: int = Field(200_000_000, gt=0)
+    finish_concurrency: int = Field(4, ge=1)
 
 
 class PreviewSettings(BaseModel):

@@ -453,6 +453,7 @@ class Store:
         self._conn = conn
         self._write_lock = asyncio.Lock()
         self._pending: list[tuple[Work, asyncio.Future[Any]]] = []
+        self._urgent: list[tuple[Work, asyncio.Future[Any]]] = []
         self._clock = clock
 
     @classmethod
@@ -511,24 +512,25 @@ class Store:
         """
         done: asyncio.Future[T] = asyncio.get_running_loop().create_future()
         entry: tuple[Work, asyncio.Future[Any]] = (work, done)
-        # Urgent work (claims, which keep backend slots idle while they wait) goes first
-        # in the next group instead of behind the bookkeeping of finished jobs.
-        if urgent:
-            self._pending.insert(0, entry)
-        else:
-            self._pending.append(entry)
+        # Urgent work (claims: backend slots stay idle while they wait) is committed in a
+        # group of its own, ahead of the bookkeeping of finished jobs, so that its answer
+        # does not wait for a long group to run and commit.
+        queue = self._urgent if urgent else self._pending
+        queue.append(entry)
         try:
             async with self._write_lock:
-                # An earlier holder may already have committed this work with its group.
-                if self._pending and not done.done():
-                    group = self._pending[:_MAX_GROUP]
-                    del self._pending[:_MAX_GROUP]
+                # An earlier holder may already have committed this work with its group;
+                # otherwise commit groups (urgent first) until this work's has run.
+                while not done.done():
+                    source = self._urgent or self._pending
+                    group = source[:_MAX_GROUP]
+                    del source[:_MAX_GROUP]
                     # Shielded: if this caller is canceled, the others still get results.
                     await asyncio.shield(self._commit(group))
         except asyncio.CancelledError:
             # Canceled before its group started: the work must not run later unseen.
-            if entry in self._pending:
-                self._pending.remove(entry)
+            if entry in queue:
+                queue.remove(entry)
             raise
         return await done
 

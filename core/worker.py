@@ -17,6 +17,7 @@ import socket
 import time
 import uuid
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import fields, replace
 from pathlib import Path
 from typing import Any
@@ -33,6 +34,7 @@ from core.store import Store
 log = logging.getLogger(__name__)
 
 _BACKEND_PHASE = frozenset({JobState.SUBMITTING, JobState.RUNNING})
+_FINISH_PHASE = frozenset({JobState.DOWNLOADING, JobState.DELIVERING})
 _Image = tuple[bytes, int, int]  # prepared JPEG, width, height
 _JOB_FIELDS = frozenset(field.name for field in fields(Job))
 _FETCH_ATTEMPTS = 3
@@ -81,12 +83,18 @@ class Worker:
         self._eta = eta
         self.owner = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
         self._slots = asyncio.Semaphore(backend.slots)
+        # Downloads and uploads of finished takes, bounded: a burst of finished takes must
+        # not saturate the network, the platform's rate limits or the event loop.
+        self._finishers = asyncio.Semaphore(settings.finish_concurrency)
         self._wake = asyncio.Event()
         self._queue_changed = asyncio.Event()
         self._tasks: set[asyncio.Task[None]] = set()
         self._driving: set[str] = set()
         self._stopping = False
         self._run_task: asyncio.Task[object] | None = None
+        # One thread checks results: many checks at once only fight over the GIL with
+        # the database thread and the event loop, delaying the claims that fill slots.
+        self._media_checks = ThreadPoolExecutor(max_workers=1, thread_name_prefix="media-check")
 
     @property
     def platforms(self) -> tuple[str, ...]:
@@ -263,10 +271,12 @@ class Worker:
                     # The slot is free and the account's in-flight count has dropped: a
                     # claim that found nothing (caps) may succeed now.
                     self.wake()
-            if job.state is JobState.DOWNLOADING:
-                job = await self._download(job)
-            if job.state is JobState.DELIVERING:
-                await self._deliver(job)
+            if job.state in _FINISH_PHASE:
+                async with self._finishers:
+                    if job.state is JobState.DOWNLOADING:
+                        job = await self._download(job)
+                    if job.state is JobState.DELIVERING:
+                        await self._deliver(job)
         except asyncio.CancelledError:
             raise
         except Exception as exc:
@@ -430,7 +440,9 @@ class Worker:
             try:
                 await self._backend.fetch(job.handle, partial, self._settings.max_result_bytes)
                 self._failpoints.hit("worker.after_fetch")
-                await asyncio.to_thread(probe_video, partial)
+                await asyncio.get_running_loop().run_in_executor(
+                    self._media_checks, probe_video, partial
+                )
                 break
             except BackendError as exc:
                 partial.unlink(missing_ok=True)
