@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Protocol
+from typing import Protocol, runtime_checkable
 
 from core.errors import DeliveryError
 from core.models import Job, JobEvent
@@ -22,6 +22,15 @@ class Notifier(Protocol):
 
     async def deliver(self, job: Job, video: Path) -> None:
         """Send the finished video to the job's address; raise DeliveryError if it can't."""
+        ...
+
+
+@runtime_checkable
+class GroupNotifier(Notifier, Protocol):
+    """An adapter that can send several takes of one request together (optional)."""
+
+    async def deliver_group(self, jobs: list[Job], videos: list[Path]) -> None:
+        """Send the takes' videos as one group to their request's address, or raise."""
         ...
 
 
@@ -56,3 +65,16 @@ class NotifierRouter:
         if notifier is None:
             raise DeliveryError(f"no adapter for platform {job.address.platform}", permanent=False)
         await notifier.deliver(job, video)
+
+    def delivers_groups(self, platform: str) -> bool:
+        """Return whether the platform's adapter sends several takes as one group."""
+        return isinstance(self._notifiers.get(platform), GroupNotifier)
+
+    async def deliver_group(self, jobs: list[Job], videos: list[Path]) -> None:
+        """Hand the takes of one request to their adapter as one group."""
+        notifier = self._notifiers.get(jobs[0].address.platform)
+        if not isinstance(notifier, GroupNotifier):
+            raise DeliveryError(
+                f"no group delivery for {jobs[0].address.platform}", permanent=False
+            )
+        await notifier.deliver_group(jobs, videos)

@@ -288,6 +288,11 @@ MIGRATIONS: tuple[str, ...] = (
         UPDATE jobs SET charged = 0 WHERE id = new.id;
     END;
     """,
+    # Several takes delivered as one group (Store.claim_group): the worker that claimed
+    # it. A claim counts only while that worker holds a live lease on one of the takes.
+    """
+    ALTER TABLE requests ADD COLUMN group_owner TEXT;
+    """,
 )
 
 _JOB_COLUMNS = """
@@ -919,6 +924,66 @@ class Store:
             )
             ids = [str(row[0]) for row in rows]
         return await self.jobs_by_ids(ids)
+
+    async def claim_group(
+        self, request_id: str, owner: str, *, lease_seconds: float
+    ) -> list[Job] | None:
+        """Claim delivering a request's finished takes as one group; None if not now.
+
+        Only when every take is delivering or finished, and only if no live worker holds
+        the claim: a claim whose owner lost its leases (crash, stop) is taken over, so a
+        restart delivers the group again instead of never. The claimer takes the leases
+        of the delivering takes. Returns every take of the request.
+        """
+        now = self._clock()
+
+        def claim(db: sqlite3.Connection) -> list[Job] | None:
+            rows = db.execute(
+                f"SELECT {_JOB_COLUMNS} {_JOB_FROM} WHERE j.request_id = ? ORDER BY j.take",
+                (request_id,),
+            ).fetchall()
+            jobs = [_job_from_row(row) for row in rows]
+            if not any(job.state is JobState.DELIVERING for job in jobs) or any(
+                job.state is not JobState.DELIVERING and not job.state.is_terminal for job in jobs
+            ):
+                return None
+            won = db.execute(
+                "UPDATE requests SET group_owner = ? WHERE id = ? AND (group_owner IS NULL"
+                " OR NOT EXISTS (SELECT 1 FROM jobs WHERE request_id = requests.id"
+                " AND state = 'delivering' AND lease_owner = requests.group_owner"
+                " AND lease_expires >= ?))",
+                (owner, request_id, now),
+            ).rowcount
+            if not won:
+                return None
+            db.execute(
+                "UPDATE jobs SET lease_owner = ?, lease_expires = ?"
+                " WHERE request_id = ? AND state = 'delivering'",
+                (owner, now + lease_seconds, request_id),
+            )
+            return jobs
+
+        return await self.write(claim)
+
+    async def release_group(self, request_id: str) -> None:
+        """Drop a group claim so that the group can be claimed again."""
+        await self.write(
+            lambda db: db.execute(
+                "UPDATE requests SET group_owner = NULL WHERE id = ?", (request_id,)
+            )
+        )
+
+    async def waiting_groups(self, owner: str, platforms: Sequence[str]) -> list[str]:
+        """Return complete groups (no take still on its way) this worker holds takes of."""
+        marks = ",".join("?" * len(platforms))
+        rows = await self._fetchall(
+            "SELECT DISTINCT request_id FROM jobs j WHERE state = 'delivering' AND takes > 1"
+            f" AND lease_owner = ? AND platform IN ({marks}) AND NOT EXISTS (SELECT 1"
+            " FROM jobs s WHERE s.request_id = j.request_id"
+            " AND s.state NOT IN ('delivering', 'done', 'failed', 'canceled'))",
+            (owner, *platforms),
+        )
+        return [str(row[0]) for row in rows]
 
     async def heartbeat(self, owner: str, lease_seconds: float) -> None:
         """Extend the leases of every job this worker owns."""

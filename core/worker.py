@@ -16,7 +16,7 @@ import random
 import socket
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import fields, replace
 from pathlib import Path
@@ -90,6 +90,7 @@ class Worker:
         self._queue_changed = asyncio.Event()
         self._tasks: set[asyncio.Task[None]] = set()
         self._driving: set[str] = set()
+        self._sweeping: set[str] = set()  # requests a sweep task is delivering as a group
         self._stopping = False
         self._run_task: asyncio.Task[object] | None = None
         # One thread checks results: many checks at once only fight over the GIL with
@@ -203,6 +204,7 @@ class Worker:
             try:
                 await self._store.heartbeat(self.owner, self._settings.lease_seconds)
                 await self._adopt_stale()
+                await self._sweep_groups()
             except Exception:
                 log.exception("heartbeat failed")
 
@@ -277,6 +279,10 @@ class Worker:
                         job = await self._download(job)
                     if job.state is JobState.DELIVERING:
                         await self._deliver(job)
+            if job.state.is_terminal and self._groups(job):
+                # Its siblings may have been waiting for this take to end.
+                async with self._finishers:
+                    await self._deliver_group(job.request_id)
         except asyncio.CancelledError:
             raise
         except Exception as exc:
@@ -455,31 +461,112 @@ class Worker:
         )
 
     async def _deliver(self, job: Job) -> None:
+        checked = await self._ensure_result(job)
+        if checked is None:
+            return
+        if self._groups(checked):
+            # This take waits for its siblings; whichever task completes the set (or a
+            # sweep, or recovery) sends them all at once.
+            await self._deliver_group(checked.request_id)
+            return
+        await self._deliver_one(checked)
+
+    def _groups(self, job: Job) -> bool:
+        """Return whether this take is delivered together with its siblings."""
+        return job.takes > 1 and self._notifier.delivers_groups(job.address.platform)
+
+    async def _ensure_result(self, job: Job) -> Job | None:
+        """Return the delivering job with its result file on disk, or None if that failed."""
+        assert job.result_path is not None
+        if Path(job.result_path).exists():
+            return job
+        # The result file was lost (e.g. data dir wiped): fetch it again.
+        job = await self._download(
+            await self._move(job, JobState.DOWNLOADING, expect={JobState.DELIVERING})
+        )
+        return job if job.state is JobState.DELIVERING else None
+
+    async def _deliver_one(self, job: Job) -> None:
         assert job.result_path is not None
         video = Path(job.result_path)
-        if not video.exists():
-            # The result file was lost (e.g. data dir wiped): fetch it again.
-            job = await self._download(
-                await self._move(job, JobState.DOWNLOADING, expect={JobState.DELIVERING})
-            )
-            if job.state is not JobState.DELIVERING:
-                return
         await self._notifier.notify(JobEvent(EventKind.DELIVERING, job))
+        if await self._send([job], lambda: self._notifier.deliver(job, video)):
+            await self._finish_delivered([job])
+
+    async def _deliver_group(self, request_id: str) -> None:
+        """Deliver a request's finished takes together, if the set is complete and unclaimed."""
+        jobs = await self._store.claim_group(
+            request_id, self.owner, lease_seconds=self._settings.lease_seconds
+        )
+        if jobs is None:
+            return
+        try:
+            ready: list[Job] = []
+            for job in jobs:
+                if job.state is JobState.DELIVERING:
+                    checked = await self._ensure_result(job)
+                    if checked is not None:
+                        ready.append(checked)
+            if len(ready) == 1:
+                await self._deliver_one(ready[0])
+                return
+            if not ready:
+                return
+            videos = [Path(job.result_path or "") for job in ready]
+            for job in ready:
+                await self._notifier.notify(JobEvent(EventKind.DELIVERING, job))
+            if await self._send(ready, lambda: self._notifier.deliver_group(ready, videos)):
+                await self._finish_delivered(ready)
+        except Exception:
+            # A bug mid-group must not leave the siblings claimed by a live worker forever.
+            with contextlib.suppress(Exception):
+                await self._store.release_group(request_id)
+            raise
+
+    async def _send(self, jobs: list[Job], send: Callable[[], Awaitable[None]]) -> bool:
+        """Try a delivery with retries; on giving up, fail the jobs and return False."""
         for attempt in range(1, _DELIVERY_ATTEMPTS + 1):
             self._failpoints.hit("worker.before_deliver")
             try:
-                await self._notifier.deliver(job, video)
-                break
+                await send()
+                return True
             except DeliveryError as exc:
                 if exc.permanent or attempt == _DELIVERY_ATTEMPTS:
-                    await self._fail(job, exc.key, exc.params, detail=str(exc))
-                    return
-                log.warning("job %s: delivery failed (%s); retrying", job.id, exc)
+                    for job in jobs:
+                        await self._fail(job, exc.key, exc.params, detail=str(exc))
+                    return False
+                log.warning("job %s: delivery failed (%s); retrying", jobs[0].id, exc)
                 await asyncio.sleep(self._settings.backoff_base_seconds * attempt)
+        return False
+
+    async def _finish_delivered(self, jobs: list[Job]) -> None:
         # A crash here delivers again after restart: twice is allowed, never zero times.
         self._failpoints.hit("worker.after_deliver")
-        done = await self._move(job, JobState.DONE, expect={JobState.DELIVERING})
-        await self._notifier.notify(JobEvent(EventKind.DELIVERED, done))
+        for job in jobs:
+            done = await self._move(job, JobState.DONE, expect={JobState.DELIVERING})
+            await self._notifier.notify(JobEvent(EventKind.DELIVERED, done))
+
+    async def _sweep_groups(self) -> None:
+        """Deliver complete groups no task is on (a sibling was canceled or failed oddly)."""
+        platforms = [p for p in self.platforms if self._notifier.delivers_groups(p)]
+        if not platforms:
+            return
+        for request_id in await self._store.waiting_groups(self.owner, platforms):
+            if request_id in self._sweeping:
+                continue
+            self._sweeping.add(request_id)
+            task = asyncio.create_task(self._swept(request_id), name=f"group-{request_id}")
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+
+    async def _swept(self, request_id: str) -> None:
+        try:
+            async with self._finishers:
+                await self._deliver_group(request_id)
+        except Exception:
+            log.exception("group delivery of request %s failed", request_id)
+        finally:
+            self._sweeping.discard(request_id)
 
     async def _fail(
         self, job: Job, key: str, params: dict[str, Any] | None = None, *, detail: str = ""

@@ -7,7 +7,8 @@ import sqlite3
 import time
 from pathlib import Path
 
-from core.store import MIGRATIONS, Store
+from core.models import DeliveryAddress, JobState, UserRef
+from core.store import MIGRATIONS, NewTake, Store
 
 
 async def test_concurrent_writes_all_commit_in_groups(tmp_path: Path) -> None:
@@ -78,5 +79,40 @@ async def test_reopening_applies_no_migration_twice(tmp_path: Path) -> None:
         assert rows[0][0] == len(MIGRATIONS)
         journal = await store.query("PRAGMA journal_mode")
         assert journal[0][0] == "wal"
+    finally:
+        await store.close()
+
+
+async def test_group_claim_is_won_once_and_a_dead_claim_is_taken_over(tmp_path: Path) -> None:
+    store = await Store.open(tmp_path / "db.sqlite3")
+    try:
+        take = NewTake("line", "line", "en", 5, 1, None)
+        admitted = await store.admit(
+            user=UserRef("test", "u1"), source_key="m1", line="line", image_jpeg=b"jpeg",
+            image_size=(16, 9), address=DeliveryAddress("test", "c1"), takes=[take, take],
+        )  # fmt: skip
+        first, second = (job.id for job in admitted.jobs)
+        request = admitted.request_id
+        live = time.time() + 60
+        await store.transition(first, JobState.DELIVERING, lease_owner="a", lease_expires=live)
+        await store.transition(second, JobState.RUNNING, lease_owner="b", lease_expires=live)
+        # A sibling still runs: nobody delivers yet.
+        assert await store.claim_group(request, "a", lease_seconds=60) is None
+        await store.transition(second, JobState.DELIVERING)
+        claims = await asyncio.gather(
+            store.claim_group(request, "a", lease_seconds=60),
+            store.claim_group(request, "b", lease_seconds=60),
+        )
+        assert sum(claim is not None for claim in claims) == 1
+        winner = "a" if claims[0] is not None else "b"
+        # While the winner lives, a late sweep or another worker is refused.
+        assert await store.claim_group(request, "c", lease_seconds=60) is None
+        # The winner dies mid-send; after its leases run out another worker adopts the takes
+        # and delivers the group again ("twice is allowed, never zero").
+        await store.release_leases(winner)
+        adopted = await store.adopt_stale("c", platforms=["test"], lease_seconds=60)
+        assert {job.id for job in adopted} == {first, second}
+        again = await store.claim_group(request, "c", lease_seconds=60)
+        assert again is not None and [job.id for job in again] == [first, second]
     finally:
         await store.close()

@@ -9,7 +9,7 @@ from PIL import Image
 
 from core.media import probe_video
 from core.models import JobState
-from tests.botapi_server import BOT_ID, BotApiServer
+from tests.botapi_server import BOT_ID, BotApiServer, Call
 from tests.conftest import photo_jpeg
 from tests.telegram_harness import ANN, LI, LINE, running_bot
 
@@ -20,6 +20,15 @@ def texts(server: BotApiServer, chat_id: int) -> list[str]:
         call.params["text"]
         for call in server.calls
         if call.method in ("sendMessage", "editMessageText") and call.chat_id == str(chat_id)
+    ]
+
+
+def button_messages(server: BotApiServer, chat_id: int) -> list[Call]:
+    """The messages that carry the buttons of an album of takes."""
+    return [
+        call
+        for call in server.sent("sendMessage", chat_id)
+        if call.params["text"].endswith("takes above. Want another?")
     ]
 
 
@@ -59,10 +68,8 @@ async def test_status_sequence_and_result_buttons(tmp_path: Path, tiny_mp4: byte
         h.server.send(ANN, photo=photo_jpeg(), caption=LINE + " --takes 2")
         jobs = await h.finished(count=2)
         assert [job.state for job in jobs] == [JobState.DONE] * 2
-        videos = await h.server.wait_for(
-            lambda: len(h.server.sent("sendVideo")) == 2 and h.server.sent("sendVideo")
-        )
-        keyboard = videos[0].json("reply_markup")["inline_keyboard"]
+        [keys] = await h.server.wait_for(lambda: button_messages(h.server, ANN.id))
+        keyboard = keys.json("reply_markup")["inline_keyboard"]
         buttons = [button for row in keyboard for button in row]
         other = 5 if jobs[0].seconds == 10 else 10
         assert [b["text"] for b in buttons] == ["🔁 Another take", "✏️ New line", f"⏱ {other} s"]
@@ -71,11 +78,39 @@ async def test_status_sequence_and_result_buttons(tmp_path: Path, tiny_mp4: byte
             len(b["callback_data"].encode()) <= 64 and LINE not in b["callback_data"]
             for b in buttons
         )
-        captions = sorted(v.params["caption"].rsplit("take ", 1)[1] for v in videos)
-        assert captions == ["1/2", "2/2"]
-        [status] = [m for m in h.server.bot_messages(ANN.id) if "text" in m]
+        status = next(m for m in h.server.bot_messages(ANN.id) if "text" in m)
         await h.server.wait_for(lambda: status["text"].count("Done") == 2, what="summary")
         assert status["text"].splitlines()[0].startswith("Take 1/2: Done")
+
+
+async def test_several_takes_arrive_as_one_album_then_buttons(
+    tmp_path: Path, tiny_mp4: bytes
+) -> None:
+    async with running_bot(tmp_path, video=tiny_mp4) as h:
+        request = h.server.send(ANN, photo=photo_jpeg(), caption=LINE + " --takes 3")
+        jobs = await h.finished(count=3)
+        assert [job.state for job in jobs] == [JobState.DONE] * 3, [j.error_detail for j in jobs]
+        [album] = h.server.sent("sendMediaGroup", ANN.id)
+        assert album.reply_to == request["message_id"]
+        media = album.json("media")
+        assert [item["type"] for item in media] == ["video"] * 3
+        assert all(item["supports_streaming"] is True for item in media)
+        assert len(album.files) == 3 and set(album.files.values()) == {tiny_mp4}
+        # One caption for the album, on its first item.
+        assert "You didn't really think I'd give up?" in media[0]["caption"]
+        assert "3 takes" in media[0]["caption"]
+        assert all("caption" not in item for item in media[1:])
+        assert h.server.sent("sendVideo") == []
+        [keys] = button_messages(h.server, ANN.id)
+        assert keys.params["text"] == "3 takes above. Want another?"
+        buttons = [b["text"] for row in keys.json("reply_markup")["inline_keyboard"] for b in row]
+        assert buttons[:2] == ["🔁 Another take", "✏️ New line"]
+        first_video = min(m["message_id"] for m in h.server.bot_messages(ANN.id) if "video" in m)
+        assert keys.reply_to == first_video
+        # /history can send the takes again from their file ids.
+        history = await h.runtime.store.query("SELECT job_id FROM chat_history")
+        assert {row[0] for row in history} == {job.id for job in jobs}
+        assert not h.server.unknown
 
 
 async def test_image_sent_as_a_file_keeps_full_resolution(tmp_path: Path, tiny_mp4: bytes) -> None:

@@ -48,6 +48,21 @@ class RecordingAdapter:
 
 
 @dataclass
+class GroupAdapter(RecordingAdapter):
+    """An adapter that also sends several takes of a request as one group."""
+
+    groups: list[list[str]] = field(default_factory=list)
+
+    async def deliver_group(self, jobs: list[Job], videos: list[Path]) -> None:
+        if self.refuse is not None:
+            raise self.refuse
+        # Yield inside the send, as an upload does, so that a racing sibling could run.
+        await asyncio.sleep(0.05)
+        assert all(video.read_bytes() for video in videos)
+        self.groups.append([job.id for job in jobs])
+
+
+@dataclass
 class Harness:
     settings: Settings
     server: JobApiServer
@@ -79,7 +94,12 @@ class Harness:
 
 @contextlib.asynccontextmanager
 async def harness(
-    tmp_path: Path, video: bytes, *, slots: int = 2, **server_knobs: Any
+    tmp_path: Path,
+    video: bytes,
+    *,
+    slots: int = 2,
+    adapter: RecordingAdapter | None = None,
+    **server_knobs: Any,
 ) -> AsyncIterator[Harness]:
     server = JobApiServer(video=video, **server_knobs)
     url = await server.start()
@@ -90,7 +110,7 @@ async def harness(
     )
     store = await Store.open(settings.store_path)
     backend = JobApiBackend(settings=settings.jobapi)
-    adapter = RecordingAdapter()
+    adapter = adapter or RecordingAdapter()
     router = NotifierRouter({"test": adapter})
     service = Service(
         store=store,
@@ -331,3 +351,36 @@ async def test_second_crash_before_submit_fails_instead_of_paying_again(
         [job] = await h.finish([job_id])
         assert (job.state, job.error_key) == (JobState.FAILED, "job.interrupted")
         assert len(h.server.submits) == 1  # only job "a" reached the provider
+
+
+async def test_sibling_takes_finishing_together_are_delivered_as_one_group_once(
+    tmp_path: Path, tiny_mp4: bytes, portrait: bytes
+) -> None:
+    hold = asyncio.Event()
+    adapter = GroupAdapter()
+    async with harness(tmp_path, tiny_mp4, slots=3, hold=hold, adapter=adapter) as h:
+        admission = await h.service.submit(h.request(LINE + " --takes 3", portrait))
+        for _ in range(300):
+            if len(h.server.jobs) == 3:
+                break
+            await asyncio.sleep(0.01)
+        hold.set()  # all three finish at once and race to deliver
+        jobs = await h.finish([j.id for j in admission.jobs])
+        assert [j.state for j in jobs] == [JobState.DONE] * 3
+        await asyncio.sleep(0.5)  # a few heartbeats: a sweep must not send it again
+        assert adapter.groups == [[j.id for j in jobs]]
+        assert adapter.delivered == []
+        for job in jobs:
+            assert adapter.kinds(job.id).count(EventKind.DELIVERED) == 1
+
+
+async def test_group_refused_for_good_fails_every_take_with_its_key(
+    tmp_path: Path, tiny_mp4: bytes, portrait: bytes
+) -> None:
+    adapter = GroupAdapter(refuse=DeliveryError("bot was blocked", permanent=True))
+    async with harness(tmp_path, tiny_mp4, slots=2, adapter=adapter) as h:
+        admission = await h.service.submit(h.request(LINE + " --takes 2", portrait))
+        jobs = await h.finish([j.id for j in admission.jobs])
+        assert [(j.state, j.error_key) for j in jobs] == [
+            (JobState.FAILED, "job.undeliverable")
+        ] * 2

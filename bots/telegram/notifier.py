@@ -9,7 +9,13 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from telegram import Bot, InlineKeyboardButton, InlineKeyboardMarkup, ReplyParameters
+from telegram import (
+    Bot,
+    InlineKeyboardButton,
+    InlineKeyboardMarkup,
+    InputMediaVideo,
+    ReplyParameters,
+)
 from telegram.constants import ChatAction
 from telegram.error import BadRequest, Forbidden, NetworkError, RetryAfter, TelegramError
 
@@ -18,7 +24,7 @@ from core.delivery import fit_video_async
 from core.errors import DeliveryError
 from core.models import EventKind, Job, JobEvent
 
-from .render import caption, result_buttons, status_line
+from .render import album_buttons_text, album_captions, caption, result_buttons, status_line
 from .routing import PLATFORM
 from .status import StatusBoard
 
@@ -83,11 +89,7 @@ class TelegramNotifier:
         text = caption(job, locale)
         markup = await self._result_markup(job, locale, owner)
         thread = None if address.thread_id is None else int(address.thread_id)
-        reply = (
-            None
-            if address.reply_to is None
-            else ReplyParameters(int(address.reply_to), allow_sending_without_reply=True)
-        )
+        reply = _reply_to(address.reply_to)
         # Local mode: the server reads the file itself (PTB sends a file:// URI).
         payload: Path | bytes = (
             fitted if self._local_mode else await asyncio.to_thread(fitted.read_bytes)
@@ -105,27 +107,8 @@ class TelegramNotifier:
                 filename=f"{job.id}.mp4",
                 write_timeout=max(20.0, fitted.stat().st_size / 500_000),  # >= 0.5 MB/s
             )
-        except Forbidden as exc:
-            self._board.block(chat_id)
-            raise DeliveryError(f"forbidden: {exc.message}", permanent=True) from exc
-        except BadRequest as exc:
-            # The chat, topic or permission is gone; sending again will not change that.
-            raise DeliveryError(f"refused: {exc.message}", permanent=True) from exc
-        except RetryAfter as exc:
-            raise DeliveryError("flood control after retries", permanent=False) from exc
-        except NetworkError as exc:
-            if is_too_large(exc):
-                size = fitted.stat().st_size
-                raise DeliveryError(
-                    f"413 for {size} bytes",
-                    permanent=True,
-                    key="job.too_large_to_deliver",
-                    size_mb=size / 1e6,
-                    limit_mb=self.max_upload_bytes / 1e6,
-                ) from exc
-            raise DeliveryError(f"network: {exc.message}", permanent=False) from exc
         except TelegramError as exc:
-            raise DeliveryError(f"telegram: {exc.message}", permanent=False) from exc
+            raise self._delivery_error(exc, chat_id, fitted.stat().st_size) from exc
         finally:
             action.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -136,6 +119,99 @@ class TelegramNotifier:
             await self._chatstate.add_history(
                 PLATFORM, owner, job.id, address.chat_id, message.video.file_id, text
             )
+
+    async def deliver_group(self, jobs: list[Job], videos: list[Path]) -> None:
+        """Upload several takes as one album replying to the request, then their buttons.
+
+        An album cannot carry buttons, so one short message after it does. An album holds
+        at most 10 items, which is also the settings' cap on takes.
+        """
+        first = jobs[0]
+        address = first.address
+        chat_id = int(address.chat_id)
+        if self._board.is_blocked(chat_id):
+            raise DeliveryError("the user blocked the bot", permanent=True)
+        locale = address.extra.get("locale")
+        owner = str(address.extra.get("user", ""))
+        thread = None if address.thread_id is None else int(address.thread_id)
+        fitted: list[Path] = []
+        action = asyncio.create_task(self._upload_action(chat_id, thread))
+        try:
+            for video in videos:
+                fitted.append(await fit_video_async(video, self.max_upload_bytes, self._work_dir))
+            payloads: list[Path | bytes] = [
+                path if self._local_mode else await asyncio.to_thread(path.read_bytes)
+                for path in fitted
+            ]
+            size = sum(path.stat().st_size for path in fitted)
+            media = [
+                InputMediaVideo(
+                    payload,
+                    caption=text,
+                    supports_streaming=True,
+                    filename=f"{job.id}.mp4",
+                )
+                for job, payload, text in zip(
+                    jobs, payloads, album_captions(jobs, locale), strict=True
+                )
+            ]
+            try:
+                messages = await self._bot.send_media_group(
+                    chat_id,
+                    media,
+                    reply_parameters=_reply_to(address.reply_to),
+                    message_thread_id=thread,
+                    write_timeout=max(20.0, size / 500_000),  # >= 0.5 MB/s
+                )
+            except TelegramError as exc:
+                raise self._delivery_error(exc, chat_id, size) from exc
+        finally:
+            action.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await action
+            for path, video in zip(fitted, videos, strict=False):
+                if path != video:
+                    path.unlink(missing_ok=True)
+        if owner:
+            for job, message in zip(jobs, messages, strict=False):
+                if message.video is not None:
+                    await self._chatstate.add_history(
+                        PLATFORM, owner, job.id, address.chat_id, message.video.file_id,
+                        caption(job, locale),
+                    )  # fmt: skip
+        try:
+            await self._bot.send_message(
+                chat_id,
+                album_buttons_text(len(jobs), locale),
+                reply_parameters=_reply_to(str(messages[0].message_id) if messages else None),
+                message_thread_id=thread,
+                reply_markup=await self._result_markup(first, locale, owner),
+            )
+        except TelegramError as exc:
+            # The videos arrived: sending the album again for its buttons would be worse.
+            log.warning("buttons after the album in chat %s failed: %s", chat_id, exc)
+
+    def _delivery_error(self, exc: TelegramError, chat_id: int, size: int) -> DeliveryError:
+        """Translate a failed upload into the core's error, remembering a blocked chat."""
+        if isinstance(exc, Forbidden):
+            self._board.block(chat_id)
+            return DeliveryError(f"forbidden: {exc.message}", permanent=True)
+        if isinstance(exc, BadRequest):
+            # The chat, topic or permission is gone; sending again will not change that.
+            return DeliveryError(f"refused: {exc.message}", permanent=True)
+        if isinstance(exc, RetryAfter):
+            return DeliveryError("flood control after retries", permanent=False)
+        if isinstance(exc, NetworkError):
+            if is_too_large(exc):
+                return DeliveryError(
+                    f"413 for {size} bytes",
+                    permanent=True,
+                    key="job.too_large_to_deliver",
+                    size_mb=size / 1e6,
+                    limit_mb=self.max_upload_bytes / 1e6,
+                )
+            return DeliveryError(f"network: {exc.message}", permanent=False)
+        return DeliveryError(f"telegram: {exc.message}", permanent=False)
 
     async def _result_markup(
         self, job: Job, locale: str | None, owner: str
@@ -161,3 +237,10 @@ class TelegramNotifier:
                 log.debug("chat action failed: %s", exc)
                 return
             await asyncio.sleep(_CHAT_ACTION_EVERY)
+
+
+def _reply_to(message_id: str | None) -> ReplyParameters | None:
+    """Return reply parameters that still send if the message was deleted meanwhile."""
+    if message_id is None:
+        return None
+    return ReplyParameters(int(message_id), allow_sending_without_reply=True)

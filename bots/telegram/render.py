@@ -100,6 +100,25 @@ def caption(job: Job, locale: str | None) -> str:
     )
 
 
+def album_captions(jobs: list[Job], locale: str | None) -> list[str | None]:
+    """Return the captions of an album of takes: the first item speaks for all of them."""
+    first = jobs[0]
+    tail = render("tg.album_caption", locale, line="", seconds=first.seconds, count=len(jobs))
+    text = render(
+        "tg.album_caption",
+        locale,
+        line=clip(first.line, CAPTION_LIMIT - len(tail)),
+        seconds=first.seconds,
+        count=len(jobs),
+    )
+    return [text, *([None] * (len(jobs) - 1))]
+
+
+def album_buttons_text(count: int, locale: str | None) -> str:
+    """Return the short message that carries the buttons an album cannot have."""
+    return render("tg.album_buttons", locale, count=count)
+
+
 def result_buttons(job: Job, locale: str | None) -> list[ButtonSpec]:
     """Return the buttons under a result: another take, a new line, the other length."""
     other = 10 if job.seconds == 5 else 5
