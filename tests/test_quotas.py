@@ -19,12 +19,13 @@ from PIL import Image
 from config.settings import PromptSettings, QuotaSettings, load_settings
 from core.errors import DeliveryError, RequestRejected, UserError
 from core.i18n import CATALOG, render
+from core.migrations import MIGRATIONS
 from core.models import DeliveryAddress, JobState, UserRef, VideoRequest
 from core.notify import NotifierRouter
 from core.prompts import parse_line
 from core.quotas import AdmissionPolicy, Quotas
 from core.service import Service
-from core.store import MIGRATIONS, NewTake, Store
+from core.store import NewTake, Store
 from tests.test_worker import Harness, harness
 
 T0 = 1_750_000_000.0  # a fixed "now" for services with a controlled clock

@@ -7,8 +7,9 @@ import sqlite3
 import time
 from pathlib import Path
 
+from core.migrations import MIGRATIONS
 from core.models import DeliveryAddress, JobState, UserRef
-from core.store import MIGRATIONS, NewTake, Store
+from core.store import NewTake, Store
 
 
 async def test_concurrent_writes_all_commit_in_groups(tmp_path: Path) -> None:
