@@ -16,6 +16,7 @@ from core.models import DeliveryAddress, JobState, UserRef
 from core.service import Admission, Service
 from core.store import Store
 
+from .access import ACCESS_ACTIONS, AccessDesk
 from .ingest import Ingest
 from .replies import ReplyOnce, answer, reply_to
 from .routing import PLATFORM, user_locale, user_ref
@@ -38,6 +39,7 @@ class Buttons:
         ingest: Ingest,
         settings: TelegramSettings,
         admit: Admit,
+        access: AccessDesk,
     ) -> None:
         self._bot = bot
         self._service = service
@@ -46,9 +48,10 @@ class Buttons:
         self._ingest = ingest
         self._settings = settings
         self._admit = admit
+        self._access = access
 
     async def on_button(self, update: Update, context: Any) -> None:
-        """Act on a result or status button, for its requester or an admin only."""
+        """Act on a button: a request's for its requester or an admin; access ones for admins."""
         query = update.callback_query
         if query is None:
             return
@@ -60,6 +63,13 @@ class Buttons:
             return
         presser = str(query.from_user.id)
         admin = query.from_user.id in self._settings.admin_ids
+        if button.action in ACCESS_ACTIONS:
+            # Only admins decide access; the owner is the applicant, who may not approve.
+            if admin:
+                await self._access.decide(query, button, locale)
+            else:
+                await answer(query, render("tg.admin_only", locale), alert=True)
+            return
         if presser != button.owner and not admin:
             # Someone else's buttons do nothing; the alert is shown to the presser only.
             await answer(query, render("request.not_owner", locale), alert=True)

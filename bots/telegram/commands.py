@@ -1,4 +1,4 @@
-"""Bot commands: /start, /help, /cancel, /lang, /history, /stats, and the command menu."""
+"""Bot commands: /start, /help, /cancel, /lang, /history, /access, admin ones, the menu."""
 
 from __future__ import annotations
 
@@ -12,12 +12,13 @@ from telegram.error import TelegramError
 from config.settings import PromptSettings, TelegramSettings
 from core.chatstate import ChatState
 from core.errors import RequestRejected
-from core.i18n import LOCALES, render
+from core.i18n import DEFAULT_LOCALE, LOCALES, render
 from core.models import UserRef
 from core.quotas import time_left
 from core.service import Service
 from core.store import Store
 
+from .access import AccessDesk, Applicant, applicant_of
 from .render import stats_summary
 from .routing import PLATFORM, Command, thread_of, user_ref
 
@@ -60,6 +61,7 @@ class Commands:
         chatstate: ChatState,
         settings: TelegramSettings,
         prompts: PromptSettings,
+        access: AccessDesk,
     ) -> None:
         self._bot = bot
         self._service = service
@@ -67,6 +69,7 @@ class Commands:
         self._chatstate = chatstate
         self._settings = settings
         self._prompts = prompts
+        self._access = access
 
     async def run(self, message: Message, command: Command, locale: str, reply: ReplyOnce) -> None:
         """Run one command."""
@@ -76,7 +79,37 @@ class Commands:
         await handler(message, command.args, locale, reply)
 
     async def _c_start(self, message: Message, args: str, locale: str, reply: ReplyOnce) -> None:
-        await reply.send(render("tg.start", locale))
+        assert message.from_user is not None
+        text = render("tg.start", locale)
+        if self._access.required:
+            # A newcomer asks for access by starting the bot, not by a first refused request.
+            asked = await self._access.ask(applicant_of(message.from_user, message.chat_id, locale))
+            text = text if asked is None else f"{text}\n\n{asked}"
+        await reply.send(text)
+
+    async def _c_access(self, message: Message, args: str, locale: str, reply: ReplyOnce) -> None:
+        assert message.from_user is not None
+        if not self._access.required:
+            await reply.send(render("tg.access_open", locale))
+            return
+        asked = await self._access.ask(applicant_of(message.from_user, message.chat_id, locale))
+        await reply.send(asked or render("tg.access_open", locale))
+
+    async def _c_pending(self, message: Message, args: str, locale: str, reply: ReplyOnce) -> None:
+        assert message.from_user is not None
+        if message.from_user.id not in self._settings.admin_ids:
+            await reply.send(render("tg.admin_only", locale))
+            return
+        waiting = [p for p in await self._service.accounts.pending() if p[1] == PLATFORM]
+        if not waiting:
+            await reply.send(render("tg.pending_none", locale))
+            return
+        await reply.send(render("tg.pending_count", locale, count=len(waiting)))
+        for account_id, _, user_id, name in waiting:
+            chosen = await self._chatstate.locale(PLATFORM, user_id)
+            # Where they asked is not stored: the outcome goes to their private chat.
+            applicant = Applicant(user_id, name, None, user_id, chosen or DEFAULT_LOCALE)
+            await self._access.offer(message.chat_id, account_id, applicant)
 
     async def _c_help(self, message: Message, args: str, locale: str, reply: ReplyOnce) -> None:
         await reply.send(render("tg.help", locale, max_takes=self._prompts.max_takes))

@@ -31,6 +31,7 @@ from core.models import DeliveryAddress, UserRef, VideoRequest
 from core.service import Admission, Service
 from core.store import Store
 
+from .access import AccessDesk, Applicant, applicant_of
 from .buttons import Buttons
 from .commands import Commands
 from .ingest import Ingest
@@ -75,11 +76,14 @@ class Handlers:
 
     def __init__(self, deps: Deps) -> None:
         self._d = deps
+        self._access = AccessDesk(
+            bot=deps.bot, service=deps.service, chatstate=deps.chatstate, settings=deps.settings
+        )
         self._commands = Commands(deps.bot, deps.service, deps.store, deps.chatstate,
-                                  deps.settings, deps.prompts)  # fmt: skip
+                                  deps.settings, deps.prompts, self._access)  # fmt: skip
         self._buttons = Buttons(
             bot=deps.bot, service=deps.service, store=deps.store, chatstate=deps.chatstate,
-            ingest=deps.ingest, settings=deps.settings, admit=self._admit,
+            ingest=deps.ingest, settings=deps.settings, admit=self._admit, access=self._access,
         )  # fmt: skip
         # Per-chat order for the quick part of a message (remembering a photo before the
         # line that follows it); downloads and admission run concurrently.
@@ -172,6 +176,7 @@ class Handlers:
             address=address,
             key=key,
             locale=locale,
+            applicant=applicant_of(message.from_user, message.chat_id, locale),
         )
 
     async def _admit(
@@ -183,6 +188,7 @@ class Handlers:
         address: DeliveryAddress,
         key: str,
         locale: str,
+        applicant: Applicant | None = None,
         **options: Any,
     ) -> Admission | None:
         """Fetch the image, submit the request and show its place in the queue."""
@@ -196,7 +202,14 @@ class Handlers:
         except RequestRejected as exc:
             if exc.key == "request.duplicate":
                 return None  # stored before a crash; the worker's events take it from here
-            await self._show_error(address, render(exc.key, locale, **exc.params))
+            text = render(exc.key, locale, **exc.params)
+            if exc.key == "access.approval_required":
+                # Asking is what the user wants: do it for them instead of naming a command.
+                asking = applicant or Applicant(
+                    user.platform_user_id, user.display_name or "", None, address.chat_id, locale
+                )
+                text = await self._access.ask(asking) or render("access.approved", locale)
+            await self._show_error(address, text)
             return None
         except UserError as exc:
             await self._show_error(address, render(exc.key, locale, **exc.params))

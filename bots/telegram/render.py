@@ -15,7 +15,7 @@ TEXT_LIMIT = 4096  # characters in a message
 class ButtonSpec:
     """One inline button before it gets its opaque id."""
 
-    action: str  # "retake" | "newline" | "switch" | "cancel"
+    action: str  # "retake" | "newline" | "switch" | "cancel" | "approve" | "deny"
     label: str
 
 
@@ -132,6 +132,26 @@ def result_buttons(job: Job, locale: str | None) -> list[ButtonSpec]:
 def cancel_button(locale: str | None) -> ButtonSpec:
     """Return the cancel button shown while takes are waiting."""
     return ButtonSpec("cancel", render("tg.button.cancel", locale))
+
+
+def access_request_text(name: str, username: str | None, user_id: str, locale: str | None) -> str:
+    """Return the admins' message about an access request: who asks, to tell them apart."""
+    handle = f" @{username}" if username else ""
+    return render("tg.access_request", locale, name=name or "?", username=handle, user_id=user_id)
+
+
+def access_buttons(locale: str | None) -> list[ButtonSpec]:
+    """Return the two buttons under an access request."""
+    return [
+        ButtonSpec("approve", render("tg.button.approve", locale)),
+        ButtonSpec("deny", render("tg.button.deny", locale)),
+    ]
+
+
+def access_decided_text(request: str, approved: bool, admin: str, locale: str | None) -> str:
+    """Return an access request's message once decided: the request, the outcome and by whom."""
+    key = "tg.access_approved_by" if approved else "tg.access_denied_by"
+    return clip(render(key, locale, request=request, admin=admin), TEXT_LIMIT)
 
 
 def stats_summary(counts: dict[str, int]) -> str:
