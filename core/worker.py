@@ -1,9 +1,9 @@
-"""The worker: claim jobs in fair order, drive the backend, download, deliver, recover.
+"""The worker: claim jobs in fair order, drive the backend, hand results on, recover.
 
 A job holds a backend slot from claim until the backend reports a final state; download
-and delivery run outside the slot so the next job can start at once. Every state change
-is committed before the step it announces, so a crash anywhere resumes at that step (see
-architecture.md, "Recovery after a crash").
+and delivery (core/finishing.py) run outside the slot so the next job can start at once.
+Every state change is committed before the step it announces, so a crash anywhere resumes
+at that step (see architecture.md, "Recovery after a crash").
 """
 
 from __future__ import annotations
@@ -16,29 +16,24 @@ import random
 import socket
 import time
 import uuid
-from collections.abc import Awaitable, Callable
-from concurrent.futures import ThreadPoolExecutor
-from dataclasses import fields, replace
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
 from config.settings import WorkerSettings
 from core.backends.base import BackendState, RenderSpec, VideoBackend
-from core.errors import BackendError, DeliveryError
+from core.errors import BackendError
 from core.failpoints import Failpoints
-from core.media import probe_video
+from core.finishing import Finisher
 from core.models import EventKind, Job, JobEvent, JobState
 from core.notify import NotifierRouter
 from core.store import Store
+from core.transitions import Transitions
 
 log = logging.getLogger(__name__)
 
 _BACKEND_PHASE = frozenset({JobState.SUBMITTING, JobState.RUNNING})
 _FINISH_PHASE = frozenset({JobState.DOWNLOADING, JobState.DELIVERING})
 _Image = tuple[bytes, int, int]  # prepared JPEG, width, height
-_JOB_FIELDS = frozenset(field.name for field in fields(Job))
-_FETCH_ATTEMPTS = 3
-_DELIVERY_ATTEMPTS = 5
 
 
 class _Slot:
@@ -83,19 +78,24 @@ class Worker:
         self._eta = eta
         self.owner = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
         self._slots = asyncio.Semaphore(backend.slots)
-        # Downloads and uploads of finished takes, bounded: a burst of finished takes must
-        # not saturate the network, the platform's rate limits or the event loop.
-        self._finishers = asyncio.Semaphore(settings.finish_concurrency)
         self._wake = asyncio.Event()
         self._queue_changed = asyncio.Event()
         self._tasks: set[asyncio.Task[None]] = set()
         self._driving: set[str] = set()
-        self._sweeping: set[str] = set()  # requests a sweep task is delivering as a group
         self._stopping = False
         self._run_task: asyncio.Task[object] | None = None
-        # One thread checks results: many checks at once only fight over the GIL with
-        # the database thread and the event loop, delaying the claims that fill slots.
-        self._media_checks = ThreadPoolExecutor(max_workers=1, thread_name_prefix="media-check")
+        self._transitions = Transitions(store=store, notifier=notifier, clock=clock)
+        self._finisher = Finisher(
+            store=store,
+            backend=backend,
+            notifier=notifier,
+            settings=settings,
+            results_dir=results_dir,
+            failpoints=self._failpoints,
+            transitions=self._transitions,
+            owner=self.owner,
+            track=self._track,
+        )
 
     @property
     def platforms(self) -> tuple[str, ...]:
@@ -204,7 +204,7 @@ class Worker:
             try:
                 await self._store.heartbeat(self.owner, self._settings.lease_seconds)
                 await self._adopt_stale()
-                await self._sweep_groups()
+                await self._finisher.sweep_groups()
             except Exception:
                 log.exception("heartbeat failed")
 
@@ -237,6 +237,11 @@ class Worker:
             self._driving.discard(job_id)
 
         task.add_done_callback(_done)
+
+    def _track(self, task: asyncio.Task[None]) -> None:
+        """Keep a background task until it ends, so that ``stop`` cancels it too."""
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
 
     async def _position_loop(self) -> None:
         """Tell waiting requesters their new place whenever the queue moved."""
@@ -274,21 +279,23 @@ class Worker:
                     # claim that found nothing (caps) may succeed now.
                     self.wake()
             if job.state in _FINISH_PHASE:
-                async with self._finishers:
+                async with self._finisher.limit:
                     if job.state is JobState.DOWNLOADING:
-                        job = await self._download(job)
+                        job = await self._finisher.download(job)
                     if job.state is JobState.DELIVERING:
-                        await self._deliver(job)
-            if job.state.is_terminal and self._groups(job):
+                        await self._finisher.deliver(job)
+            if job.state.is_terminal and self._finisher.groups(job):
                 # Its siblings may have been waiting for this take to end.
-                async with self._finishers:
-                    await self._deliver_group(job.request_id)
+                async with self._finisher.limit:
+                    await self._finisher.deliver_group(job.request_id)
         except asyncio.CancelledError:
             raise
         except Exception as exc:
             # A bug must not strand the job: fail it with a message the user understands.
             log.exception("job %s crashed in state %s", job.id, job.state.value)
-            await self._fail(job, "job.backend_failed", detail=f"internal error: {exc!r}")
+            await self._transitions.fail(
+                job, "job.backend_failed", detail=f"internal error: {exc!r}"
+            )
         finally:
             slot.release()
 
@@ -324,13 +331,15 @@ class Worker:
                 try:
                     handle = await self._reconcile(job, spec.job_id)
                 except BackendError as exc:
-                    return await self._fail(job, exc.key, detail=str(exc))
+                    return await self._transitions.fail(job, exc.key, detail=str(exc))
                 if handle is None:
                     if job.resubmitted:
                         # Resubmit once, never in a loop of crashes: that could pay many times.
-                        return await self._fail(job, "job.interrupted", detail="crashed twice")
+                        return await self._transitions.fail(
+                            job, "job.interrupted", detail="crashed twice"
+                        )
                     log.warning("job %s: submit outcome unknown; submitting again", job.id)
-                    job = await self._move(
+                    job = await self._transitions.move(
                         job, JobState.SUBMITTING, expect={JobState.SUBMITTING}, resubmitted=1
                     )
                     resubmitted = True
@@ -340,7 +349,7 @@ class Worker:
                 except BackendError as exc:
                     return await self._backend_failed(job, exc.transient, exc.key, str(exc))
                 self._failpoints.hit("worker.after_submit")
-            job = await self._move(
+            job = await self._transitions.move(
                 job, JobState.RUNNING, expect={JobState.SUBMITTING},
                 handle=handle, resubmitted=resubmitted,
             )  # fmt: skip
@@ -380,7 +389,7 @@ class Worker:
                 with contextlib.suppress(BackendError):
                     await self._backend.cancel(handle)
                 minutes = max(1, round(self._settings.job_deadline_seconds / 60))
-                return await self._fail(
+                return await self._transitions.fail(
                     job, "job.deadline", {"minutes": minutes}, detail="deadline passed"
                 )
             timeout = min(self._settings.status_interval_seconds, remaining)
@@ -392,14 +401,16 @@ class Worker:
                     log.warning("job %s: polling failed (%s); retrying", job.id, exc)
                     await asyncio.sleep(min(timeout, self._settings.backoff_base_seconds))
                     continue
-                return await self._fail(job, exc.key, detail=str(exc))
+                return await self._transitions.fail(job, exc.key, detail=str(exc))
             if status.is_final:
                 # The backend is done with it: let the next job start before bookkeeping.
                 slot.release()
             if status.state is BackendState.SUCCEEDED:
-                return await self._move(job, JobState.DOWNLOADING, expect={JobState.RUNNING})
+                return await self._transitions.move(
+                    job, JobState.DOWNLOADING, expect={JobState.RUNNING}
+                )
             if status.state is BackendState.FILTERED:
-                return await self._fail(job, "job.filtered", detail=status.detail)
+                return await self._transitions.fail(job, "job.filtered", detail=status.detail)
             if status.state in {BackendState.FAILED, BackendState.CANCELED}:
                 transient = status.transient or status.state is BackendState.CANCELED
                 return await self._backend_failed(
@@ -424,7 +435,7 @@ class Worker:
             log.warning(
                 "job %s attempt %d failed (%s); retry in %.1fs", job.id, job.attempts, detail, delay
             )
-            requeued = await self._move(
+            requeued = await self._transitions.move(
                 job,
                 JobState.QUEUED,
                 expect=_BACKEND_PHASE,
@@ -436,163 +447,4 @@ class Worker:
             )
             self.wake()
             return requeued
-        return await self._fail(job, key, detail=detail)
-
-    async def _download(self, job: Job) -> Job:
-        assert job.handle is not None
-        final = self._results_dir / f"{job.id}.mp4"
-        partial = final.with_suffix(".part")
-        for attempt in range(1, _FETCH_ATTEMPTS + 1):
-            try:
-                await self._backend.fetch(job.handle, partial, self._settings.max_result_bytes)
-                self._failpoints.hit("worker.after_fetch")
-                await asyncio.get_running_loop().run_in_executor(
-                    self._media_checks, probe_video, partial
-                )
-                break
-            except BackendError as exc:
-                partial.unlink(missing_ok=True)
-                if not exc.transient or attempt == _FETCH_ATTEMPTS:
-                    return await self._fail(job, exc.key, detail=str(exc))
-                await asyncio.sleep(self._settings.backoff_base_seconds * attempt)
-        os.replace(partial, final)
-        return await self._move(
-            job, JobState.DELIVERING, expect={JobState.DOWNLOADING}, result_path=str(final)
-        )
-
-    async def _deliver(self, job: Job) -> None:
-        checked = await self._ensure_result(job)
-        if checked is None:
-            return
-        if self._groups(checked):
-            # This take waits for its siblings; whichever task completes the set (or a
-            # sweep, or recovery) sends them all at once.
-            await self._deliver_group(checked.request_id)
-            return
-        await self._deliver_one(checked)
-
-    def _groups(self, job: Job) -> bool:
-        """Return whether this take is delivered together with its siblings."""
-        return job.takes > 1 and self._notifier.delivers_groups(job.address.platform)
-
-    async def _ensure_result(self, job: Job) -> Job | None:
-        """Return the delivering job with its result file on disk, or None if that failed."""
-        assert job.result_path is not None
-        if Path(job.result_path).exists():
-            return job
-        # The result file was lost (e.g. data dir wiped): fetch it again.
-        job = await self._download(
-            await self._move(job, JobState.DOWNLOADING, expect={JobState.DELIVERING})
-        )
-        return job if job.state is JobState.DELIVERING else None
-
-    async def _deliver_one(self, job: Job) -> None:
-        assert job.result_path is not None
-        video = Path(job.result_path)
-        await self._notifier.notify(JobEvent(EventKind.DELIVERING, job))
-        if await self._send([job], lambda: self._notifier.deliver(job, video)):
-            await self._finish_delivered([job])
-
-    async def _deliver_group(self, request_id: str) -> None:
-        """Deliver a request's finished takes together, if the set is complete and unclaimed."""
-        jobs = await self._store.claim_group(
-            request_id, self.owner, lease_seconds=self._settings.lease_seconds
-        )
-        if jobs is None:
-            return
-        try:
-            ready: list[Job] = []
-            for job in jobs:
-                if job.state is JobState.DELIVERING:
-                    checked = await self._ensure_result(job)
-                    if checked is not None:
-                        ready.append(checked)
-            if len(ready) == 1:
-                await self._deliver_one(ready[0])
-                return
-            if not ready:
-                return
-            videos = [Path(job.result_path or "") for job in ready]
-            for job in ready:
-                await self._notifier.notify(JobEvent(EventKind.DELIVERING, job))
-            if await self._send(ready, lambda: self._notifier.deliver_group(ready, videos)):
-                await self._finish_delivered(ready)
-        except Exception:
-            # A bug mid-group must not leave the siblings claimed by a live worker forever.
-            with contextlib.suppress(Exception):
-                await self._store.release_group(request_id)
-            raise
-
-    async def _send(self, jobs: list[Job], send: Callable[[], Awaitable[None]]) -> bool:
-        """Try a delivery with retries; on giving up, fail the jobs and return False."""
-        for attempt in range(1, _DELIVERY_ATTEMPTS + 1):
-            self._failpoints.hit("worker.before_deliver")
-            try:
-                await send()
-                return True
-            except DeliveryError as exc:
-                if exc.permanent or attempt == _DELIVERY_ATTEMPTS:
-                    for job in jobs:
-                        await self._fail(job, exc.key, exc.params, detail=str(exc))
-                    return False
-                log.warning("job %s: delivery failed (%s); retrying", jobs[0].id, exc)
-                await asyncio.sleep(self._settings.backoff_base_seconds * attempt)
-        return False
-
-    async def _finish_delivered(self, jobs: list[Job]) -> None:
-        # A crash here delivers again after restart: twice is allowed, never zero times.
-        self._failpoints.hit("worker.after_deliver")
-        for job in jobs:
-            done = await self._move(job, JobState.DONE, expect={JobState.DELIVERING})
-            await self._notifier.notify(JobEvent(EventKind.DELIVERED, done))
-
-    async def _sweep_groups(self) -> None:
-        """Deliver complete groups no task is on (a sibling was canceled or failed oddly)."""
-        platforms = [p for p in self.platforms if self._notifier.delivers_groups(p)]
-        if not platforms:
-            return
-        for request_id in await self._store.waiting_groups(self.owner, platforms):
-            if request_id in self._sweeping:
-                continue
-            self._sweeping.add(request_id)
-            task = asyncio.create_task(self._swept(request_id), name=f"group-{request_id}")
-            self._tasks.add(task)
-            task.add_done_callback(self._tasks.discard)
-
-    async def _swept(self, request_id: str) -> None:
-        try:
-            async with self._finishers:
-                await self._deliver_group(request_id)
-        except Exception:
-            log.exception("group delivery of request %s failed", request_id)
-        finally:
-            self._sweeping.discard(request_id)
-
-    async def _fail(
-        self, job: Job, key: str, params: dict[str, Any] | None = None, *, detail: str = ""
-    ) -> Job:
-        log.warning("job %s failed: %s %s", job.id, key, detail)
-        failed = await self._move(
-            job, JobState.FAILED, error_key=key, error_params=params or {}, error_detail=detail
-        )
-        await self._notifier.notify(
-            JobEvent(EventKind.FAILED, failed, error_key=key, error_params=params or {})
-        )
-        return failed
-
-    async def _move(
-        self,
-        job: Job,
-        to: JobState,
-        *,
-        expect: frozenset[JobState] | set[JobState] | None = None,
-        **fields: Any,
-    ) -> Job:
-        """Commit a state change and return the job as it now stands."""
-        await self._store.transition(job.id, to, expect=expect, **fields)
-        known = {name: value for name, value in fields.items() if name in _JOB_FIELDS}
-        if "resubmitted" in known:
-            known["resubmitted"] = bool(known["resubmitted"])
-        now = self._clock()
-        finished = now if to.is_terminal else job.finished_at
-        return replace(job, state=to, updated_at=now, finished_at=finished, **known)
+        return await self._transitions.fail(job, key, detail=detail)
