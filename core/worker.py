@@ -52,6 +52,10 @@ class _Slot:
             self.held = False
             self._semaphore.release()
 
+    def hand_over(self) -> None:
+        """Give the slot to another job without freeing it in between."""
+        self.held = False
+
 
 class Worker:
     """Runs jobs from the store through one backend and hands results to the notifiers."""
@@ -358,6 +362,36 @@ class Worker:
         assert handle is not None
         return await self._await_backend(job, handle, slot)
 
+    async def _refill(self, slot: _Slot) -> None:
+        """Hand a finished job's slot straight to the next waiting job, or free it.
+
+        Going through the claim loop would cost a wake-up of that loop on a busy event
+        loop; when many jobs finish together that delay leaves slots idle.
+        """
+        if self._stopping or not slot.held:
+            slot.release()
+            return
+        try:
+            claimed = await self._store.claim(
+                self.owner,
+                limit=1,
+                platforms=self.platforms,
+                lease_seconds=self._settings.lease_seconds,
+                deadline_seconds=self._settings.job_deadline_seconds,
+            )
+        except Exception:
+            log.exception("claiming the next job failed; the claim loop will retry")
+            claimed = []
+        if not claimed or self._stopping:
+            slot.release()
+            # (a job claimed during stop stays SUBMITTING under this lease: released in
+            # stop(), adopted and reconciled by the next worker)
+            return
+        item = claimed[0]
+        slot.hand_over()
+        self._queue_changed.set()
+        self._spawn(item.job, holds_slot=True, image=(item.image_jpeg, item.width, item.height))
+
     async def _reconcile(self, job: Job, key: str) -> str | None:
         """Ask the backend whether a submit with this key exists, retrying while it is down."""
         attempt = 0
@@ -403,8 +437,8 @@ class Worker:
                     continue
                 return await self._transitions.fail(job, exc.key, detail=str(exc))
             if status.is_final:
-                # The backend is done with it: let the next job start before bookkeeping.
-                slot.release()
+                # The backend is done with it: start the next job before bookkeeping.
+                await self._refill(slot)
             if status.state is BackendState.SUCCEEDED:
                 return await self._transitions.move(
                     job, JobState.DOWNLOADING, expect={JobState.RUNNING}
