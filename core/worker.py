@@ -26,7 +26,7 @@ from core.failpoints import Failpoints
 from core.finishing import Finisher
 from core.models import EventKind, Job, JobEvent, JobState
 from core.notify import NotifierRouter
-from core.store import Store
+from core.store import Claimed, Store
 from core.transitions import Transitions
 
 log = logging.getLogger(__name__)
@@ -133,13 +133,7 @@ class Worker:
                     self._release(free)
                     break
                 try:
-                    claimed = await self._store.claim(
-                        self.owner,
-                        limit=free,
-                        platforms=self.platforms,
-                        lease_seconds=self._settings.lease_seconds,
-                        deadline_seconds=self._settings.job_deadline_seconds,
-                    )
+                    claimed = await self._claim(free)
                 except BaseException:
                     self._release(free)
                     raise
@@ -362,6 +356,15 @@ class Worker:
         assert handle is not None
         return await self._await_backend(job, handle, slot)
 
+    async def _claim(self, limit: int) -> list[Claimed]:
+        return await self._store.claim(
+            self.owner,
+            limit=limit,
+            platforms=self.platforms,
+            lease_seconds=self._settings.lease_seconds,
+            deadline_seconds=self._settings.job_deadline_seconds,
+        )
+
     async def _refill(self, slot: _Slot) -> None:
         """Hand a finished job's slot straight to the next waiting job, or free it.
 
@@ -372,13 +375,7 @@ class Worker:
             slot.release()
             return
         try:
-            claimed = await self._store.claim(
-                self.owner,
-                limit=1,
-                platforms=self.platforms,
-                lease_seconds=self._settings.lease_seconds,
-                deadline_seconds=self._settings.job_deadline_seconds,
-            )
+            claimed = await self._claim(1)
         except Exception:
             log.exception("claiming the next job failed; the claim loop will retry")
             claimed = []
