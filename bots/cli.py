@@ -206,6 +206,8 @@ async def _serve(runtime: Runtime, adapters: Sequence[str]) -> int:
             telegram = await stack.enter_async_context(run_telegram(runtime))
             telegram.intake.add_done_callback(lambda _: stop.set())
         worker = asyncio.create_task(runtime.worker.run(), name="worker")
+        # A worker that died must not leave the bot answering "queued" forever.
+        worker.add_done_callback(lambda _: stop.set())
         log.info("running adapters: %s", ", ".join(adapters))
         await stop.wait()
         await runtime.worker.stop()
@@ -269,7 +271,12 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _secrets(settings: Settings) -> list[str]:
-    return [settings.jobapi.token.get_secret_value(), *_adapter_tokens(settings).values()]
+    # PTB logs call parameters at DEBUG, setWebhook's secret_token among them.
+    return [
+        settings.jobapi.token.get_secret_value(),
+        settings.telegram.webhook_secret.get_secret_value(),
+        *_adapter_tokens(settings).values(),
+    ]
 
 
 if __name__ == "__main__":

@@ -708,6 +708,14 @@ class Store:
                 (self._clock() + lease_seconds, owner),
             )
 
+    async def expire_lease(self, job_id: str) -> None:
+        """Make one unfinished job adoptable at once (its driving task died)."""
+        sql = (
+            "UPDATE jobs SET lease_expires = 0 WHERE id = ?"
+            " AND state NOT IN ('queued', 'done', 'failed', 'canceled')"
+        )
+        await self.write(lambda db: db.execute(sql, (job_id,)))
+
     async def release_leases(self, owner: str) -> None:
         """Let another worker adopt this worker's jobs at once (graceful shutdown)."""
         async with self.transaction() as db:

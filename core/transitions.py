@@ -14,6 +14,7 @@ from core.store import Store
 log = logging.getLogger(__name__)
 
 _JOB_FIELDS = frozenset(field.name for field in fields(Job))
+_UNFINISHED = frozenset(state for state in JobState if not state.is_terminal)
 
 
 class Transitions:
@@ -32,8 +33,16 @@ class Transitions:
         """Fail the job for good, tell its requester, and return it as it now stands."""
         log.warning("job %s failed: %s %s", job.id, key, detail)
         failed = await self.move(
-            job, JobState.FAILED, error_key=key, error_params=params or {}, error_detail=detail
+            job,
+            JobState.FAILED,
+            # Never over a finished job: a late failure must not undo a delivery.
+            expect=_UNFINISHED,
+            error_key=key,
+            error_params=params or {},
+            error_detail=detail,
         )
+        if failed.state is not JobState.FAILED:
+            return failed
         await self._notifier.notify(
             JobEvent(EventKind.FAILED, failed, error_key=key, error_params=params or {})
         )
@@ -47,8 +56,14 @@ class Transitions:
         expect: frozenset[JobState] | set[JobState] | None = None,
         **fields: Any,
     ) -> Job:
-        """Commit a state change and return the job as it now stands."""
-        await self._store.transition(job.id, to, expect=expect, **fields)
+        """Commit a state change and return the job as it now stands.
+
+        If the job was not in ``expect`` nothing changes and the job is returned as read
+        back from the store.
+        """
+        if not await self._store.transition(job.id, to, expect=expect, **fields):
+            current = await self._store.job(job.id)
+            return current if current is not None else job
         known = {name: value for name, value in fields.items() if name in _JOB_FIELDS}
         if "resubmitted" in known:
             known["resubmitted"] = bool(known["resubmitted"])

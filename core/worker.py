@@ -123,6 +123,9 @@ class Worker:
         ]
         try:
             await self._adopt_stale()
+            # Let adopted jobs queue for their slots before new work takes them all:
+            # a job the provider is already running must not wait behind fresh claims.
+            await asyncio.sleep(0)
             while not self._stopping:
                 await self._slots.acquire()
                 free = 1
@@ -134,6 +137,12 @@ class Worker:
                     break
                 try:
                     claimed = await self._claim(free)
+                except Exception:
+                    # A passing store error must not stop the worker for good.
+                    self._release(free)
+                    log.exception("claiming jobs failed; retrying")
+                    await asyncio.sleep(self._backoff(2))
+                    continue
                 except BaseException:
                     self._release(free)
                     raise
@@ -190,9 +199,16 @@ class Worker:
     async def _idle(self) -> None:
         self._wake.clear()
         timeout = self._settings.heartbeat_seconds
-        next_at = await self._store.next_wakeup(self.platforms)
-        if next_at is not None:
-            timeout = max(0.0, min(timeout, next_at - self._clock()))
+        try:
+            next_at = await self._store.next_wakeup(self.platforms)
+        except Exception:
+            log.exception("reading the queue failed")
+            next_at = None
+        now = self._clock()
+        # A waiting job due now that the claim skipped is held back by a cap: the job
+        # that frees the cap wakes us, so sleep until then instead of spinning.
+        if next_at is not None and next_at > now:
+            timeout = min(timeout, next_at - now)
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self._wake.wait(), timeout)
 
@@ -233,6 +249,11 @@ class Worker:
         def _done(finished: asyncio.Task[None], job_id: str = job.id) -> None:
             self._tasks.discard(finished)
             self._driving.discard(job_id)
+            if not finished.cancelled() and finished.exception() is not None:
+                # Even failing the job failed (e.g. the store was down): let the next
+                # heartbeat adopt it instead of renewing a lease nobody drives.
+                log.error("job %s task died: %r", job_id, finished.exception())
+                self._track(asyncio.create_task(self._store.expire_lease(job_id)))
 
         task.add_done_callback(_done)
 
@@ -342,6 +363,9 @@ class Worker:
                     )
                     resubmitted = True
             if handle is None:
+                if job.deadline_at is not None and self._clock() >= job.deadline_at:
+                    # A retry that waited past the deadline is not worth paying for.
+                    return await self._deadline_passed(job, None)
                 try:
                     handle = await self._backend.submit(spec)
                 except BackendError as exc:
@@ -413,26 +437,23 @@ class Worker:
 
     async def _await_backend(self, job: Job, handle: str, slot: _Slot) -> Job:
         last_progress_event = 0.0
+        deadline = job.deadline_at or (self._clock() + self._settings.job_deadline_seconds)
         while True:
-            deadline = job.deadline_at or (self._clock() + self._settings.job_deadline_seconds)
             remaining = deadline - self._clock()
-            if remaining <= 0:
-                with contextlib.suppress(BackendError):
-                    await self._backend.cancel(handle)
-                minutes = max(1, round(self._settings.job_deadline_seconds / 60))
-                return await self._transitions.fail(
-                    job, "job.deadline", {"minutes": minutes}, detail="deadline passed"
-                )
-            timeout = min(self._settings.status_interval_seconds, remaining)
+            # Poll before judging the deadline: a job that finished while this process
+            # was down (or waited for a slot) is delivered, not thrown away.
+            timeout = max(0.0, min(self._settings.status_interval_seconds, remaining))
             try:
                 status = await self._backend.wait(handle, timeout)
             except BackendError as exc:
-                if exc.transient:
+                if not exc.transient:
+                    return await self._transitions.fail(job, exc.key, detail=str(exc))
+                if remaining > 0:
                     # The handle is stored: keep polling until the deadline, never resubmit.
                     log.warning("job %s: polling failed (%s); retrying", job.id, exc)
                     await asyncio.sleep(min(timeout, self._settings.backoff_base_seconds))
                     continue
-                return await self._transitions.fail(job, exc.key, detail=str(exc))
+                return await self._deadline_passed(job, handle)
             if status.is_final:
                 # The backend is done with it: start the next job before bookkeeping.
                 await self._refill(slot)
@@ -448,6 +469,8 @@ class Worker:
                     job, transient, "job.backend_failed", status.detail
                 )
             now = self._clock()
+            if now >= deadline:
+                return await self._deadline_passed(job, handle)
             if now - last_progress_event >= self._settings.status_interval_seconds:
                 last_progress_event = now
                 await self._notifier.notify(
@@ -458,6 +481,16 @@ class Worker:
                         position=status.queue_position,
                     )
                 )
+
+    async def _deadline_passed(self, job: Job, handle: str | None) -> Job:
+        """Stop the job at the provider (best effort), fail it and say why."""
+        if handle is not None:
+            with contextlib.suppress(BackendError):
+                await self._backend.cancel(handle)
+        minutes = max(1, round(self._settings.job_deadline_seconds / 60))
+        return await self._transitions.fail(
+            job, "job.deadline", {"minutes": minutes}, detail="deadline passed"
+        )
 
     async def _backend_failed(self, job: Job, transient: bool, key: str, detail: str) -> Job:
         """Retry a transient failure with backoff, or fail the job for good."""

@@ -384,3 +384,108 @@ async def test_group_refused_for_good_fails_every_take_with_its_key(
         assert [(j.state, j.error_key) for j in jobs] == [
             (JobState.FAILED, "job.undeliverable")
         ] * 2
+
+
+class ClaimCountingStore(Store):
+    """The real store, counting claim transactions (to observe the claim loop)."""
+
+    claims = 0
+
+    async def claim(self, *args: Any, **kwargs: Any) -> Any:
+        type(self).claims += 1
+        return await super().claim(*args, **kwargs)
+
+
+async def test_takes_held_back_by_the_in_flight_cap_do_not_spin_the_claim_loop(
+    tmp_path: Path, tiny_mp4: bytes, portrait: bytes
+) -> None:
+    hold = asyncio.Event()
+    server = JobApiServer(video=tiny_mp4, hold=hold)
+    url = await server.start()
+    settings = make_settings(tmp_path, backend="jobapi", jobapi={"url": url, "slots": 3})
+    store = await ClaimCountingStore.open(settings.store_path)
+    backend = JobApiBackend(settings=settings.jobapi)
+    router = NotifierRouter({"test": RecordingAdapter()})
+    service = Service(
+        store=store, notifier=router, images=settings.images, prompts=settings.prompts, slots=3
+    )
+    worker = Worker(store=store, backend=backend, notifier=router, settings=settings.worker,
+                    results_dir=settings.data_dir / "results")  # fmt: skip
+    service.set_wake(worker.wake)
+    task = asyncio.create_task(worker.run())
+    try:
+        request = VideoRequest(
+            user=UserRef("test", "u1"), image=portrait, line=LINE + " --takes 3",
+            address=DeliveryAddress("test", "chat1"), source_key="m1",
+        )  # fmt: skip
+        await service.submit(request)
+        for _ in range(200):
+            if len(server.jobs) == 2:
+                break
+            await asyncio.sleep(0.01)
+        await asyncio.sleep(0.2)
+        ClaimCountingStore.claims = 0
+        await asyncio.sleep(0.5)
+        # Two takes run (the default cap), the third waits: a handful of claims at most
+        # (heartbeats), not a busy loop of transactions.
+        assert len(server.jobs) == 2
+        assert ClaimCountingStore.claims < 10
+        hold.set()
+        jobs = await store.jobs_for_request((await store.find_request("m1")) or "")
+        finished = await asyncio.wait_for(_all_done(store, [j.id for j in jobs]), 15)
+        assert [j.state for j in finished] == [JobState.DONE] * 3
+    finally:
+        await worker.stop()
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+        await backend.aclose()
+        await store.close()
+        await server.stop()
+
+
+async def _all_done(store: Store, job_ids: list[str]) -> list[Job]:
+    while True:
+        jobs = await store.jobs_by_ids(job_ids)
+        if all(job.state.is_terminal for job in jobs):
+            return jobs
+        await asyncio.sleep(0.02)
+
+
+async def test_job_finished_while_down_is_delivered_even_past_its_deadline(
+    tmp_path: Path, tiny_mp4: bytes, portrait: bytes
+) -> None:
+    hold = asyncio.Event()
+    async with harness(tmp_path, tiny_mp4, slots=1, hold=hold, run_seconds=0.01) as h:
+        admission = await h.service.submit(h.request(LINE, portrait))
+        job_id = admission.jobs[0].id
+        for _ in range(300):
+            job = await h.store.job(job_id)
+            if job is not None and job.handle:
+                break
+            await asyncio.sleep(0.01)
+        await h.worker.stop()
+        # While the process is down the provider finishes and the deadline passes.
+        await h.store.write(
+            lambda db: db.execute("UPDATE jobs SET deadline_at = 1 WHERE id = ?", (job_id,))
+        )
+        hold.set()
+        backend = JobApiBackend(settings=h.settings.jobapi)
+        second = Worker(
+            store=h.store,
+            backend=backend,
+            notifier=NotifierRouter({"test": h.adapter}),
+            settings=h.settings.worker,
+            results_dir=h.settings.data_dir / "results",
+        )
+        task = asyncio.create_task(second.run())
+        try:
+            [job] = await h.finish([job_id])
+        finally:
+            await second.stop()
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+            await backend.aclose()
+        assert job.state is JobState.DONE
+        assert len(h.server.submits) == 1
