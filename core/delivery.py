@@ -14,7 +14,7 @@ from pathlib import Path
 
 import av
 
-from core.errors import DeliveryError
+from core.errors import BackendError, DeliveryError
 from core.media import probe_video
 
 log = logging.getLogger(__name__)
@@ -62,6 +62,14 @@ def _reencode(src: Path, dest: Path, *, height: int, video_bitrate: int) -> None
 
 def fit_video(src: Path, max_bytes: int, work_dir: Path) -> Path:
     """Return ``src`` if it is at most ``max_bytes``, else a re-encoded copy that is."""
+    try:
+        return _fit(src, max_bytes, work_dir)
+    except (BackendError, av.FFmpegError, OSError) as exc:
+        # Whatever broke while re-encoding, the adapter sees one delivery error.
+        raise DeliveryError(f"cannot fit the video: {exc}", permanent=True) from exc
+
+
+def _fit(src: Path, max_bytes: int, work_dir: Path) -> Path:
     size = src.stat().st_size
     if size <= max_bytes:
         return src

@@ -268,7 +268,12 @@ class Worker:
         while True:
             await self._queue_changed.wait()
             self._queue_changed.clear()
-            waiting = await self._store.waiting_jobs(limit=200)
+            try:
+                waiting = await self._store.waiting_jobs(limit=200)
+            except Exception:
+                log.exception("reading queue positions failed")
+                await asyncio.sleep(self._settings.status_interval_seconds)
+                continue
             current: dict[str, int] = {}
             for index, job in enumerate(waiting, start=1):
                 current[job.id] = index
@@ -312,6 +317,10 @@ class Worker:
         except Exception as exc:
             # A bug must not strand the job: fail it with a message the user understands.
             log.exception("job %s crashed in state %s", job.id, job.state.value)
+            if job.handle is not None and job.state in _BACKEND_PHASE:
+                # Failing it here must not leave the provider running (and charging).
+                with contextlib.suppress(Exception):
+                    await self._backend.cancel(job.handle)
             await self._transitions.fail(
                 job, "job.backend_failed", detail=f"internal error: {exc!r}"
             )
@@ -367,9 +376,9 @@ class Worker:
                     # A retry that waited past the deadline is not worth paying for.
                     return await self._deadline_passed(job, None)
                 try:
-                    handle = await self._backend.submit(spec)
+                    handle = await self._submit(job, spec)
                 except BackendError as exc:
-                    return await self._backend_failed(job, exc.transient, exc.key, str(exc))
+                    return await self._transitions.fail(job, exc.key, detail=str(exc))
                 self._failpoints.hit("worker.after_submit")
             job = await self._transitions.move(
                 job, JobState.RUNNING, expect={JobState.SUBMITTING},
@@ -379,6 +388,29 @@ class Worker:
             await self._notifier.notify(JobEvent(EventKind.STARTED, job))
         assert handle is not None
         return await self._await_backend(job, handle, slot)
+
+    async def _submit(self, job: Job, spec: RenderSpec) -> str:
+        """Submit, retrying a transient failure with the same idempotency key.
+
+        A submit whose outcome is unknown may have created a provider job: retrying under
+        the same key lets the provider (or ``find``) return that job instead of a second,
+        paid one. A new key is used only after the provider confirmed a failure.
+        """
+        attempt = 0
+        while True:
+            try:
+                return await self._backend.submit(spec)
+            except BackendError as exc:
+                attempt += 1
+                deadline = job.deadline_at or 0.0
+                out_of_time = self._clock() + self._backoff(attempt) >= deadline
+                if not exc.transient or attempt >= self._settings.max_attempts or out_of_time:
+                    raise
+                log.warning("job %s: submit failed (%s); retrying", job.id, exc)
+                await asyncio.sleep(self._backoff(attempt))
+                found = await self._backend.find(spec.job_id)
+                if found is not None:
+                    return found
 
     async def _claim(self, limit: int) -> list[Claimed]:
         return await self._store.claim(

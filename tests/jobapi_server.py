@@ -30,6 +30,7 @@ class JobApiServer:
     token: str = ""
     hold: asyncio.Event | None = None  # while set-able and unset, jobs stay running
     lose_submit_answers: int = 0  # create the job, then answer 502 (outcome unknown)
+    refuse_submits: int = 0  # answer 503 without creating anything (server overloaded)
     fail_jobs: int = 0  # the next N jobs end FAILED (retryable)
     filter_all: bool = False  # refuse every submit under the content policy
     malformed_polls: int = 0  # answer the next N polls with garbage
@@ -91,6 +92,9 @@ class JobApiServer:
         if self.filter_all:
             error = {"type": "content_policy", "message": "real person"}
             return web.json_response({"error": error}, status=422)
+        if self.refuse_submits > 0:
+            self.refuse_submits -= 1
+            return web.Response(status=503, text="overloaded")
         ref = request.headers.get("Idempotency-Key") or payload["client_ref"]
         for job in self.jobs.values():
             if job.client_ref == ref:

@@ -489,3 +489,14 @@ async def test_job_finished_while_down_is_delivered_even_past_its_deadline(
             await backend.aclose()
         assert job.state is JobState.DONE
         assert len(h.server.submits) == 1
+
+
+async def test_transient_submit_errors_retry_under_the_same_key(
+    tmp_path: Path, tiny_mp4: bytes, portrait: bytes
+) -> None:
+    async with harness(tmp_path, tiny_mp4, refuse_submits=2) as h:
+        admission = await h.service.submit(h.request(LINE, portrait))
+        [job] = await h.finish([admission.jobs[0].id])
+        assert job.state is JobState.DONE
+        # Same attempt, same idempotency key: an unknown outcome is never paid twice.
+        assert (job.attempts, h.server.submits) == (1, [f"{job.id}-1"])

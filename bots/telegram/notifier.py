@@ -116,9 +116,13 @@ class TelegramNotifier:
             if fitted != video:
                 fitted.unlink(missing_ok=True)
         if message.video is not None and owner:
-            await self._chatstate.add_history(
-                PLATFORM, owner, job.id, address.chat_id, message.video.file_id, text
-            )
+            # The video arrived: a bookkeeping error must not turn it into a failed take.
+            try:
+                await self._chatstate.add_history(
+                    PLATFORM, owner, job.id, address.chat_id, message.video.file_id, text
+                )
+            except Exception:
+                log.exception("recording history for job %s failed", job.id)
 
     async def deliver_group(self, jobs: list[Job], videos: list[Path]) -> None:
         """Upload several takes as one album replying to the request, then their buttons.
@@ -172,13 +176,16 @@ class TelegramNotifier:
             for path, video in zip(fitted, videos, strict=False):
                 if path != video:
                     path.unlink(missing_ok=True)
-        if owner:
+        try:
             for job, message in zip(jobs, messages, strict=False):
-                if message.video is not None:
+                if owner and message.video is not None:
                     await self._chatstate.add_history(
                         PLATFORM, owner, job.id, address.chat_id, message.video.file_id,
                         caption(job, locale),
                     )  # fmt: skip
+        except Exception:
+            # The album arrived: a bookkeeping error must not make the worker send it again.
+            log.exception("recording history for request %s failed", first.request_id)
         try:
             await self._bot.send_message(
                 chat_id,
@@ -187,9 +194,9 @@ class TelegramNotifier:
                 message_thread_id=thread,
                 reply_markup=await self._result_markup(first, locale, owner),
             )
-        except TelegramError as exc:
+        except Exception as exc:
             # The videos arrived: sending the album again for its buttons would be worse.
-            log.warning("buttons after the album in chat %s failed: %s", chat_id, exc)
+            log.warning("buttons after the album in chat %s failed: %r", chat_id, exc)
 
     def _delivery_error(self, exc: TelegramError, chat_id: int, size: int) -> DeliveryError:
         """Translate a failed upload into the core's error, remembering a blocked chat."""

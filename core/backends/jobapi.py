@@ -63,7 +63,7 @@ class JobApiBackend:
             )
         except httpx.TimeoutException as exc:
             raise BackendError(f"{method} {path}: timed out", transient=True) from exc
-        except httpx.TransportError as exc:
+        except httpx.HTTPError as exc:
             raise BackendError(f"{method} {path}: {type(exc).__name__}", transient=True) from exc
         if response.status_code == 429 or response.status_code >= 500:
             raise BackendError(f"{method} {path}: HTTP {response.status_code}", transient=True)
@@ -183,6 +183,7 @@ class JobApiBackend:
 
     async def cancel(self, handle: str) -> None:
         """Ask the server to stop a job."""
+        self._last.pop(handle, None)
         await self._request("POST", f"v1/jobs/{handle}/cancel")
 
     async def fetch(self, handle: str, dest: Path, max_bytes: int) -> None:
@@ -214,5 +215,5 @@ class JobApiBackend:
                                 "result too large", transient=False, key="job.bad_result"
                             )
                         out.write(chunk)
-        except httpx.TransportError as exc:
+        except httpx.HTTPError as exc:
             raise BackendError(f"fetch: {type(exc).__name__}", transient=True) from exc
