@@ -99,6 +99,7 @@ async def harness(
     *,
     slots: int = 2,
     adapter: RecordingAdapter | None = None,
+    store_class: type[Store] = Store,
     **server_knobs: Any,
 ) -> AsyncIterator[Harness]:
     server = JobApiServer(video=video, **server_knobs)
@@ -108,7 +109,7 @@ async def harness(
         backend="jobapi",
         jobapi={"url": url, "slots": slots, "poll_interval_seconds": 0.02},
     )
-    store = await Store.open(settings.store_path)
+    store = await store_class.open(settings.store_path)
     backend = JobApiBackend(settings=settings.jobapi)
     adapter = adapter or RecordingAdapter()
     router = NotifierRouter({"test": adapter})
@@ -400,27 +401,11 @@ async def test_takes_held_back_by_the_in_flight_cap_do_not_spin_the_claim_loop(
     tmp_path: Path, tiny_mp4: bytes, portrait: bytes
 ) -> None:
     hold = asyncio.Event()
-    server = JobApiServer(video=tiny_mp4, hold=hold)
-    url = await server.start()
-    settings = make_settings(tmp_path, backend="jobapi", jobapi={"url": url, "slots": 3})
-    store = await ClaimCountingStore.open(settings.store_path)
-    backend = JobApiBackend(settings=settings.jobapi)
-    router = NotifierRouter({"test": RecordingAdapter()})
-    service = Service(
-        store=store, notifier=router, images=settings.images, prompts=settings.prompts, slots=3
-    )
-    worker = Worker(store=store, backend=backend, notifier=router, settings=settings.worker,
-                    results_dir=settings.data_dir / "results")  # fmt: skip
-    service.set_wake(worker.wake)
-    task = asyncio.create_task(worker.run())
-    try:
-        request = VideoRequest(
-            user=UserRef("test", "u1"), image=portrait, line=LINE + " --takes 3",
-            address=DeliveryAddress("test", "chat1"), source_key="m1",
-        )  # fmt: skip
-        await service.submit(request)
+    knobs: dict[str, Any] = {"slots": 3, "hold": hold, "store_class": ClaimCountingStore}
+    async with harness(tmp_path, tiny_mp4, **knobs) as h:
+        admission = await h.service.submit(h.request(LINE + " --takes 3", portrait))
         for _ in range(200):
-            if len(server.jobs) == 2:
+            if len(h.server.jobs) == 2:
                 break
             await asyncio.sleep(0.01)
         await asyncio.sleep(0.2)
@@ -428,28 +413,11 @@ async def test_takes_held_back_by_the_in_flight_cap_do_not_spin_the_claim_loop(
         await asyncio.sleep(0.5)
         # Two takes run (the default cap), the third waits: a handful of claims at most
         # (heartbeats), not a busy loop of transactions.
-        assert len(server.jobs) == 2
+        assert len(h.server.jobs) == 2
         assert ClaimCountingStore.claims < 10
         hold.set()
-        jobs = await store.jobs_for_request((await store.find_request("m1")) or "")
-        finished = await asyncio.wait_for(_all_done(store, [j.id for j in jobs]), 15)
-        assert [j.state for j in finished] == [JobState.DONE] * 3
-    finally:
-        await worker.stop()
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
-        await backend.aclose()
-        await store.close()
-        await server.stop()
-
-
-async def _all_done(store: Store, job_ids: list[str]) -> list[Job]:
-    while True:
-        jobs = await store.jobs_by_ids(job_ids)
-        if all(job.state.is_terminal for job in jobs):
-            return jobs
-        await asyncio.sleep(0.02)
+        finished = await h.finish([job.id for job in admission.jobs])
+        assert [job.state for job in finished] == [JobState.DONE] * 3
 
 
 async def test_job_finished_while_down_is_delivered_even_past_its_deadline(
