@@ -174,6 +174,17 @@ class Service:
             raise RequestRejected("request.unknown_job")
         return jobs
 
+    async def cancel_waiting(self, user: UserRef, chat_id: str) -> int:
+        """Cancel every waiting take a user asked for in one chat; return how many."""
+        canceled = 0
+        for job in await self._store.waiting_jobs_of(user, chat_id):
+            try:
+                await self.cancel(job.id, user)
+            except RequestRejected:
+                continue  # it started meanwhile
+            canceled += 1
+        return canceled
+
     async def cancel(self, job_id: str, user: UserRef, *, admin: bool = False) -> Job:
         """Cancel a waiting take; only its requester (or an admin) may."""
         job = await self._store.job(job_id)

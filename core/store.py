@@ -322,6 +322,16 @@ class Store(Database):
         )
         return [_job_from_row(row) for row in rows]
 
+    async def waiting_jobs_of(self, user: UserRef, chat_id: str) -> list[Job]:
+        """Return one platform user's waiting takes asked for in one chat."""
+        rows = await self._fetchall(
+            f"SELECT {_JOB_COLUMNS} {_JOB_FROM} JOIN users u ON u.id = j.user_id"
+            " WHERE j.state = 'queued' AND u.platform = ? AND u.platform_user_id = ?"
+            " AND json_extract(r.address, '$.chat_id') = ? ORDER BY j.seq",
+            (user.platform, user.platform_user_id, chat_id),
+        )
+        return [_job_from_row(row) for row in rows]
+
     async def count_by_state(self) -> dict[JobState, int]:
         """Return how many jobs are in each state."""
         rows = await self._fetchall("SELECT state, count(*) FROM jobs GROUP BY state")

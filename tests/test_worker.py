@@ -468,3 +468,19 @@ async def test_transient_submit_errors_retry_under_the_same_key(
         assert job.state is JobState.DONE
         # Same attempt, same idempotency key: an unknown outcome is never paid twice.
         assert (job.attempts, h.server.submits) == (1, [f"{job.id}-1"])
+
+
+async def test_cancel_waiting_cancels_only_that_users_takes_in_that_chat(
+    tmp_path: Path, tiny_mp4: bytes, portrait: bytes
+) -> None:
+    hold = asyncio.Event()
+    async with harness(tmp_path, tiny_mp4, slots=1, hold=hold) as h:
+        await h.service.submit(h.request(LINE, portrait, key="running"))
+        mine = await h.service.submit(h.request(LINE + " --takes 2", portrait, key="mine"))
+        other = await h.service.submit(h.request(LINE, portrait, key="other", user="u2"))
+        canceled = await h.service.cancel_waiting(UserRef("test", "u1"), "chat1")
+        jobs = await h.store.jobs_by_ids([j.id for j in (*mine.jobs, *other.jobs)])
+        assert canceled == 2
+        assert [j.state for j in jobs] == [JobState.CANCELED, JobState.CANCELED, JobState.QUEUED]
+        assert await h.service.cancel_waiting(UserRef("test", "u1"), "elsewhere") == 0
+        hold.set()

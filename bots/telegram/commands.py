@@ -125,20 +125,8 @@ class Commands:
 
     async def _c_cancel(self, message: Message, args: str, locale: str, reply: ReplyOnce) -> None:
         assert message.from_user is not None
-        user_id = str(message.from_user.id)
-        chat = str(message.chat_id)
-        canceled = 0
-        for job in await self._store.waiting_jobs():
-            address = job.address
-            if (address.platform, address.chat_id, address.extra.get("user")) != (
-                PLATFORM, chat, user_id,
-            ):  # fmt: skip
-                continue
-            try:
-                await self._service.cancel(job.id, user_ref(message.from_user, locale))
-                canceled += 1
-            except RequestRejected as exc:
-                log.info("cancel of %s refused: %s", job.id, exc.key)
+        user = user_ref(message.from_user, locale)
+        canceled = await self._service.cancel_waiting(user, str(message.chat_id))
         key = "tg.canceled" if canceled else "tg.nothing_to_cancel"
         await reply.send(render(key, locale, count=canceled))
 
