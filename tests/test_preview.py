@@ -463,6 +463,10 @@ async def test_submit_wait_fetch(tmp_path: Path, preview_settings: PreviewSettin
             assert container.streams.video[0].codec_context.name == "h264"
         # A finished job answers at once, whatever the timeout.
         assert (await backend.wait(handle, timeout=30)).state is BackendState.SUCCEEDED
+        # Fetched jobs leave memory, not the disk: recovery can still find and fetch it.
+        assert await backend.find("job/42") == handle
+        await backend.fetch(handle, tmp_path / "again.mp4", max_bytes=50_000_000)
+        assert (tmp_path / "again.mp4").stat().st_size == dest.stat().st_size
     finally:
         await backend.aclose()
 

@@ -150,6 +150,12 @@ class PreviewBackend:
         if not _HANDLE.match(handle):
             raise BackendError(f"unknown preview handle {handle!r}", transient=False)
         await asyncio.to_thread(self._fetch, self._work_dir / handle / OUTPUT_FILE, dest, max_bytes)
+        with self._lock:
+            job = self._jobs.get(handle)
+            # Fetched: forget it in memory (the output on disk still answers a later wait
+            # or fetch after a crash), so a long-running bot does not grow without bound.
+            if job is not None and job.state is BackendState.SUCCEEDED and not job.waiters:
+                del self._jobs[handle]
 
     async def aclose(self) -> None:
         """Stop running renders (they resume from disk next time) and join the threads."""
