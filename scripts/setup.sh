@@ -23,7 +23,7 @@ if [ ! -f "$stamp" ]; then
 fi
 
 # Chinese subtitles need a CJK font; the preview renderer warns loudly without one.
-if command -v fc-list >/dev/null && [ -z "$(fc-list :lang=zh file 2>/dev/null)" ]; then
+if ! { command -v fc-list >/dev/null && [ -n "$(fc-list :lang=zh file 2>/dev/null)" ]; }; then
     if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
         echo "setup: installing a CJK font (fonts-wqy-microhei)…"
         (apt-get install -y -q fonts-wqy-microhei >/dev/null 2>&1 \
