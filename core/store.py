@@ -337,14 +337,6 @@ class Store(Database):
         rows = await self._fetchall("SELECT state, count(*) FROM jobs GROUP BY state")
         return {JobState(state): int(count) for state, count in rows}
 
-    async def unfinished_jobs(self) -> list[Job]:
-        """Return every job not yet done, failed or canceled."""
-        rows = await self._fetchall(
-            f"SELECT {_JOB_COLUMNS} {_JOB_FROM}"
-            " WHERE j.state NOT IN ('done', 'failed', 'canceled') ORDER BY j.seq"
-        )
-        return [_job_from_row(row) for row in rows]
-
     async def count_unfinished(self, platforms: Sequence[str]) -> int:
         """Return how many jobs for these platforms are not finished yet."""
         marks = ",".join("?" * len(platforms))

@@ -125,3 +125,18 @@ async def running_bot(
             await model.stop()
         if own_server:
             await server.stop()
+
+
+def buttons(message: dict[str, Any]) -> dict[str, str]:
+    """Map button text to its callback data."""
+    rows = message.get("reply_markup", {}).get("inline_keyboard", [])
+    return {button["text"]: button["callback_data"] for row in rows for button in row}
+
+
+def answers(server: BotApiServer, query_id: str) -> list[dict[str, str]]:
+    """Return the answers the bot gave to one button press."""
+    return [
+        c.params
+        for c in server.sent("answerCallbackQuery")
+        if c.params["callback_query_id"] == query_id
+    ]

@@ -7,27 +7,13 @@ from pathlib import Path
 from typing import Any
 
 from core.models import JobState
-from tests.botapi_server import BotApiServer, User
+from tests.botapi_server import User
 from tests.conftest import photo_jpeg
 from tests.jobapi_server import JobApiServer
-from tests.telegram_harness import ANN, BOB, LINE, Harness, running_bot
+from tests.telegram_harness import ANN, BOB, LINE, Harness, answers, buttons, running_bot
 
 GROUP = -100700
 ADMIN = User(999, "Root", "en")
-
-
-def buttons(message: dict[str, Any]) -> dict[str, str]:
-    """Map button text to its callback data."""
-    rows = message.get("reply_markup", {}).get("inline_keyboard", [])
-    return {button["text"]: button["callback_data"] for row in rows for button in row}
-
-
-def answers(server: BotApiServer, query_id: str) -> list[dict[str, str]]:
-    return [
-        c.params
-        for c in server.sent("answerCallbackQuery")
-        if c.params["callback_query_id"] == query_id
-    ]
 
 
 async def first_result(h: Harness) -> dict[str, Any]:

@@ -129,17 +129,26 @@ async def harness(
         eta=service.eta_for,
     )
     service.set_wake(worker.wake)
+    try:
+        async with running(worker, backend):
+            yield Harness(settings, server, store, adapter, service, worker)
+    finally:
+        await store.close()
+        await server.stop()
+
+
+@contextlib.asynccontextmanager
+async def running(worker: Worker, backend: JobApiBackend) -> AsyncIterator[Worker]:
+    """Run a worker until the block ends, then stop it and close its backend."""
     task = asyncio.create_task(worker.run())
     try:
-        yield Harness(settings, server, store, adapter, service, worker)
+        yield worker
     finally:
         await worker.stop()
         task.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await task
         await backend.aclose()
-        await store.close()
-        await server.stop()
 
 
 LINE = "The girl smiles and says: \"You didn't really think I'd give up?\""
@@ -446,15 +455,8 @@ async def test_job_finished_while_down_is_delivered_even_past_its_deadline(
             settings=h.settings.worker,
             results_dir=h.settings.data_dir / "results",
         )
-        task = asyncio.create_task(second.run())
-        try:
+        async with running(second, backend):
             [job] = await h.finish([job_id])
-        finally:
-            await second.stop()
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
-            await backend.aclose()
         assert job.state is JobState.DONE
         assert len(h.server.submits) == 1
 
