@@ -4,7 +4,7 @@ Requests arrive as form data (values JSON-encoded as strings), multipart when fi
 attached, and as an empty body for calls without parameters. Every call is recorded so tests
 can assert what users would have seen. Knobs model what Telegram does under pressure: 429
 with ``retry_after``, 403 for a user who blocked the bot, 413 for an upload over the limit,
-and updates delivered twice.
+updates delivered twice, and slow answers to calls already carried out.
 """
 
 from __future__ import annotations
@@ -109,6 +109,9 @@ class BotApiServer:
     blocked_chats: set[str] = field(default_factory=set)  # 403 on any send to these chats
     max_upload_bytes: int = 50 * 1024 * 1024  # bigger multipart bodies get a 413
     duplicate_deliveries: int = 0  # deliver the next N updates twice (as after a lost ack)
+    # method -> seconds to wait before answering a call it already carried out (a slow
+    # answer to an upload: the message is in the chat, the bot does not know it yet)
+    delay: dict[str, float] = field(default_factory=dict)
     calls: list[Call] = field(default_factory=list)
     unknown: list[str] = field(default_factory=list)  # methods the emulator does not know
     files: dict[str, bytes] = field(default_factory=dict)  # file_id -> content
@@ -361,6 +364,8 @@ class BotApiServer:
         except _ApiError as exc:
             return _error(exc.status, exc.description)
         self._changed.set()
+        if method in self.delay:
+            await asyncio.sleep(self.delay[method])
         return _ok(result)
 
     async def _file(self, request: web.Request) -> web.Response:
