@@ -8,6 +8,7 @@
     ├── BackendError            a video backend failed; ``transient`` says whether to retry
     │   └── ContentFiltered     the provider's content policy refused the request (never retried)
     └── DeliveryError           a platform could not take the result; ``permanent`` stops retries
+        └── DeliveryUnknown     the request was sent but not answered: maybe delivered, never resent
 
 Third-party exceptions are translated into this tree once, at the edge that calls the
 library (``raise BackendError(...) from exc``); nothing above that edge sees them.
@@ -82,3 +83,14 @@ class DeliveryError(ActorbotError):
         self.permanent = permanent
         self.key = key
         self.params = params
+
+
+class DeliveryUnknown(DeliveryError):
+    """The platform may have taken the result: the request left, no answer came back.
+
+    Sending again could show the user the same video twice (or five times), so the job
+    ends delivered-unconfirmed instead: never resent, never refunded.
+    """
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message, permanent=True)

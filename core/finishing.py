@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import enum
 import logging
 import os
 from collections.abc import Awaitable, Callable
@@ -17,7 +18,7 @@ from pathlib import Path
 
 from config.settings import WorkerSettings
 from core.backends.base import VideoBackend
-from core.errors import BackendError, DeliveryError
+from core.errors import BackendError, DeliveryError, DeliveryUnknown
 from core.failpoints import Failpoints
 from core.media import probe_video
 from core.models import EventKind, Job, JobEvent, JobState
@@ -29,6 +30,14 @@ log = logging.getLogger(__name__)
 
 _FETCH_ATTEMPTS = 3
 _DELIVERY_ATTEMPTS = 5
+
+
+class _Sent(enum.Enum):
+    """How a delivery ended."""
+
+    CONFIRMED = enum.auto()  # the platform answered with the message
+    UNCONFIRMED = enum.auto()  # sent once, no answer: maybe delivered, never sent again
+    FAILED = enum.auto()  # the jobs were failed (and refunded)
 
 
 class Finisher:
@@ -118,8 +127,9 @@ class Finisher:
         assert job.result_path is not None
         video = Path(job.result_path)
         await self._notifier.notify(JobEvent(EventKind.DELIVERING, job))
-        if await self._send([job], lambda: self._notifier.deliver(job, video)):
-            await self._finish_delivered([job])
+        sent = await self._send([job], lambda: self._notifier.deliver(job, video))
+        if sent is not _Sent.FAILED:
+            await self._finish_delivered([job], sent)
 
     async def deliver_group(self, request_id: str) -> None:
         """Deliver a request's finished takes together, if the set is complete and unclaimed."""
@@ -143,35 +153,47 @@ class Finisher:
             videos = [Path(job.result_path or "") for job in ready]
             for job in ready:
                 await self._notifier.notify(JobEvent(EventKind.DELIVERING, job))
-            if await self._send(ready, lambda: self._notifier.deliver_group(ready, videos)):
-                await self._finish_delivered(ready)
+            sent = await self._send(ready, lambda: self._notifier.deliver_group(ready, videos))
+            if sent is not _Sent.FAILED:
+                await self._finish_delivered(ready, sent)
         except Exception:
             # A bug mid-group must not leave the siblings claimed by a live worker forever.
             with contextlib.suppress(Exception):
                 await self._store.release_group(request_id)
             raise
 
-    async def _send(self, jobs: list[Job], send: Callable[[], Awaitable[None]]) -> bool:
-        """Try a delivery with retries; on giving up, fail the jobs and return False."""
+    async def _send(self, jobs: list[Job], send: Callable[[], Awaitable[None]]) -> _Sent:
+        """Try a delivery with retries; on giving up, fail the jobs.
+
+        Only a send the platform certainly did not take is retried: after an unknown
+        outcome (the upload left, no answer came) the result may already be in the chat.
+        """
         for attempt in range(1, _DELIVERY_ATTEMPTS + 1):
             self._failpoints.hit("worker.before_deliver")
             try:
                 await send()
-                return True
+                return _Sent.CONFIRMED
+            except DeliveryUnknown as exc:
+                ids = ", ".join(job.id for job in jobs)
+                log.warning("job %s: delivery unconfirmed (%s); not sending again", ids, exc)
+                return _Sent.UNCONFIRMED
             except DeliveryError as exc:
                 if exc.permanent or attempt == _DELIVERY_ATTEMPTS:
                     for job in jobs:
                         await self._transitions.fail(job, exc.key, exc.params, detail=str(exc))
-                    return False
+                    return _Sent.FAILED
                 log.warning("job %s: delivery failed (%s); retrying", jobs[0].id, exc)
                 await asyncio.sleep(self._settings.backoff_base_seconds * attempt)
-        return False
+        return _Sent.FAILED
 
-    async def _finish_delivered(self, jobs: list[Job]) -> None:
+    async def _finish_delivered(self, jobs: list[Job], sent: _Sent) -> None:
         # A crash here delivers again after restart: twice is allowed, never zero times.
         self._failpoints.hit("worker.after_deliver")
+        unconfirmed = sent is _Sent.UNCONFIRMED
         for job in jobs:
-            done = await self._transitions.move(job, JobState.DONE, expect={JobState.DELIVERING})
+            done = await self._transitions.move(
+                job, JobState.DONE, expect={JobState.DELIVERING}, delivery_unconfirmed=unconfirmed
+            )
             await self._notifier.notify(JobEvent(EventKind.DELIVERED, done))
 
     async def sweep_groups(self) -> None:

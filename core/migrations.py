@@ -265,4 +265,9 @@ MIGRATIONS: tuple[str, ...] = (
     """
     ALTER TABLE requests ADD COLUMN group_owner TEXT;
     """,
+    # A take whose upload left but whose answer never came (a read timeout): it ends DONE,
+    # marked so, rather than being sent again or refunded (core/finishing.py).
+    """
+    ALTER TABLE jobs ADD COLUMN delivery_unconfirmed INTEGER NOT NULL DEFAULT 0;
+    """,
 )

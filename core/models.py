@@ -15,7 +15,7 @@ class JobState(StrEnum):
     RUNNING = "running"  # the backend accepted it and we hold its handle
     DOWNLOADING = "downloading"  # the backend finished; fetching the result
     DELIVERING = "delivering"  # result on disk; handing it to the adapter
-    DONE = "done"  # the adapter confirmed delivery
+    DONE = "done"  # delivered (confirmed, or sent without an answer: delivery_unconfirmed)
     FAILED = "failed"  # gave up; the user was told why
     CANCELED = "canceled"  # the user or an admin canceled it
 
@@ -98,6 +98,8 @@ class Job:
     resubmitted: bool
     not_before: float
     deadline_at: float | None
+    # DONE without the platform's confirmation: the upload left, its answer never came.
+    delivery_unconfirmed: bool = False
 
 
 class EventKind(StrEnum):

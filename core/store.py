@@ -27,7 +27,7 @@ _JOB_ROW = (
     "id", "request_id", "user_id", "take", "takes", "state", "line", "speech", "language",
     "seconds", "seed", "voice", "attempts", "handle", "created_at", "updated_at",
     "started_at", "finished_at", "error_key", "error_params", "error_detail", "result_path",
-    "resubmitted", "not_before", "deadline_at",
+    "resubmitted", "not_before", "deadline_at", "delivery_unconfirmed",
 )  # fmt: skip
 _JOB_COLUMNS = ", ".join(f"j.{name}" for name in _JOB_ROW) + ", r.address"
 _JOB_FROM = "FROM jobs j JOIN requests r ON r.id = j.request_id"
@@ -104,6 +104,7 @@ def _job_from_row(row: sqlite3.Row | tuple[Any, ...]) -> Job:
     values["state"] = JobState(values["state"])
     values["error_params"] = json.loads(values["error_params"])
     values["resubmitted"] = bool(values["resubmitted"])
+    values["delivery_unconfirmed"] = bool(values["delivery_unconfirmed"])
     return Job(**values, address=_address_from_json(row[-1]))
 
 
@@ -570,6 +571,7 @@ class Store(Database):
         allowed = {
             "handle", "resubmitted", "result_path", "error_key", "error_params",
             "error_detail", "not_before", "lease_owner", "lease_expires", "finished_at",
+            "delivery_unconfirmed",
         }  # fmt: skip
         unknown = set(fields) - allowed
         if unknown:

@@ -9,6 +9,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+import httpx
 from telegram import (
     Bot,
     InlineKeyboardButton,
@@ -21,7 +22,7 @@ from telegram.error import BadRequest, Forbidden, NetworkError, RetryAfter, Tele
 
 from core.chatstate import ChatState
 from core.delivery import fit_video_async
-from core.errors import DeliveryError
+from core.errors import DeliveryError, DeliveryUnknown
 from core.models import EventKind, Job, JobEvent
 
 from .render import album_buttons_text, album_captions, caption, result_buttons, status_line
@@ -34,6 +35,14 @@ PUBLIC_UPLOAD_LIMIT = 50 * 1000 * 1000  # Bot API upload limit, decimal MB to st
 LOCAL_UPLOAD_LIMIT = 2000 * 1000 * 1000  # self-hosted Bot API server in --local mode
 _CHAT_ACTION_EVERY = 4.5  # an action shows for 5 s at most: repeat it while uploading
 _FINAL = frozenset({EventKind.DELIVERED, EventKind.FAILED, EventKind.CANCELED})
+# Telegram answers an upload only after processing the video: wait for that answer at
+# least this long, and longer for bigger files (PTB's default read timeout is 5 s).
+MEDIA_READ_TIMEOUT = 60.0
+_UPLOAD_BYTES_PER_SECOND = 500_000  # assume at least 0.5 MB/s for sending...
+_PROCESS_BYTES_PER_SECOND = 250_000  # ...and for Telegram to process what it received
+# httpx failures that leave the request unsent (PTB raises them ``from`` the httpx
+# exception): no connection, no free pooled connection, or a body that never got through.
+_NOT_SENT = (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout, httpx.WriteTimeout)
 
 
 def is_too_large(exc: TelegramError) -> bool:
@@ -42,6 +51,26 @@ def is_too_large(exc: TelegramError) -> bool:
     PTB maps 413 to a plain ``NetworkError``; only the description tells it apart.
     """
     return "too large" in exc.message.lower() or "(413)" in exc.message
+
+
+def outcome_unknown(exc: TelegramError) -> bool:
+    """Return whether Telegram may have acted on a request that failed with ``exc``.
+
+    An answer from Telegram (any HTTP status) says what happened. Without one, PTB's
+    ``TimedOut``/``NetworkError`` wraps the httpx exception as ``__cause__``: a failure to
+    connect or to send the whole body left the request unsent, but a read timeout or a
+    connection closed while waiting for the answer came after Telegram may have taken it.
+    (httpcore swallows a write error and reads on, so a dropped upload shows as a read error.)
+    """
+    cause = exc.__cause__
+    return isinstance(cause, httpx.TransportError) and not isinstance(cause, _NOT_SENT)
+
+
+def media_timeouts(size: int, least_read: float = MEDIA_READ_TIMEOUT) -> tuple[float, float]:
+    """Return the write and read timeouts for uploading ``size`` bytes of media."""
+    write = max(20.0, size / _UPLOAD_BYTES_PER_SECOND)
+    read = max(least_read, size / _PROCESS_BYTES_PER_SECOND)
+    return write, read
 
 
 class TelegramNotifier:
@@ -56,6 +85,7 @@ class TelegramNotifier:
         max_upload_bytes: int,
         work_dir: Path,
         local_mode: bool = False,
+        media_read_timeout: float = MEDIA_READ_TIMEOUT,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self._bot = bot
@@ -64,6 +94,7 @@ class TelegramNotifier:
         self.max_upload_bytes = max_upload_bytes
         self._work_dir = work_dir
         self._local_mode = local_mode
+        self.media_read_timeout = media_read_timeout  # the least wait for an upload's answer
         self._clock = clock
 
     async def notify(self, event: JobEvent) -> None:
@@ -94,6 +125,7 @@ class TelegramNotifier:
         payload: Path | bytes = (
             fitted if self._local_mode else await asyncio.to_thread(fitted.read_bytes)
         )
+        write_timeout, read_timeout = media_timeouts(fitted.stat().st_size, self.media_read_timeout)
         action = asyncio.create_task(self._upload_action(chat_id, thread))
         try:
             message = await self._bot.send_video(
@@ -105,7 +137,8 @@ class TelegramNotifier:
                 message_thread_id=thread,
                 reply_markup=markup,
                 filename=f"{job.id}.mp4",
-                write_timeout=max(20.0, fitted.stat().st_size / 500_000),  # >= 0.5 MB/s
+                write_timeout=write_timeout,
+                read_timeout=read_timeout,
             )
         except TelegramError as exc:
             raise self._delivery_error(exc, chat_id, fitted.stat().st_size) from exc
@@ -159,13 +192,15 @@ class TelegramNotifier:
                     jobs, payloads, album_captions(jobs, locale), strict=True
                 )
             ]
+            write_timeout, read_timeout = media_timeouts(size, self.media_read_timeout)
             try:
                 messages = await self._bot.send_media_group(
                     chat_id,
                     media,
                     reply_parameters=_reply_to(address.reply_to),
                     message_thread_id=thread,
-                    write_timeout=max(20.0, size / 500_000),  # >= 0.5 MB/s
+                    write_timeout=write_timeout,
+                    read_timeout=read_timeout,
                 )
             except TelegramError as exc:
                 raise self._delivery_error(exc, chat_id, size) from exc
@@ -200,6 +235,9 @@ class TelegramNotifier:
 
     def _delivery_error(self, exc: TelegramError, chat_id: int, size: int) -> DeliveryError:
         """Translate a failed upload into the core's error, remembering a blocked chat."""
+        if outcome_unknown(exc):
+            # Maybe delivered: sending again could show the same video twice, or five times.
+            return DeliveryUnknown(f"no answer to the upload of {size} bytes: {exc.message}")
         if isinstance(exc, Forbidden):
             self._board.block(chat_id)
             return DeliveryError(f"forbidden: {exc.message}", permanent=True)

@@ -49,7 +49,8 @@ def status_line(event: JobEvent, locale: str | None, now: float) -> str:
     if kind is EventKind.DELIVERING:
         return render("job.delivering", locale)
     if kind is EventKind.DELIVERED:
-        return render("job.delivered", locale, seconds=job.seconds, take=job.take, takes=job.takes)
+        key = "job.delivered_unconfirmed" if job.delivery_unconfirmed else "job.delivered"
+        return render(key, locale, seconds=job.seconds, take=job.take, takes=job.takes)
     if kind is EventKind.CANCELED:
         return render("job.canceled", locale)
     key = event.error_key or job.error_key or "job.backend_failed"
