@@ -15,6 +15,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
 from bots.logs import configure_logging
@@ -85,7 +86,7 @@ async def _generate(
         try:
             admission = await runtime.service.submit(request)
         except UserError as exc:
-            console.print(f"[red]error:[/] {render(exc.key, locale, **exc.params)}")
+            console.print(f"[red]error:[/] {escape(render(exc.key, locale, **exc.params))}")
             return EXIT_FAILED
         if runtime.backend.name == "preview":
             console.print(
@@ -94,8 +95,9 @@ async def _generate(
             )
         parsed = admission.parsed
         console.print(
-            f"Line: [bold]{parsed.speech}[/] ({parsed.language}, ~{parsed.speech_seconds:.1f} s "
-            f"of speech) → {parsed.seconds} s clip, {parsed.takes} take(s)"
+            f"Line: [bold]{escape(parsed.speech)}[/] ({parsed.language}, "
+            f"~{parsed.speech_seconds:.1f} s of speech) → {parsed.seconds} s clip, "
+            f"{parsed.takes} take(s)"
         )
         mine = {job.id for job in admission.jobs}
         worker = asyncio.create_task(runtime.worker.run(), name="worker")
@@ -109,7 +111,7 @@ async def _generate(
     failed = [job for job, ok in results.items() if not ok]
     for job in admission.jobs:
         if job.id not in failed:
-            console.print(f"[green]✓[/] {take_output(output, job.take, job.takes)}")
+            console.print(f"[green]✓[/] {escape(str(take_output(output, job.take, job.takes)))}")
     return EXIT_FAILED if failed else EXIT_OK
 
 
@@ -144,7 +146,7 @@ async def _follow(
                 results[job.id] = True
             elif event.kind in (EventKind.FAILED, EventKind.CANCELED):
                 message = render(event.error_key or "job.canceled", locale, **event.error_params)
-                progress.update(row, description=f"{label}: [red]{message}[/]")
+                progress.update(row, description=f"{label}: [red]{escape(message)}[/]")
                 results[job.id] = False
     return results
 
@@ -243,7 +245,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         settings = load_settings()
     except ConfigError as exc:
-        console.print(f"[red]config error:[/] {exc}")
+        console.print(f"[red]config error:[/] {escape(str(exc))}")
         return EXIT_USAGE
     configure_logging(
         settings.log_level if args.command != "generate" else "WARNING", secrets=_secrets(settings)
@@ -253,7 +255,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             try:
                 image = Path(args.photo).read_bytes()
             except OSError as exc:
-                console.print(f"[red]error:[/] cannot read {args.photo}: {exc.strerror}")
+                console.print(
+                    f"[red]error:[/] cannot read {escape(f'{args.photo}: {exc.strerror}')}"
+                )
                 return EXIT_FAILED
             return asyncio.run(_generate(settings, args, image, console))
         if args.command == "resume":
@@ -264,7 +268,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         return asyncio.run(doctor(settings, console))
     except ActorbotError as exc:
-        console.print(f"[red]error:[/] {exc}")
+        console.print(f"[red]error:[/] {escape(str(exc))}")
         return EXIT_FAILED
     except KeyboardInterrupt:
         return 130

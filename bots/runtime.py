@@ -10,12 +10,15 @@ from config.settings import Settings
 from core.backends import VideoBackend, create_backend
 from core.failpoints import Failpoints
 from core.notify import Notifier, NotifierRouter
+from core.retention import Retention
 from core.service import Service
 from core.store import Store
 from core.worker import Worker
 
 # Until the store has measured real runs, the preview renderer is quick and providers slow.
 _FIRST_GUESS_RUN_SECONDS = {"preview": 8.0, "jobapi": 120.0}
+# Directories under data_dir whose entries are named after jobs (see core/retention.py).
+_WORK_DIRS = ("results", "preview", "telegram")
 
 
 @dataclass
@@ -59,6 +62,12 @@ async def open_runtime(
                 results_dir=settings.data_dir / "results",
                 failpoints=failpoints,
                 eta=service.eta_for,
+                # Where per-job files live: results, preview renders, upload re-encodes.
+                retention=Retention(
+                    store=store,
+                    settings=settings.retention,
+                    work_dirs=[settings.data_dir / name for name in _WORK_DIRS],
+                ),
             )
             service.set_wake(worker.wake)
             yield Runtime(settings, store, backend, router, service, worker)

@@ -65,6 +65,15 @@ class WorkerSettings(BaseModel):
     finish_concurrency: int = Field(4, ge=1)
 
 
+class RetentionSettings(BaseModel):
+    """How long what finished jobs leave behind is kept; the worker deletes it after."""
+
+    enabled: bool = True
+    results_days: float = Field(7, gt=0)  # results and work files, after the job finished
+    history_days: float = Field(7, gt=0)  # request photos, after the request's last take ended
+    sweep_interval_seconds: float = Field(3600, gt=0)
+
+
 class PreviewSettings(BaseModel):
     """The offline preview renderer."""
 
@@ -181,6 +190,7 @@ class Settings(BaseSettings):
     images: ImageSettings = ImageSettings()
     prompts: PromptSettings = PromptSettings()
     worker: WorkerSettings = WorkerSettings()
+    retention: RetentionSettings = RetentionSettings()
     preview: PreviewSettings = PreviewSettings()
     jobapi: JobApiSettings = JobApiSettings()
     telegram: TelegramSettings = TelegramSettings()

@@ -19,11 +19,22 @@ Rules, in the order they apply:
   no speech.
 - Timing: each Han character takes 1/zh_chars_per_second, each kana or Hangul syllable
   1/SYLLABLES_PER_SECOND, each other word (letters/digits, joined by inner ' ’ -)
-  1/en_words_per_second; a run of pause punctuation (or the gap between two
-  utterances) adds PAUSE_SECONDS, but only when more speech follows it.
+  1/en_words_per_second. Pauses take time too, but only when more speech follows them
+  (silence after the last word costs the clip nothing): a run of punctuation is a breath
+  (PAUSE_SECONDS), or a held beat when it has an ellipsis or a dash (LONG_PAUSE_SECONDS:
+  ``……`` ``...`` ``——`` ``--``); two separate utterances are apart by at least
+  GAP_SECONDS; and each clause of the prose between two utterances that asks for a pause
+  (停顿, 停了一下, 沉默, "pauses", "a beat", ...) adds DIRECTION_SECONDS. Calibration: the
+  line 女孩哭泣着说：'你，真的不爱我了吗？'，停顿了一会，她情绪激动歇斯底里的喊到：
+  '我明白了！我不会再来找你了！' is 20 characters (4.4 s), two breaths (0.5 s), the gap
+  (0.4 s) and the pause it asks for (1 s): 6.3 s, where a breath for each break said
+  5.2 s. A refusal shows the words and the pauses apart.
 - Length: auto picks 5 s when the speech fits comfortably (short_clip_max_seconds),
-  else 10 s. Speech beyond long_clip_max_seconds is refused, and so is an explicit
-  5 s clip with speech beyond half that: the model silently cuts long endings off.
+  else 10 s. Speech beyond long_clip_max_seconds is refused (an explicit 10 s too), and
+  so is an explicit 5 s clip with speech beyond half that: the model silently cuts long
+  endings off.
+- Seeds: 0..MAX_SEED, checked here on the value that wins (flag, keyword, any adapter);
+  the takes of one request use consecutive seeds that wrap around (``take_seeds``).
 """
 
 from __future__ import annotations
@@ -31,12 +42,15 @@ from __future__ import annotations
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 from config.settings import PromptSettings
 from core.errors import PromptRejected
 
 PAUSE_SECONDS = 0.25  # a comma or full stop is a short breath, even when said fast
+LONG_PAUSE_SECONDS = 0.5  # an ellipsis or a dash is a held beat: about two breaths
+GAP_SECONDS = 0.4  # two utterances: the speaker stops, the direction turns, then speaks
+DIRECTION_SECONDS = 1.0  # "停顿了一会" / "pauses": actors and the model hold about a second
 SYLLABLES_PER_SECOND = 7.0  # kana and Hangul are roughly one mora/syllable each
 SHORT_CLIP, LONG_CLIP = 5, 10
 MAX_SEED = 2**32 - 1  # providers take unsigned 32-bit seeds
@@ -46,7 +60,15 @@ _SYLLABIC = "\u3040-\u30ff\uac00-\ud7af"
 _IS_HAN = re.compile(f"[{_HAN}]")
 _IS_CJK = re.compile(f"[{_HAN}{_SYLLABIC}]")
 _WORD_CHAR = rf"[^\W_{_HAN}{_SYLLABIC}]"  # a letter or digit of an alphabetic script
-_PAUSES = re.escape(",.!?;:…—，。！？；：、～\n")
+_PAUSES = re.escape(",.!?;:…—–，。！？；：、～\n-")
+_LONG_PAUSE = re.compile(r"…|\.\.|。。|[—–]|--")
+# Words that ask for a pause; each clause of stage prose that has one counts once.
+_DIRECTION = re.compile(
+    r"停顿|停了一?下|停了一会|顿了顿|顿了一下|沉默|静默|片刻|良久|半晌"
+    r"|\b(?:pause[sd]?|pausing|a beat|beat of silence|silence|silent|hesitat(?:es|ed|ing|e))\b",
+    re.IGNORECASE,
+)
+_CLAUSE_END = re.compile(r"[,.;:!?，。；：！？、\n]+")
 _SPEECH_TOKEN = re.compile(
     rf"(?P<han>[{_HAN}])|(?P<syllable>[{_SYLLABIC}])"
     rf"|(?P<word>{_WORD_CHAR}+(?:['’-]{_WORD_CHAR}+)*)"
@@ -62,7 +84,7 @@ _APOSTROPHES = "'’"
 # The lookbehind keeps "wait--what" and "---" prose; Han may touch a flag (no spaces in zh).
 _FLAG = re.compile(r"(?<![A-Za-z0-9_\-—–])(?P<dash>--|[—–]{1,2})(?P<name>[A-Za-z0-9][\w-]*)", re.A)
 _DURATION = re.compile(r"([0-9]+)s")
-_NUMBER_ARG = re.compile(r"(?:=|\s+)([0-9]+)(?!\w)")
+_NUMBER_ARG = re.compile(r"(?:=|\s+)([+-]?[0-9]+)(?!\w)")
 _NAME_ARG = re.compile(r"(?:=|\s+)(\w+(?:[.-]\w+)*)")
 
 
@@ -74,11 +96,32 @@ class ParsedLine:
     utterances: tuple[str, ...]  # what is spoken, in order, quotes stripped
     speech: str  # utterances joined (the text to be spoken)
     language: str  # "zh" | "en" | "other"
-    speech_seconds: float  # estimated speaking time
+    speech_seconds: float  # estimated speaking time, pauses included
     seconds: int  # chosen clip length: 5 or 10
     takes: int  # 1..settings.max_takes, default 1
     seed: int | None
     voice: str | None
+
+
+class SpeechEstimate(NamedTuple):
+    """How long a line takes to perform, in parts (seconds, unrounded)."""
+
+    speech: float  # saying the words
+    pauses: float  # breaths at punctuation, ellipses and dashes, gaps between utterances
+    directions: float  # pauses the stage prose asks for (停顿, "pauses", "a beat")
+
+    @property
+    def total(self) -> float:
+        """Return the whole estimate, to hundredths (beyond what the rates can promise)."""
+        return round(self.speech + self.pauses + self.directions, 2)
+
+    def params(self) -> dict[str, Any]:
+        """Return the breakdown a refusal shows: the estimate, the words, the pauses."""
+        return {
+            "estimate": self.total,
+            "speech": round(self.speech, 2),
+            "pauses": round(self.pauses + self.directions, 2),
+        }
 
 
 class _Segment(NamedTuple):
@@ -117,6 +160,8 @@ def parse_line(
     flags = _Flags()
     pieces: list[str] = []
     utterances: list[str] = []
+    before: list[str] = []  # the stage prose before each utterance
+    prose = ""
     any_quotes = False
     for segment in _split_quotes(stripped):
         if segment.quoted:
@@ -124,14 +169,17 @@ def parse_line(
             pieces.append(segment.opener + segment.text + segment.closer)
             if segment.text.strip():
                 utterances.append(segment.text.strip())
+                before.append(prose)
+                prose = ""
         else:
             # Removing a flag leaves its spaces behind; tidy prose, never dialogue.
             pieces.append(re.sub(r"\s+", " ", _strip_flags(segment.text, flags, settings)))
+            prose += pieces[-1]
     line = "".join(pieces).strip()
     if not line:
         raise PromptRejected("prompt.empty")
     if not any_quotes:
-        utterances = [line]
+        utterances, before = [line], [""]
     speech = " ".join(utterances)
     if not any(ch.isalnum() for ch in speech):
         raise PromptRejected("prompt.empty")
@@ -143,16 +191,21 @@ def parse_line(
     if not 1 <= takes <= settings.max_takes:
         raise PromptRejected("prompt.bad_takes", max_takes=settings.max_takes)
 
-    estimate = estimate_speech_seconds(utterances, settings)
+    seed = seed if seed is not None else flags.seed
+    if seed is not None and not 0 <= seed <= MAX_SEED:
+        raise PromptRejected("prompt.bad_seed", max_seed=MAX_SEED)
+
+    parts = estimate_speech(utterances, settings, before=before)
+    estimate = parts.total
     if estimate > settings.long_clip_max_seconds:
         raise PromptRejected(
-            "prompt.too_long_to_speak", estimate=estimate, limit=settings.long_clip_max_seconds
+            "prompt.too_long_to_speak", **parts.params(), limit=settings.long_clip_max_seconds
         )
     short_capacity = settings.long_clip_max_seconds * SHORT_CLIP / LONG_CLIP
     if chosen == SHORT_CLIP and estimate > short_capacity:
         raise PromptRejected(
             "prompt.too_long_for_duration",
-            estimate=estimate,
+            **parts.params(),
             seconds=SHORT_CLIP,
             limit=short_capacity,
         )
@@ -167,32 +220,52 @@ def parse_line(
         speech_seconds=estimate,
         seconds=chosen,
         takes=takes,
-        seed=seed if seed is not None else flags.seed,
+        seed=seed,
         voice=voice if voice is not None else flags.voice,
     )
 
 
+def take_seeds(seed: int, takes: int) -> list[int]:
+    """Return the seeds of a request's takes: consecutive from ``seed``, wrapping in range."""
+    return [(seed + index) % (MAX_SEED + 1) for index in range(takes)]
+
+
 def estimate_speech_seconds(utterances: Sequence[str], settings: PromptSettings) -> float:
     """Estimate how long the utterances take to say, pauses included."""
-    total = 0.0
-    spoken = pause_pending = False
-    # A line break stands for the gap between two utterances: it is a pause too.
-    for token in _SPEECH_TOKEN.finditer("\n".join(utterances)):
-        kind = token.lastgroup
-        if kind == "pause":
-            pause_pending = spoken  # a pause before any speech is silence, not speech
-            continue
-        if pause_pending:
-            total += PAUSE_SECONDS
-            pause_pending = False
-        spoken = True
-        if kind == "han":
-            total += 1 / settings.zh_chars_per_second
-        elif kind == "syllable":
-            total += 1 / SYLLABLES_PER_SECOND
-        else:
-            total += 1 / settings.en_words_per_second
-    return round(total, 2)  # hundredths are already beyond what the rates can promise
+    return estimate_speech(utterances, settings).total
+
+
+def estimate_speech(
+    utterances: Sequence[str], settings: PromptSettings, *, before: Sequence[str] = ()
+) -> SpeechEstimate:
+    """Estimate the words and pauses of the utterances; ``before[i]`` is utterance i's prose."""
+    speech = pauses = directions = 0.0
+    spoken = False
+    pending = 0.0  # the pause so far since the last word: paid only if more speech follows
+    asked = 0  # pause directions since the last word
+    for index, utterance in enumerate(utterances):
+        prose = before[index] if index < len(before) else ""
+        if spoken:  # a direction before the first word delays no word the clip must hold
+            asked += sum(1 for clause in _CLAUSE_END.split(prose) if _DIRECTION.search(clause))
+            gap = LONG_PAUSE_SECONDS if _LONG_PAUSE.search(prose) else GAP_SECONDS
+            pending = max(pending, gap)
+        for token in _SPEECH_TOKEN.finditer(utterance):
+            kind = token.lastgroup
+            if kind == "pause":
+                if spoken:  # a pause before any speech is silence, not speech
+                    long = _LONG_PAUSE.search(token[0]) is not None
+                    pending = max(pending, LONG_PAUSE_SECONDS if long else PAUSE_SECONDS)
+                continue
+            pauses += pending
+            directions += asked * DIRECTION_SECONDS
+            pending, asked, spoken = 0.0, 0, True
+            if kind == "han":
+                speech += 1 / settings.zh_chars_per_second
+            elif kind == "syllable":
+                speech += 1 / SYLLABLES_PER_SECOND
+            else:
+                speech += 1 / settings.en_words_per_second
+    return SpeechEstimate(speech, pauses, directions)
 
 
 def detect_language(speech: str) -> str:
@@ -252,7 +325,7 @@ def _strip_flags(segment: str, flags: _Flags, settings: PromptSettings) -> str:
             flags.seconds = int(duration[1])
         elif name in ("takes", "seed"):
             arg = _NUMBER_ARG.match(segment, end)
-            if arg is None or (name == "seed" and int(arg[1]) > MAX_SEED):
+            if arg is None:
                 raise bad_flag
             end = arg.end()
             if name == "takes":

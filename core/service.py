@@ -15,7 +15,7 @@ from core.failpoints import Failpoints
 from core.images import prepare_image_async
 from core.models import EventKind, Job, JobEvent, JobState, UserRef, VideoRequest
 from core.notify import NotifierRouter
-from core.prompts import ParsedLine, parse_line
+from core.prompts import ParsedLine, parse_line, take_seeds
 from core.quotas import Quotas
 from core.store import NewTake, Store
 
@@ -123,10 +123,10 @@ class Service:
                 speech=parsed.speech,
                 language=parsed.language,
                 seconds=parsed.seconds,
-                seed=seed + index,
+                seed=take_seed,
                 voice=voice,
             )
-            for index in range(parsed.takes)
+            for take_seed in take_seeds(seed, parsed.takes)
         ]
         admitted = await self._store.admit(
             user=request.user,

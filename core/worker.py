@@ -26,6 +26,7 @@ from core.failpoints import Failpoints
 from core.finishing import Finisher
 from core.models import EventKind, Job, JobEvent, JobState
 from core.notify import NotifierRouter
+from core.retention import Retention
 from core.store import Claimed, Store
 from core.transitions import Transitions
 
@@ -71,6 +72,7 @@ class Worker:
         failpoints: Failpoints | None = None,
         clock: Callable[[], float] = time.time,
         eta: Callable[[int], float] | None = None,
+        retention: Retention | None = None,
     ) -> None:
         self._store = store
         self._backend = backend
@@ -80,6 +82,7 @@ class Worker:
         self._failpoints = failpoints or Failpoints()
         self._clock = clock
         self._eta = eta
+        self._retention = retention
         self.owner = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
         self._slots = asyncio.Semaphore(backend.slots)
         self._wake = asyncio.Event()
@@ -121,6 +124,8 @@ class Worker:
             asyncio.create_task(self._heartbeat_loop(), name="worker-heartbeat"),
             asyncio.create_task(self._position_loop(), name="worker-positions"),
         ]
+        if self._retention is not None:
+            background.append(asyncio.create_task(self._retention.run(), name="retention"))
         try:
             await self._adopt_stale()
             # Let adopted jobs queue for their slots before new work takes them all:

@@ -38,6 +38,9 @@ class JobApiServer:
     foreign_result_url: str | None = None
     jobs: dict[str, ServedJob] = field(default_factory=dict)
     submits: list[str] = field(default_factory=list)  # client refs of created jobs
+    # Every submit request received, answered or not, deduplicated or not: what a
+    # provider that bills per request (or dedupes imperfectly) would count.
+    submit_requests: list[str] = field(default_factory=list)
     result_fetches: int = 0
     _ids: itertools.count[int] = field(default_factory=lambda: itertools.count(1))
     _runner: web.AppRunner | None = None
@@ -89,6 +92,9 @@ class JobApiServer:
         if not self._authorized(request):
             return web.json_response({"error": {"message": "bad token"}}, status=401)
         payload = await request.json()
+        self.submit_requests.append(
+            request.headers.get("Idempotency-Key") or payload.get("client_ref", "")
+        )
         if self.filter_all:
             error = {"type": "content_policy", "message": "real person"}
             return web.json_response({"error": error}, status=422)

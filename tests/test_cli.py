@@ -109,3 +109,43 @@ def test_generate_with_preview_renderer(tmp_path: Path, portrait: bytes) -> None
     info = probe_video(tmp_path / "clip.mp4")
     assert (info.width, info.height, info.video_codec, info.has_audio) == (1280, 720, "h264", True)
     assert 4.8 <= info.duration <= 5.3
+
+
+def test_square_brackets_in_the_line_are_text_not_markup(tmp_path: Path, portrait: bytes) -> None:
+    photo = tmp_path / "photo.jpg"
+    photo.write_bytes(portrait)
+    line = 'She says: "Hello [/] there [bold red]x[/bold red]" --5s'
+    result = actorbot(tmp_path, "generate", str(photo), line, "-o", "[clip].mp4")
+    assert result.returncode == 0, result.stderr
+    assert "Traceback" not in result.stderr
+    # Shown as the user wrote it: neither a markup error nor styling.
+    assert "Hello [/] there [bold red]x[/bold red]" in result.stderr
+    assert "[clip].mp4" in result.stderr
+    assert probe_video(tmp_path / "[clip].mp4").duration > 4.8
+
+
+def test_square_brackets_in_an_error_are_text(tmp_path: Path) -> None:
+    result = actorbot(tmp_path, "generate", str(tmp_path / "[/]nope[red].jpg"), LINE)
+    assert result.returncode == 1 and "Traceback" not in result.stderr
+    assert "cannot read" in result.stderr and "[/]nope[red].jpg" in result.stderr
+
+
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        (["--seed", "-1"], "from 0 to 4294967295"),
+        (["--seed", "1099511627776"], "from 0 to 4294967295"),
+        (["--duration", "10"], "needs about 13.3 s"),
+    ],
+)
+def test_out_of_range_options_are_refused_before_any_work(
+    tmp_path: Path, portrait: bytes, options: list[str], message: str
+) -> None:
+    photo = tmp_path / "photo.jpg"
+    photo.write_bytes(portrait)
+    line = "女孩笑着说：'" + "我" * 60 + "'" if "--duration" in options else LINE
+    result = actorbot(tmp_path, "generate", str(photo), line, *options)
+    assert result.returncode == 1, result.stderr
+    [error] = [line for line in result.stderr.splitlines() if line.strip()]
+    assert error.startswith("error:") and message in error
+    assert not (tmp_path / "out.mp4").exists()

@@ -55,3 +55,21 @@ def test_impossible_limit_is_a_permanent_error_with_sizes(tmp_path: Path) -> Non
         fit_video(clip, 10_000, tmp_path / "work")
     assert refused.value.permanent and refused.value.key == "job.too_large_to_deliver"
     assert refused.value.params["limit_mb"] == pytest.approx(0.01)
+
+
+def test_overshooting_reencodes_never_deliver_over_the_limit(tmp_path: Path) -> None:
+    # One second of 720p noise: the encoder overshoots the bitrate the limit allows, so
+    # the ladder's retry-at-a-lower-bitrate path runs before anything fits.
+    clip = noisy_clip(tmp_path / "clip.mp4", seconds=1, size=(1280, 720))
+    limit = clip.stat().st_size // 3
+    work = tmp_path / "work"
+    try:
+        fitted = fit_video(clip, limit, work)
+    except DeliveryError as refused:  # refusing is allowed; sending too much is not
+        assert refused.permanent and refused.key == "job.too_large_to_deliver"
+    else:
+        assert fitted != clip and fitted.parent == work
+        assert fitted.stat().st_size <= limit
+        assert probe_video(fitted).video_codec == "h264"
+    # No over-limit attempt is left where a later delivery could pick it up.
+    assert all(path.stat().st_size <= limit for path in work.iterdir())

@@ -11,11 +11,17 @@ from config.settings import PromptSettings
 from core.errors import PromptRejected
 from core.i18n import CATALOG, LOCALES, render
 from core.prompts import (
+    DIRECTION_SECONDS,
+    GAP_SECONDS,
+    LONG_PAUSE_SECONDS,
+    MAX_SEED,
     PAUSE_SECONDS,
     ParsedLine,
     detect_language,
+    estimate_speech,
     estimate_speech_seconds,
     parse_line,
+    take_seeds,
 )
 
 SETTINGS = PromptSettings()
@@ -80,7 +86,7 @@ def test_multiple_utterances_with_stage_directions() -> None:
     assert parsed.speech == "Run! they're here."
     assert parsed.line == 'He shouts "Run!" then whispers "they\'re here."'
     # The gap between the utterances is one pause.
-    assert parsed.speech_seconds == pytest.approx(3 * EN_WORD + PAUSE_SECONDS, abs=0.01)
+    assert parsed.speech_seconds == pytest.approx(3 * EN_WORD + GAP_SECONDS, abs=0.01)
 
 
 def test_no_quotes_means_the_whole_line_is_spoken() -> None:
@@ -219,6 +225,89 @@ def test_trailing_punctuation_is_not_a_pause() -> None:
     assert estimate_speech_seconds(["……你好！！"], SETTINGS) == pytest.approx(2 * ZH_CHAR, abs=0.01)
 
 
+def test_an_explicit_ten_seconds_does_not_lift_the_speaking_limit() -> None:
+    line = "她说：「" + "我" * 40 + "」"
+    for text, kwargs in (
+        (line + " --10s", {}),
+        (line, {"seconds": 10}),
+        (line + " --5s", {"seconds": 10}),
+    ):
+        assert rejected(text, **kwargs).key == "prompt.too_long_to_speak"
+
+
+# --- pauses -------------------------------------------------------------------------------
+
+SWALLOWED = (
+    "女孩哭泣着说：'你，真的不爱我了吗？'，停顿了一会，"
+    "她情绪激动歇斯底里的喊到：'我明白了！我不会再来找你了！'"
+)
+
+
+def test_a_line_that_asks_for_a_pause_is_timed_with_it() -> None:
+    parsed = parse(SWALLOWED)
+    assert parsed.utterances == ("你，真的不爱我了吗？", "我明白了！我不会再来找你了！")
+    # 20 characters, the comma and the ！ inside the quotes, the gap between the two
+    # utterances and the pause the direction asks for (counting characters said 5.2 s).
+    words = 20 * ZH_CHAR
+    pauses = 2 * PAUSE_SECONDS + GAP_SECONDS + DIRECTION_SECONDS
+    assert parsed.speech_seconds == pytest.approx(words + pauses, abs=0.01)
+    assert parsed.seconds == 10
+    error = rejected(SWALLOWED + " --5s")
+    assert error.key == "prompt.too_long_for_duration"
+    assert error.params["speech"] == pytest.approx(words, abs=0.01)
+    assert error.params["pauses"] == pytest.approx(pauses, abs=0.01)
+    assert "4.4 s of words + 1.9 s of pauses" in render(error.key, "en", **error.params)
+    assert "说话 4.4 秒 + 停顿 1.9 秒" in render(error.key, "zh", **error.params)
+
+
+@pytest.mark.parametrize(
+    ("utterance", "words", "pause"),
+    [
+        ("你好，朋友", 4 * ZH_CHAR, PAUSE_SECONDS),
+        ("你好……朋友", 4 * ZH_CHAR, LONG_PAUSE_SECONDS),
+        ("你好——朋友", 4 * ZH_CHAR, LONG_PAUSE_SECONDS),
+        ("你好。。。朋友", 4 * ZH_CHAR, LONG_PAUSE_SECONDS),
+        ("wait, what", 2 * EN_WORD, PAUSE_SECONDS),
+        ("wait... what", 2 * EN_WORD, LONG_PAUSE_SECONDS),
+        ("wait -- what", 2 * EN_WORD, LONG_PAUSE_SECONDS),
+        ("wait--what", 2 * EN_WORD, LONG_PAUSE_SECONDS),
+        ("wait — what", 2 * EN_WORD, LONG_PAUSE_SECONDS),
+        ("well-known", EN_WORD, 0.0),
+        ("wait…", EN_WORD, 0.0),  # silence after the last word costs the clip nothing
+    ],
+)
+def test_ellipses_and_dashes_hold_longer_than_a_comma(
+    utterance: str, words: float, pause: float
+) -> None:
+    parts = estimate_speech([utterance], SETTINGS)
+    assert parts.speech == pytest.approx(words)
+    assert parts.pauses == pytest.approx(pause)
+    assert parts.directions == 0
+
+
+@pytest.mark.parametrize(
+    ("text", "directions"),
+    [
+        ('He says "Go." He pauses for a beat. "Now."', 1),
+        ('He says "Go." A beat. Silence. "Now."', 2),
+        ("她说：「走。」沉默片刻，又说：「现在。」", 1),
+        ("她说：「走。」停了一下，又说：「现在。」", 1),
+        ("她说：「走。」然后说：「现在。」", 0),
+        ('She pauses, then says "Go." and "Now." Then a long silence.', 0),  # not between
+        ('He says "Go." and silently points: "Now."', 0),  # "silently" is no pause
+    ],
+)
+def test_pause_directions_between_utterances(text: str, directions: int) -> None:
+    parsed = parse(text)
+    assert len(parsed.utterances) == 2
+    first, second = parsed.utterances
+    expected = estimate_speech_seconds([first], SETTINGS) + estimate_speech_seconds(
+        [second], SETTINGS
+    )
+    expected += GAP_SECONDS + directions * DIRECTION_SECONDS
+    assert parsed.speech_seconds == pytest.approx(expected, abs=0.02)
+
+
 def test_five_chinese_characters_fit_five_seconds() -> None:
     assert parse("她说：「我不怕你！」").seconds == 5
     assert parse("她说：「我真的不怕你！」").seconds == 10
@@ -253,7 +342,12 @@ def test_too_many_chars() -> None:
 def test_too_long_to_speak() -> None:
     error = rejected("她说：「" + "我" * 40 + "」")
     assert error.key == "prompt.too_long_to_speak"
-    assert error.params == {"estimate": pytest.approx(40 * ZH_CHAR, abs=0.01), "limit": 8.5}
+    assert error.params == {
+        "estimate": pytest.approx(40 * ZH_CHAR, abs=0.01),
+        "speech": pytest.approx(40 * ZH_CHAR, abs=0.01),
+        "pauses": 0,
+        "limit": 8.5,
+    }
     assert_renders(error)
 
 
@@ -262,6 +356,8 @@ def test_too_long_for_five_seconds() -> None:
     assert error.key == "prompt.too_long_for_duration"
     assert error.params == {
         "estimate": pytest.approx(20 * ZH_CHAR, abs=0.01),
+        "speech": pytest.approx(20 * ZH_CHAR, abs=0.01),
+        "pauses": 0,
         "seconds": 5,
         "limit": pytest.approx(4.25),
     }
@@ -276,8 +372,6 @@ def test_too_long_for_five_seconds() -> None:
         ("hi --takes", "--takes"),
         ("hi --takes x", "--takes"),
         ("hi --takes=3x", "--takes"),
-        ("hi --seed=-1", "--seed"),
-        ("hi --seed 4294967296", "--seed"),
         ("hi --voice", "--voice"),
         ("hi —seed abc", "—seed"),
     ],
@@ -286,6 +380,46 @@ def test_bad_flag(text: str, flag: str) -> None:
     error = rejected(text)
     assert (error.key, error.params) == ("prompt.bad_flag", {"flag": flag, "max_takes": 5})
     assert_renders(error)
+
+
+@pytest.mark.parametrize(
+    ("text", "kwargs"),
+    [
+        ("hi --seed -1", {}),
+        ("hi --seed=-1", {}),
+        ("hi —seed 4294967296", {}),
+        ("hi --seed 1099511627776", {}),
+        ("hi", {"seed": -1}),
+        ("hi", {"seed": 2**32}),
+        ("hi --seed 5", {"seed": 2**40}),
+    ],
+)
+def test_bad_seed(text: str, kwargs: dict[str, object]) -> None:
+    error = rejected(text, **kwargs)
+    assert (error.key, error.params) == ("prompt.bad_seed", {"max_seed": 2**32 - 1})
+    assert_renders(error)
+    assert "4294967295" in render(error.key, "en", **error.params)
+
+
+def test_seeds_at_the_ends_of_the_range() -> None:
+    assert parse("hi --seed 0").seed == 0
+    assert parse("hi --seed 4294967295").seed == MAX_SEED == 2**32 - 1
+    assert parse("hi --seed 9999999999", seed=7).seed == 7  # the value that wins is checked
+    assert take_seeds(MAX_SEED, 3) == [MAX_SEED, 0, 1]
+
+
+@given(st.integers(min_value=-(2**70), max_value=2**70), st.integers(1, 10))
+def test_every_seed_reaching_a_provider_is_in_range(seed: int, takes: int) -> None:
+    try:
+        parsed = parse("hi", seed=seed)
+    except PromptRejected as error:
+        assert error.key == "prompt.bad_seed"
+        assert not 0 <= seed <= MAX_SEED
+        return
+    assert parsed.seed == seed
+    seeds = take_seeds(seed, takes)
+    assert seeds[0] == seed and len(set(seeds)) == takes
+    assert all(0 <= s <= MAX_SEED for s in seeds)
 
 
 @pytest.mark.parametrize(
@@ -349,6 +483,9 @@ def test_parse_never_raises_anything_but_prompt_rejected(text: str) -> None:
     except PromptRejected as error:
         assert error.key in CATALOG["en"]
         assert_renders(error)
+        if "estimate" in error.params:  # the breakdown adds up to what it explains
+            parts = error.params["speech"] + error.params["pauses"]
+            assert parts == pytest.approx(error.params["estimate"], abs=0.02)
         return
     assert parsed.seconds in (5, 10)
     assert 1 <= parsed.takes <= SETTINGS.max_takes
@@ -430,3 +567,44 @@ def test_pure_han_is_chinese(text: str) -> None:
 def test_ascii_words_are_english(words: list[str]) -> None:
     assert detect_language(" ".join(words)) == "en"
     assert parse(f'He says "{" ".join(words)}"').language == "en"
+
+
+CLAUSE = st.text("abcdefghijklmnopqrstuvwxyz ", max_size=12)  # no direction word fits in it
+DIRECTIONS = st.sampled_from(
+    ["停顿了一会", "停了一下", "沉默", "she pauses", "A beat", "he paused"]
+)
+
+
+@given(WORDS, WORDS, CLAUSE, DIRECTIONS, st.sampled_from([",", ".", "，", "。"]))
+def test_a_pause_direction_between_utterances_adds_its_time(
+    first: list[str], second: list[str], prose: str, direction: str, mark: str
+) -> None:
+    plain = f'He says "{" ".join(first)}" {prose} "{" ".join(second)}"'
+    directed = f'He says "{" ".join(first)}" {prose}{mark} {direction}{mark} "{" ".join(second)}"'
+    before = parse(plain, seconds=10).speech_seconds
+    try:
+        after = parse(directed, seconds=10).speech_seconds
+    except PromptRejected as error:
+        assert error.key == "prompt.too_long_to_speak"
+        assert error.params["estimate"] == pytest.approx(before + DIRECTION_SECONDS, abs=0.02)
+        return
+    assert after == pytest.approx(before + DIRECTION_SECONDS, abs=0.02)
+    # Prose without a direction only separates the utterances: one gap, whatever it says.
+    words = estimate_speech_seconds([" ".join(first)], SETTINGS) + estimate_speech_seconds(
+        [" ".join(second)], SETTINGS
+    )
+    assert before == pytest.approx(words + GAP_SECONDS, abs=0.02)
+
+
+@given(
+    st.lists(st.text(string.ascii_letters, min_size=1, max_size=8), min_size=1, max_size=6),
+    st.lists(st.sampled_from([",", ";", "…", "...", "——", " -- ", "，", "……"]), min_size=1),
+)
+def test_the_breakdown_adds_up_and_long_marks_cost_more(words: list[str], marks: list[str]) -> None:
+    text = "".join(word + marks[i % len(marks)] for i, word in enumerate(words))
+    parts = estimate_speech([text], SETTINGS)
+    assert min(parts) >= 0
+    assert parts.total == pytest.approx(sum(parts), abs=0.01)
+    shorter = estimate_speech([text.replace("……", "，").replace("…", ",")], SETTINGS)
+    assert shorter.speech == pytest.approx(parts.speech)
+    assert shorter.pauses <= parts.pauses

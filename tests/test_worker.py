@@ -217,6 +217,8 @@ async def test_lost_submit_answer_is_reconciled_not_paid_twice(
         [job] = await h.finish([admission.jobs[0].id])
         assert job.state is JobState.DONE
         assert len(h.server.submits) == 1
+        # The lost answer is reconciled by lookup, not by sending the submit again.
+        assert len(h.server.submit_requests) == 1
 
 
 async def test_transient_failure_is_retried_then_succeeds(

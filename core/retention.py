@@ -1,0 +1,156 @@
+"""Retention: delete what finished jobs leave behind, once nothing needs it any more.
+
+- Results and work files (the downloaded result, the preview renderer's work directory,
+  re-encodes made to fit an upload limit) of a finished job go ``results_days`` after it
+  finished. Every such file or directory is named after its job: it starts with the job
+  id (``<id>.mp4``, ``<id>-480p.mp4``, ``<id>-1-<token>/``, ``.<id>.mp4.<token>.part``),
+  so a sweep needs no bookkeeping of its own. Files of unfinished jobs, and files no job
+  in the store claims, are left alone.
+- A request's photo (the prepared image stored with it) is emptied ``history_days`` after
+  the request's last take ended: until then a retake button or a line that reuses the
+  photo still needs it. The worker never does: every take has ended.
+
+``/history`` re-sends a video by the platform's file id, so none of this is needed for it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import re
+import shutil
+import sqlite3
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from functools import partial
+from pathlib import Path
+
+from config.settings import RetentionSettings
+from core.store import Store
+
+log = logging.getLogger(__name__)
+
+DAY = 86_400.0
+_JOB_FILE = re.compile(r"^\.?([0-9a-f]{16})(?![0-9a-f])")  # store.new_id() names
+_BATCH = 500  # ids per query and photos per write: keeps each write lock short
+_FINISHED = "('done', 'failed', 'canceled')"
+
+
+@dataclass(frozen=True)
+class Swept:
+    """What one sweep deleted."""
+
+    paths: int  # files and directories removed
+    images: int  # request photos emptied
+
+
+class Retention:
+    """Deletes old results, work files and request photos; the worker runs ``run``."""
+
+    def __init__(
+        self,
+        *,
+        store: Store,
+        settings: RetentionSettings,
+        work_dirs: Sequence[Path],
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self._store = store
+        self._settings = settings
+        self._work_dirs = tuple(work_dirs)
+        self._clock = clock
+
+    async def run(self) -> None:
+        """Sweep now and then every ``sweep_interval_seconds`` until canceled."""
+        if not self._settings.enabled:
+            return
+        while True:
+            try:
+                swept = await self.sweep()
+                if swept.paths or swept.images:
+                    log.info(
+                        "retention: removed %d files, emptied %d photos", swept.paths, swept.images
+                    )
+            except Exception:
+                # A full disk or a busy store must not stop the worker; try again later.
+                log.exception("retention sweep failed")
+            await asyncio.sleep(self._settings.sweep_interval_seconds)
+
+    async def sweep(self) -> Swept:
+        """Delete what is past its retention now, and say how much."""
+        now = self._clock()
+        paths = await self._sweep_files(now - self._settings.results_days * DAY)
+        images = await self._sweep_images(now - self._settings.history_days * DAY)
+        return Swept(paths, images)
+
+    async def _sweep_files(self, cutoff: float) -> int:
+        candidates = await asyncio.to_thread(self._job_entries)
+        ids = sorted(candidates)
+        removable: list[Path] = []
+        for start in range(0, len(ids), _BATCH):
+            batch = ids[start : start + _BATCH]
+            finished = await self._store.read(
+                partial(_finished_before, job_ids=batch, cutoff=cutoff)
+            )
+            for job_id in finished:
+                removable.extend(candidates[job_id])
+        return await asyncio.to_thread(_remove, removable)
+
+    def _job_entries(self) -> dict[str, list[Path]]:
+        """Map job ids to the files and directories named after them in the work dirs."""
+        entries: dict[str, list[Path]] = {}
+        for directory in self._work_dirs:
+            try:
+                children = list(directory.iterdir())
+            except FileNotFoundError:
+                continue
+            for child in children:
+                if match := _JOB_FILE.match(child.name):
+                    entries.setdefault(match[1], []).append(child)
+        return entries
+
+    async def _sweep_images(self, cutoff: float) -> int:
+        def empty_some(db: sqlite3.Connection) -> int:
+            # Every take ended, the last one before the cutoff; the column stays NOT NULL.
+            return db.execute(
+                "UPDATE requests SET image = X'' WHERE id IN (SELECT r.id FROM requests r"
+                " WHERE length(r.image) > 0 AND NOT EXISTS (SELECT 1 FROM jobs j"
+                f" WHERE j.request_id = r.id AND (j.state NOT IN {_FINISHED}"
+                " OR coalesce(j.finished_at, j.updated_at) >= ?)) LIMIT ?)",
+                (cutoff, _BATCH),
+            ).rowcount
+
+        total = 0
+        while (emptied := await self._store.write(empty_some)) > 0:
+            total += emptied
+            if emptied < _BATCH:
+                break
+        return total
+
+
+def _finished_before(db: sqlite3.Connection, job_ids: Sequence[str], cutoff: float) -> list[str]:
+    marks = ",".join("?" * len(job_ids))
+    rows = db.execute(
+        f"SELECT id FROM jobs WHERE id IN ({marks}) AND state IN {_FINISHED}"
+        " AND coalesce(finished_at, updated_at) < ?",
+        (*job_ids, cutoff),
+    ).fetchall()
+    return [str(row[0]) for row in rows]
+
+
+def _remove(paths: Sequence[Path]) -> int:
+    removed = 0
+    for path in paths:
+        try:
+            if path.is_dir() and not path.is_symlink():
+                shutil.rmtree(path)
+            else:
+                path.unlink()
+        except FileNotFoundError:
+            continue  # removed meanwhile (a delivery cleaning up its own re-encode)
+        except OSError:
+            log.warning("retention: cannot remove %s", path, exc_info=True)
+            continue
+        removed += 1
+    return removed
