@@ -24,11 +24,21 @@ Rules, in the order they apply:
   (PAUSE_SECONDS), or a held beat when it has an ellipsis or a dash (LONG_PAUSE_SECONDS:
   ``……`` ``...`` ``——`` ``--``); two separate utterances are apart by at least
   GAP_SECONDS; and each clause of the prose between two utterances that asks for a pause
-  (停顿, 停了一下, 沉默, "pauses", "a beat", ...) adds DIRECTION_SECONDS. Calibration: the
-  line 女孩哭泣着说：'你，真的不爱我了吗？'，停顿了一会，她情绪激动歇斯底里的喊到：
-  '我明白了！我不会再来找你了！' is 20 characters (4.4 s), two breaths (0.5 s), the gap
-  (0.4 s) and the pause it asks for (1 s): 6.3 s, where a breath for each break said
-  5.2 s. A refusal shows the words and the pauses apart.
+  adds DIRECTION_SECONDS for a short one (停了一下, 顿了顿, "pauses", "a beat") or
+  LONG_DIRECTION_SECONDS when it asks for a long one (停顿了一会, 沉默良久, 许久, 半晌,
+  片刻, "a long pause", "pauses for a while", "a moment of silence").
+- Emotion: when the prose anywhere in the line (outside quotes) directs an emotional
+  delivery (哭, 泣, 哽咽, 激动, 歇斯底里, 喊, 吼, 尖叫, 颤抖, 缓缓, 慢慢; "sobs",
+  "in tears", "hysterical", "screams", "shouts", "slowly", "trembling", ...), the words
+  take EMOTIONAL_SLOWDOWN times as long: sad or agitated speech runs roughly 20-35 %
+  slower than neutral. It applies once per line, however many such words there are.
+- Calibration: the line 女孩哭泣着说：'你，真的不爱我了吗？'，停顿了一会，
+  她情绪激动歇斯底里的喊到：'我明白了！我不会再来找你了！' — whose ending the model
+  swallowed in a 10 s clip — is 20 characters (4.4 s) said crying and shouting (x1.3:
+  5.8 s), two breaths (0.5 s), the gap (0.4 s) and the long pause it asks for (2 s):
+  8.7 s, beyond the 8.5 s a 10 s clip holds. Counting characters said 5.2 s; breaths and
+  a one-second pause said 6.3 s. Without the emotion and with 停了一下 it is 6.3 s and
+  fits. A refusal shows the words (at the pace asked for) and the pauses apart.
 - Length: auto picks 5 s when the speech fits comfortably (short_clip_max_seconds),
   else 10 s. Speech beyond long_clip_max_seconds is refused (an explicit 10 s too), and
   so is an explicit 5 s clip with speech beyond half that: the model silently cuts long
@@ -50,7 +60,9 @@ from core.errors import PromptRejected
 PAUSE_SECONDS = 0.25  # a comma or full stop is a short breath, even when said fast
 LONG_PAUSE_SECONDS = 0.5  # an ellipsis or a dash is a held beat: about two breaths
 GAP_SECONDS = 0.4  # two utterances: the speaker stops, the direction turns, then speaks
-DIRECTION_SECONDS = 1.0  # "停顿了一会" / "pauses": actors and the model hold about a second
+DIRECTION_SECONDS = 1.0  # "停了一下" / "pauses": actors and the model hold about a second
+LONG_DIRECTION_SECONDS = 2.0  # "停顿了一会" / "a long pause": held about twice as long
+EMOTIONAL_SLOWDOWN = 1.3  # crying, shouting, trembling: 20-35 % slower than neutral speech
 SYLLABLES_PER_SECOND = 7.0  # kana and Hangul are roughly one mora/syllable each
 SHORT_CLIP, LONG_CLIP = 5, 10
 MAX_SEED = 2**32 - 1  # providers take unsigned 32-bit seeds
@@ -64,8 +76,26 @@ _PAUSES = re.escape(",.!?;:…—–，。！？；：、～\n-")
 _LONG_PAUSE = re.compile(r"…|\.\.|。。|[—–]|--")
 # Words that ask for a pause; each clause of stage prose that has one counts once.
 _DIRECTION = re.compile(
-    r"停顿|停了一?下|停了一会|顿了顿|顿了一下|沉默|静默|片刻|良久|半晌"
-    r"|\b(?:pause[sd]?|pausing|a beat|beat of silence|silence|silent|hesitat(?:es|ed|ing|e))\b",
+    r"停顿|停了一?下|停了一会|顿了顿|顿了一下|沉默|静默|片刻|良久|许久|半晌"
+    r"|\b(?:pause[sd]?|pausing|a (?:long )?beat|beat of silence|silence|silent"
+    r"|hesitat(?:es|ed|ing|e))\b",
+    re.IGNORECASE,
+)
+# Words that make such a clause a long pause (停顿了一会, "pauses for a while").
+_LONG_DIRECTION = re.compile(
+    r"一会|良久|许久|半晌|片刻|好久|很久"
+    r"|\b(?:long|longer|lengthy|a while|a moment|some time)\b",
+    re.IGNORECASE,
+)
+# Directions for an emotional delivery, which is slower; whole words only in English
+# ("sober", "yellow" are no sobbing or yelling).
+_EMOTION = re.compile(
+    r"哭|泣|哽咽|呜咽|泪|激动|歇斯底里|喊|吼|嚎|尖叫|咆哮|颤抖|发抖|缓缓|慢慢|悲伤|悲痛|伤心"
+    r"|\b(?:sob(?:s|bed|bing|bingly)?|cr(?:y|ies|ied|ying)|weep(?:s|ing)?|wept|tearful(?:ly)?"
+    r"|(?:in|through|with) tears|chok(?:e|es|ed|ing) (?:up|back)|hysteric(?:al|ally|s)?"
+    r"|scream(?:s|ed|ing)?|shout(?:s|ed|ing)?|yell(?:s|ed|ing)?|shriek(?:s|ed|ing)?"
+    r"|wail(?:s|ed|ing)?|howl(?:s|ed|ing)?|agitat(?:ed|edly|ion)|distraught"
+    r"|trembl(?:e|es|ed|ing|ingly)|quaver(?:s|ed|ing)?|slowly)\b",
     re.IGNORECASE,
 )
 _CLAUSE_END = re.compile(r"[,.;:!?，。；：！？、\n]+")
@@ -106,22 +136,27 @@ class ParsedLine:
 class SpeechEstimate(NamedTuple):
     """How long a line takes to perform, in parts (seconds, unrounded)."""
 
-    speech: float  # saying the words
+    speech: float  # saying the words at a neutral pace
     pauses: float  # breaths at punctuation, ellipses and dashes, gaps between utterances
     directions: float  # pauses the stage prose asks for (停顿, "pauses", "a beat")
+    slowdown: float = 0.0  # what an emotional delivery (哭, "sobs") adds to the words
 
     @property
     def total(self) -> float:
         """Return the whole estimate, to hundredths (beyond what the rates can promise)."""
-        return round(self.speech + self.pauses + self.directions, 2)
+        return round(self.speech + self.slowdown + self.pauses + self.directions, 2)
 
-    def params(self) -> dict[str, Any]:
-        """Return the breakdown a refusal shows: the estimate, the words, the pauses."""
-        return {
+    def refusal(self, key: str, **params: Any) -> PromptRejected:
+        """Return the refusal ``key`` with the breakdown: the words at their pace, the pauses."""
+        breakdown: dict[str, Any] = {
             "estimate": self.total,
-            "speech": round(self.speech, 2),
+            "speech": round(self.speech + self.slowdown, 2),
             "pauses": round(self.pauses + self.directions, 2),
         }
+        if self.slowdown:  # say why the words take longer than counting them suggests
+            key += "_emotional"
+            breakdown["neutral"] = round(self.speech, 2)
+        return PromptRejected(key, **breakdown, **params)
 
 
 class _Segment(NamedTuple):
@@ -179,7 +214,7 @@ def parse_line(
     if not line:
         raise PromptRejected("prompt.empty")
     if not any_quotes:
-        utterances, before = [line], [""]
+        utterances, before, prose = [line], [""], ""
     speech = " ".join(utterances)
     if not any(ch.isalnum() for ch in speech):
         raise PromptRejected("prompt.empty")
@@ -195,19 +230,14 @@ def parse_line(
     if seed is not None and not 0 <= seed <= MAX_SEED:
         raise PromptRejected("prompt.bad_seed", max_seed=MAX_SEED)
 
-    parts = estimate_speech(utterances, settings, before=before)
+    parts = estimate_speech(utterances, settings, before=before, after=prose)
     estimate = parts.total
     if estimate > settings.long_clip_max_seconds:
-        raise PromptRejected(
-            "prompt.too_long_to_speak", **parts.params(), limit=settings.long_clip_max_seconds
-        )
+        raise parts.refusal("prompt.too_long_to_speak", limit=settings.long_clip_max_seconds)
     short_capacity = settings.long_clip_max_seconds * SHORT_CLIP / LONG_CLIP
     if chosen == SHORT_CLIP and estimate > short_capacity:
-        raise PromptRejected(
-            "prompt.too_long_for_duration",
-            **parts.params(),
-            seconds=SHORT_CLIP,
-            limit=short_capacity,
+        raise parts.refusal(
+            "prompt.too_long_for_duration", seconds=SHORT_CLIP, limit=short_capacity
         )
     if chosen is None:
         chosen = SHORT_CLIP if estimate <= settings.short_clip_max_seconds else LONG_CLIP
@@ -236,17 +266,25 @@ def estimate_speech_seconds(utterances: Sequence[str], settings: PromptSettings)
 
 
 def estimate_speech(
-    utterances: Sequence[str], settings: PromptSettings, *, before: Sequence[str] = ()
+    utterances: Sequence[str],
+    settings: PromptSettings,
+    *,
+    before: Sequence[str] = (),
+    after: str = "",
 ) -> SpeechEstimate:
-    """Estimate the words and pauses of the utterances; ``before[i]`` is utterance i's prose."""
+    """Estimate the words and pauses; ``before[i]`` is utterance i's prose, ``after`` the rest."""
     speech = pauses = directions = 0.0
     spoken = False
     pending = 0.0  # the pause so far since the last word: paid only if more speech follows
-    asked = 0  # pause directions since the last word
+    asked = 0.0  # the pause directions since the last word, in seconds
     for index, utterance in enumerate(utterances):
         prose = before[index] if index < len(before) else ""
         if spoken:  # a direction before the first word delays no word the clip must hold
-            asked += sum(1 for clause in _CLAUSE_END.split(prose) if _DIRECTION.search(clause))
+            asked += sum(
+                LONG_DIRECTION_SECONDS if _LONG_DIRECTION.search(clause) else DIRECTION_SECONDS
+                for clause in _CLAUSE_END.split(prose)
+                if _DIRECTION.search(clause)
+            )
             gap = LONG_PAUSE_SECONDS if _LONG_PAUSE.search(prose) else GAP_SECONDS
             pending = max(pending, gap)
         for token in _SPEECH_TOKEN.finditer(utterance):
@@ -257,15 +295,18 @@ def estimate_speech(
                     pending = max(pending, LONG_PAUSE_SECONDS if long else PAUSE_SECONDS)
                 continue
             pauses += pending
-            directions += asked * DIRECTION_SECONDS
-            pending, asked, spoken = 0.0, 0, True
+            directions += asked
+            pending, asked, spoken = 0.0, 0.0, True
             if kind == "han":
                 speech += 1 / settings.zh_chars_per_second
             elif kind == "syllable":
                 speech += 1 / SYLLABLES_PER_SECOND
             else:
                 speech += 1 / settings.en_words_per_second
-    return SpeechEstimate(speech, pauses, directions)
+    # The emotion colours the whole delivery, wherever the prose asks for it, but only once.
+    emotional = any(_EMOTION.search(prose) for prose in (*before, after))
+    slowdown = speech * (EMOTIONAL_SLOWDOWN - 1) if emotional else 0.0
+    return SpeechEstimate(speech, pauses, directions, slowdown)
 
 
 def detect_language(speech: str) -> str:

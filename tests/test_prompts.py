@@ -12,11 +12,14 @@ from core.errors import PromptRejected
 from core.i18n import CATALOG, LOCALES, render
 from core.prompts import (
     DIRECTION_SECONDS,
+    EMOTIONAL_SLOWDOWN,
     GAP_SECONDS,
+    LONG_DIRECTION_SECONDS,
     LONG_PAUSE_SECONDS,
     MAX_SEED,
     PAUSE_SECONDS,
     ParsedLine,
+    SpeechEstimate,
     detect_language,
     estimate_speech,
     estimate_speech_seconds,
@@ -85,8 +88,9 @@ def test_multiple_utterances_with_stage_directions() -> None:
     assert parsed.utterances == ("Run!", "they're here.")
     assert parsed.speech == "Run! they're here."
     assert parsed.line == 'He shouts "Run!" then whispers "they\'re here."'
-    # The gap between the utterances is one pause.
-    assert parsed.speech_seconds == pytest.approx(3 * EN_WORD + GAP_SECONDS, abs=0.01)
+    # The gap between the utterances is one pause; shouting slows the words.
+    words = 3 * EN_WORD * EMOTIONAL_SLOWDOWN
+    assert parsed.speech_seconds == pytest.approx(words + GAP_SECONDS, abs=0.01)
 
 
 def test_no_quotes_means_the_whole_line_is_spoken() -> None:
@@ -243,21 +247,76 @@ SWALLOWED = (
 )
 
 
-def test_a_line_that_asks_for_a_pause_is_timed_with_it() -> None:
-    parsed = parse(SWALLOWED)
+def test_the_swallowed_line_is_refused_with_its_breakdown() -> None:
+    # 20 characters said crying and shouting, the comma and the ！ inside the quotes, the
+    # gap between the utterances and the long pause 停顿了一会 asks for: beyond 10 s.
+    neutral = 20 * ZH_CHAR
+    words = neutral * EMOTIONAL_SLOWDOWN
+    pauses = 2 * PAUSE_SECONDS + GAP_SECONDS + LONG_DIRECTION_SECONDS
+    assert words + pauses > SETTINGS.long_clip_max_seconds
+    for kwargs in ({}, {"seconds": 10}):
+        error = rejected(SWALLOWED, **kwargs)
+        assert error.key == "prompt.too_long_to_speak_emotional"
+        assert error.params == {
+            "estimate": pytest.approx(words + pauses, abs=0.01),
+            "speech": pytest.approx(words, abs=0.01),
+            "neutral": pytest.approx(neutral, abs=0.01),
+            "pauses": pytest.approx(pauses, abs=0.01),
+            "limit": SETTINGS.long_clip_max_seconds,
+        }
+        assert_renders(error)
+    en, zh = (render(error.key, locale, **error.params) for locale in LOCALES)
+    assert "8.7 s: 5.8 s of words" in en and "said plainly, 4.4 s) + 2.9 s of pauses" in en
+    assert "8.7 秒：说话 5.8 秒" in zh and "平静地说约 4.4 秒）+ 停顿 2.9 秒" in zh
+
+
+def test_the_same_line_said_calmly_with_a_short_pause_fits_ten_seconds() -> None:
+    calm = SWALLOWED.replace("哭泣着", "").replace("情绪激动歇斯底里的喊到", "说")
+    calm = calm.replace("停顿了一会", "停了一下")
+    parsed = parse(calm)
     assert parsed.utterances == ("你，真的不爱我了吗？", "我明白了！我不会再来找你了！")
-    # 20 characters, the comma and the ！ inside the quotes, the gap between the two
-    # utterances and the pause the direction asks for (counting characters said 5.2 s).
-    words = 20 * ZH_CHAR
     pauses = 2 * PAUSE_SECONDS + GAP_SECONDS + DIRECTION_SECONDS
-    assert parsed.speech_seconds == pytest.approx(words + pauses, abs=0.01)
+    assert parsed.speech_seconds == pytest.approx(20 * ZH_CHAR + pauses, abs=0.01)  # 6.3 s
     assert parsed.seconds == 10
-    error = rejected(SWALLOWED + " --5s")
+    error = rejected(calm + " --5s")  # a calm line is refused with the plain breakdown
     assert error.key == "prompt.too_long_for_duration"
-    assert error.params["speech"] == pytest.approx(words, abs=0.01)
-    assert error.params["pauses"] == pytest.approx(pauses, abs=0.01)
     assert "4.4 s of words + 1.9 s of pauses" in render(error.key, "en", **error.params)
     assert "说话 4.4 秒 + 停顿 1.9 秒" in render(error.key, "zh", **error.params)
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        SWALLOWED.replace("停顿了一会", "停了一下"),  # crying and shouting, a short pause
+        SWALLOWED.replace("哭泣着", "").replace("情绪激动歇斯底里的喊到", "说"),  # calm, long
+    ],
+)
+def test_either_effect_alone_still_fits_ten_seconds(text: str) -> None:
+    assert parse(text).seconds == 10
+
+
+@pytest.mark.parametrize(
+    ("text", "emotional"),
+    [
+        ("他哽咽着说：「我没事。」", True),
+        ("她颤抖着，缓缓地说：「我没事。」", True),
+        ('She sobs: "I am fine."', True),
+        ('"I am fine," he says slowly.', True),  # the prose after the line counts too
+        ('In tears, she says "I am fine."', True),
+        ('He screams "I am fine!" and shouts "Fine!"', True),  # once, not per word
+        ('She soberly says "I am fine."', False),  # "sober" is no sob
+        ('He waves a yellow flag: "I am fine."', False),  # "yellow" is no yell
+        ("她笑着说：「我一哭就输。」", False),  # crying inside the quotes is the line itself
+        ("我哭了", False),  # without quotes the whole line is spoken, not directed
+    ],
+)
+def test_an_emotional_direction_slows_the_words_once(text: str, emotional: bool) -> None:
+    parsed = parse(text)
+    calm = estimate_speech_seconds(parsed.utterances, SETTINGS)
+    gaps = GAP_SECONDS * (len(parsed.utterances) - 1)
+    words = calm - gaps  # no breaths inside these utterances
+    factor = EMOTIONAL_SLOWDOWN if emotional else 1
+    assert parsed.speech_seconds == pytest.approx(words * factor + gaps, abs=0.01)
 
 
 @pytest.mark.parametrize(
@@ -288,23 +347,29 @@ def test_ellipses_and_dashes_hold_longer_than_a_comma(
 @pytest.mark.parametrize(
     ("text", "directions"),
     [
-        ('He says "Go." He pauses for a beat. "Now."', 1),
-        ('He says "Go." A beat. Silence. "Now."', 2),
-        ("她说：「走。」沉默片刻，又说：「现在。」", 1),
-        ("她说：「走。」停了一下，又说：「现在。」", 1),
+        ('He says "Go." He pauses for a beat. "Now."', DIRECTION_SECONDS),
+        ('He says "Go." A beat. Silence. "Now."', 2 * DIRECTION_SECONDS),
+        (
+            'He says "Go." A beat. A long silence. "Now."',
+            DIRECTION_SECONDS + LONG_DIRECTION_SECONDS,
+        ),
+        ("她说：「走。」沉默片刻，又说：「现在。」", LONG_DIRECTION_SECONDS),  # 片刻: a while
+        ("她说：「走。」沉默良久，许久才说：「现在。」", 2 * LONG_DIRECTION_SECONDS),
+        ("她说：「走。」停了一下，又说：「现在。」", DIRECTION_SECONDS),
         ("她说：「走。」然后说：「现在。」", 0),
         ('She pauses, then says "Go." and "Now." Then a long silence.', 0),  # not between
         ('He says "Go." and silently points: "Now."', 0),  # "silently" is no pause
+        ('He says "Go." and a long way off, a dog barks: "Now."', 0),  # "long" asks no pause
     ],
 )
-def test_pause_directions_between_utterances(text: str, directions: int) -> None:
+def test_pause_directions_between_utterances(text: str, directions: float) -> None:
     parsed = parse(text)
     assert len(parsed.utterances) == 2
     first, second = parsed.utterances
     expected = estimate_speech_seconds([first], SETTINGS) + estimate_speech_seconds(
         [second], SETTINGS
     )
-    expected += GAP_SECONDS + directions * DIRECTION_SECONDS
+    expected += GAP_SECONDS + directions
     assert parsed.speech_seconds == pytest.approx(expected, abs=0.02)
 
 
@@ -569,16 +634,20 @@ def test_ascii_words_are_english(words: list[str]) -> None:
     assert parse(f'He says "{" ".join(words)}"').language == "en"
 
 
-CLAUSE = st.text("abcdefghijklmnopqrstuvwxyz ", max_size=12)  # no direction word fits in it
+CLAUSE = st.text("bcdfghjklmnpqrstvwxz ", max_size=12)  # no vowels: no direction fits in it
+SHORT_DIRECTIONS = ["停了一下", "顿了顿", "沉默", "she pauses", "A beat", "he paused"]
+LONG_DIRECTIONS = ["停顿了一会", "沉默良久", "半晌", "a long pause", "she pauses for a while"]
 DIRECTIONS = st.sampled_from(
-    ["停顿了一会", "停了一下", "沉默", "she pauses", "A beat", "he paused"]
+    [(d, DIRECTION_SECONDS) for d in SHORT_DIRECTIONS]
+    + [(d, LONG_DIRECTION_SECONDS) for d in LONG_DIRECTIONS]
 )
 
 
 @given(WORDS, WORDS, CLAUSE, DIRECTIONS, st.sampled_from([",", ".", "，", "。"]))
 def test_a_pause_direction_between_utterances_adds_its_time(
-    first: list[str], second: list[str], prose: str, direction: str, mark: str
+    first: list[str], second: list[str], prose: str, asked: tuple[str, float], mark: str
 ) -> None:
+    direction, seconds = asked
     plain = f'He says "{" ".join(first)}" {prose} "{" ".join(second)}"'
     directed = f'He says "{" ".join(first)}" {prose}{mark} {direction}{mark} "{" ".join(second)}"'
     before = parse(plain, seconds=10).speech_seconds
@@ -586,9 +655,9 @@ def test_a_pause_direction_between_utterances_adds_its_time(
         after = parse(directed, seconds=10).speech_seconds
     except PromptRejected as error:
         assert error.key == "prompt.too_long_to_speak"
-        assert error.params["estimate"] == pytest.approx(before + DIRECTION_SECONDS, abs=0.02)
+        assert error.params["estimate"] == pytest.approx(before + seconds, abs=0.02)
         return
-    assert after == pytest.approx(before + DIRECTION_SECONDS, abs=0.02)
+    assert after == pytest.approx(before + seconds, abs=0.02)
     # Prose without a direction only separates the utterances: one gap, whatever it says.
     words = estimate_speech_seconds([" ".join(first)], SETTINGS) + estimate_speech_seconds(
         [" ".join(second)], SETTINGS
@@ -608,3 +677,66 @@ def test_the_breakdown_adds_up_and_long_marks_cost_more(words: list[str], marks:
     shorter = estimate_speech([text.replace("……", "，").replace("…", ",")], SETTINGS)
     assert shorter.speech == pytest.approx(parts.speech)
     assert shorter.pauses <= parts.pauses
+
+
+@pytest.mark.parametrize(
+    ("long", "short"),
+    [
+        ("停顿了一会", "停了一下"),
+        ("沉默良久", "顿了顿"),
+        ("许久", "停顿"),
+        ("半晌", "停了一下"),
+        ("片刻", "顿了一下"),
+        ("She takes a long pause.", "She pauses."),
+        ("He pauses for a while.", "He pauses."),
+        ("A moment of silence.", "A beat."),
+    ],
+)
+def test_a_long_pause_direction_costs_more_than_a_short_one(long: str, short: str) -> None:
+    def timed(direction: str) -> SpeechEstimate:
+        return estimate_speech(["你好", "再见"], SETTINGS, before=["她说：", f"，{direction}，"])
+
+    assert timed(short).directions == DIRECTION_SECONDS
+    assert timed(long).directions == LONG_DIRECTION_SECONDS > DIRECTION_SECONDS
+    assert timed(long).total > timed(short).total
+
+
+PROSE = st.sampled_from(
+    ["她说：", "，", "。", " ", "停了一下", "停顿了一会", "沉默良久", "he says", "a beat",
+     "she pauses for a while", "then", "哭着", "slowly", "…", "——", "she smiles"]
+)  # fmt: skip
+EMOTIONS = st.sampled_from(
+    ["哭泣着", "哽咽", "歇斯底里地喊", "尖叫", "颤抖着", "缓缓地", "she sobs", "in tears",
+     "hysterically", "screams", "shouts", "slowly", "trembling"]
+)  # fmt: skip
+SPOKEN = st.lists(
+    st.text(st.characters(min_codepoint=0x4E00, max_codepoint=0x9FFF), min_size=1, max_size=8)
+    | WORDS.map(" ".join)
+    | st.sampled_from(["你好，朋友", "wait... what", "我——不"]),
+    min_size=1,
+    max_size=4,
+)
+
+
+@given(
+    SPOKEN,
+    st.lists(st.lists(PROSE, max_size=6), min_size=5, max_size=5),
+    EMOTIONS,
+    st.integers(0, 4),
+    st.integers(0, 6),
+)
+def test_an_emotional_direction_never_shortens_the_estimate(
+    spoken: list[str], prose: list[list[str]], emotion: str, where: int, at: int
+) -> None:
+    # The emotion goes between two pieces of some prose (or after the last utterance).
+    pieces = [list(p) for p in prose[: len(spoken) + 1]]
+    target = pieces[min(where, len(spoken))]
+    target.insert(min(at, len(target)), f" {emotion} ")
+    before, after = [" ".join(p) for p in prose[: len(spoken)]], " ".join(prose[len(spoken)])
+    directed = [" ".join(p) for p in pieces]
+    plain = estimate_speech(spoken, SETTINGS, before=before, after=after)
+    slowed = estimate_speech(spoken, SETTINGS, before=directed[:-1], after=directed[-1])
+    assert slowed.total >= plain.total
+    assert slowed.speech == plain.speech and slowed.pauses == plain.pauses
+    assert slowed.directions == plain.directions
+    assert slowed.slowdown == pytest.approx(plain.speech * (EMOTIONAL_SLOWDOWN - 1))
