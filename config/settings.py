@@ -83,6 +83,8 @@ class WorkerSettings(BaseModel):
 
     lease_seconds: float = Field(30, gt=0)
     heartbeat_seconds: float = Field(10, gt=0)
+    # Provider jobs per take: a job the provider failed (retryable) is tried again up to
+    # this; a submit or poll that cannot reach the provider is retried until the deadline.
     max_attempts: int = Field(3, ge=1)
     backoff_base_seconds: float = Field(2.0, ge=0)
     backoff_max_seconds: float = Field(60.0, ge=0)
