@@ -3,11 +3,23 @@
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal, Self
+from urllib.parse import urlsplit
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+from pydantic_core import PydanticCustomError
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -18,6 +30,21 @@ from pydantic_settings import (
 DEFAULTS_FILE = Path(__file__).with_name("defaults.toml")
 USER_FILE_ENV = "ACTORBOT_CONFIG"
 USER_FILE_DEFAULT = Path("actorbot.toml")
+# Telegram's rule for setWebhook's secret_token.
+_WEBHOOK_SECRET = re.compile(r"[A-Za-z0-9_-]{1,256}")
+
+
+def _http_url(value: str) -> str:
+    """Accept an empty value (feature off) or an http(s) URL with a host."""
+    if value:
+        parts = urlsplit(value)
+        if parts.scheme not in ("http", "https") or not parts.netloc:
+            raise ValueError("must be an http:// or https:// URL")
+    return value
+
+
+# A URL setting: empty (the feature is off) or http(s) with a host.
+HttpUrlText = Annotated[str, AfterValidator(_http_url)]
 
 
 class StoreSettings(BaseModel):
@@ -56,6 +83,8 @@ class WorkerSettings(BaseModel):
 
     lease_seconds: float = Field(30, gt=0)
     heartbeat_seconds: float = Field(10, gt=0)
+    # Provider jobs per take: a job the provider failed (retryable) is tried again up to
+    # this; a submit or poll that cannot reach the provider is retried until the deadline.
     max_attempts: int = Field(3, ge=1)
     backoff_base_seconds: float = Field(2.0, ge=0)
     backoff_max_seconds: float = Field(60.0, ge=0)
@@ -86,7 +115,7 @@ class PreviewSettings(BaseModel):
 class JobApiSettings(BaseModel):
     """A model server speaking the actorbot job API (docs/jobapi.md)."""
 
-    url: str = ""
+    url: HttpUrlText = ""
     token: SecretStr = SecretStr("")
     slots: int = Field(4, ge=1)
     poll_interval_seconds: float = Field(2.0, gt=0)
@@ -97,14 +126,14 @@ class TelegramSettings(BaseModel):
     """The Telegram bot: token from @BotFather, optional self-hosted Bot API server."""
 
     token: SecretStr = SecretStr("")
-    base_url: str = ""  # e.g. http://127.0.0.1:8081/bot for a self-hosted Bot API server
-    base_file_url: str = ""
+    base_url: HttpUrlText = ""  # e.g. http://127.0.0.1:8081/bot for a self-hosted Bot API server
+    base_file_url: HttpUrlText = ""
     local_mode: bool = False  # self-hosted server in --local mode: 2000 MB uploads
     admin_ids: list[int] = []
     max_upload_bytes: int = Field(0, ge=0)  # 0: 50 MB, or 2000 MB in local mode
     max_download_bytes: int = Field(20_000_000, gt=0)  # getFile limit of the public Bot API
     poll_timeout_seconds: int = Field(30, ge=0)
-    webhook_url: str = ""  # public HTTPS URL; empty: long polling
+    webhook_url: HttpUrlText = ""  # public HTTPS URL; empty: long polling
     webhook_listen: str = "127.0.0.1"
     webhook_port: int = Field(8443, gt=0, lt=65536)
     webhook_secret: SecretStr = SecretStr("")
@@ -197,6 +226,37 @@ class Settings(BaseSettings):
     quotas: QuotaSettings = QuotaSettings()
     debug: DebugSettings = DebugSettings()
 
+    @model_validator(mode="after")
+    def _features_have_their_settings(self) -> Self:
+        """Refuse at start-up a configured feature that lacks a setting it needs."""
+        problems = []
+        if self.backend == "jobapi" and not self.jobapi.url:
+            problems.append('jobapi.url: required when backend = "jobapi"')
+        telegram = self.telegram
+        if telegram.webhook_url:
+            secret = telegram.webhook_secret.get_secret_value()
+            if not secret:
+                problems.append(
+                    "telegram.webhook_secret: required in webhook mode"
+                    " (telegram.webhook_url is set)"
+                )
+            elif not _WEBHOOK_SECRET.fullmatch(secret):
+                problems.append(
+                    "telegram.webhook_secret: 1 to 256 of the characters A-Z a-z 0-9 _ -"
+                    " (Telegram's rule)"
+                )
+        if telegram.local_mode and not telegram.base_url:
+            problems.append(
+                "telegram.base_url: required with telegram.local_mode (a self-hosted Bot API"
+                " server)"
+            )
+        if problems:
+            # The text is ours and names keys only, never a value (secrets among them).
+            raise PydanticCustomError(
+                "missing_setting", "{problems}", {"problems": "; ".join(problems)}
+            )
+        return self
+
     @property
     def store_path(self) -> Path:
         """Return the database file, defaulting to one inside the data directory."""
@@ -241,8 +301,9 @@ def load_settings(**overrides: object) -> Settings:
     except ValidationError as exc:
         problems = []
         for error in exc.errors():
-            key = ".".join(str(part) for part in error["loc"]) or "(root)"
-            problems.append(f"{key}: {error['msg']}")
+            key = ".".join(str(part) for part in error["loc"])
+            # A check across sections (a feature and the settings it needs) names its keys.
+            problems.append(f"{key}: {error['msg']}" if key else error["msg"])
         raise ConfigError("invalid settings: " + "; ".join(problems)) from None
     except (OSError, ValueError) as exc:
         raise ConfigError(f"cannot read settings: {exc}") from None

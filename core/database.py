@@ -1,4 +1,10 @@
-"""The SQLite connection under the store: migrations, one-hop writes, group commit.
+"""The SQLite connections under the store: migrations, one-hop writes, group commit.
+
+The database owns its threads outright: one writer connection and one reader connection,
+plain ``sqlite3`` connections that each live on a single thread of their own (a
+one-thread executor), so every call on a connection runs on the thread that opened it.
+In WAL mode the reader sees only committed data: a read issued while a multi-step write
+transaction is open never sees that transaction's writes.
 
 Every write runs inside ``BEGIN IMMEDIATE`` so that a transaction takes the write lock up
 front instead of failing half-way with SQLITE_BUSY. WAL with ``synchronous=NORMAL`` keeps
@@ -11,12 +17,12 @@ from __future__ import annotations
 import asyncio
 import sqlite3
 import time
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Iterable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Self, TypeVar
-
-import aiosqlite
 
 from core.migrations import MIGRATIONS
 
@@ -27,6 +33,8 @@ Work = Callable[[sqlite3.Connection], Any]
 Outcome = tuple[bool, Any]
 # Bounds how long one group commit holds the write lock.
 _MAX_GROUP = 256
+# How long a connection waits for another process's lock (a migration, a checkpoint).
+_BUSY_TIMEOUT_MS = 5000
 
 
 def _commit_group(db: sqlite3.Connection, works: list[Work]) -> list[Outcome]:
@@ -57,11 +65,172 @@ def _commit_group(db: sqlite3.Connection, works: list[Work]) -> list[Outcome]:
     return outcomes
 
 
-class Database:
-    """One aiosqlite connection with group-committed writes; open with ``await open(path)``."""
+def _read_snapshot(db: sqlite3.Connection, work: Callable[[sqlite3.Connection], T]) -> T:
+    """Run ``work`` in one read transaction, so that all its statements see one snapshot."""
+    db.execute("BEGIN")
+    try:
+        return work(db)
+    finally:
+        if db.in_transaction:
+            db.execute("COMMIT")
 
-    def __init__(self, conn: aiosqlite.Connection, *, clock: Any = time.time) -> None:
-        self._conn = conn
+
+def _split_statements(script: str) -> list[str]:
+    """Split a migration script into complete statements (triggers keep their bodies)."""
+    statements: list[str] = []
+    buffer = ""
+    for piece in script.split(";"):
+        buffer += piece + ";"
+        # A ";" inside a string, a comment or a trigger body does not end a statement.
+        if sqlite3.complete_statement(buffer):
+            statements.append(buffer.strip())
+            buffer = ""
+    if buffer.strip(" \n\t;"):
+        raise ValueError(f"incomplete statement in migration: {buffer.strip()[:60]!r}")
+    return statements
+
+
+def _user_version(db: sqlite3.Connection) -> int:
+    return int(db.execute("PRAGMA user_version").fetchone()[0])
+
+
+def migrate(db: sqlite3.Connection, migrations: Sequence[str] = MIGRATIONS) -> None:
+    """Apply the migrations a database has not seen yet, safely against other processes.
+
+    Each step runs in its own ``BEGIN IMMEDIATE`` transaction with its ``user_version``
+    bump, and the version is read after the write lock is taken: when two processes open
+    a new data directory at once, the second waits for the lock (busy timeout) and then
+    finds the step already applied instead of applying it again.
+    """
+    while _user_version(db) < len(migrations):
+        db.execute("BEGIN IMMEDIATE")
+        try:
+            version = _user_version(db)
+            if version < len(migrations):
+                # Statement by statement: executescript would commit the open transaction.
+                for statement in _split_statements(migrations[version]):
+                    db.execute(statement)
+                db.execute(f"PRAGMA user_version = {version + 1}")
+            db.execute("COMMIT")
+        except BaseException:
+            if db.in_transaction:
+                db.execute("ROLLBACK")
+            raise
+
+
+def _setup_writer(db: sqlite3.Connection) -> None:
+    """Switch the file to WAL, set the writer's pragmas and bring the schema up to date."""
+    # The busy timeout first: another process may be creating the same file.
+    db.execute(f"PRAGMA busy_timeout={_BUSY_TIMEOUT_MS}")
+    give_up = time.monotonic() + _BUSY_TIMEOUT_MS / 1000
+    while True:
+        try:
+            db.execute("PRAGMA journal_mode=WAL")
+            break
+        except sqlite3.OperationalError as exc:
+            # Two connections switching a new file to WAL at once: SQLite refuses one of
+            # them at once, without the busy timeout (that lock upgrade could deadlock).
+            if exc.sqlite_errorcode != sqlite3.SQLITE_BUSY or time.monotonic() > give_up:
+                raise
+            time.sleep(0.01)
+    db.execute("PRAGMA synchronous=NORMAL")
+    db.execute("PRAGMA foreign_keys=ON")
+    migrate(db)
+
+
+def _setup_reader(db: sqlite3.Connection) -> None:
+    db.execute(f"PRAGMA busy_timeout={_BUSY_TIMEOUT_MS}")
+    # The reader only reads: a write through it would bypass the write lock.
+    db.execute("PRAGMA query_only=ON")
+
+
+@dataclass(frozen=True)
+class Executed:
+    """What a statement in ``Database.transaction()`` did: rows changed and rows returned."""
+
+    rowcount: int
+    rows: list[Any]
+
+
+class _Thread:
+    """One plain sqlite3 connection on a thread of its own; every call runs there."""
+
+    def __init__(self, name: str) -> None:
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix=name)
+        self._db: sqlite3.Connection | None = None
+
+    def _connect(self, path: Path, setup: Callable[[sqlite3.Connection], None]) -> None:
+        db = sqlite3.connect(path, isolation_level=None, timeout=_BUSY_TIMEOUT_MS / 1000)
+        try:
+            setup(db)
+        except BaseException:
+            db.close()
+            raise
+        self._db = db
+
+    def _call(self, fn: Callable[..., T], args: tuple[Any, ...]) -> T:
+        assert self._db is not None, "connection is closed"
+        return fn(self._db, *args)
+
+    async def open(self, path: Path, setup: Callable[[sqlite3.Connection], None]) -> None:
+        """Connect on this thread and run ``setup`` on the new connection."""
+        await asyncio.get_running_loop().run_in_executor(self._executor, self._connect, path, setup)
+
+    async def run(self, fn: Callable[..., T], *args: Any) -> T:
+        """Run ``fn(connection, *args)`` on this connection's thread."""
+        return await asyncio.get_running_loop().run_in_executor(
+            self._executor, self._call, fn, args
+        )
+
+    def _disconnect(self) -> None:
+        if self._db is not None:
+            self._db.close()
+            self._db = None
+
+    async def close(self) -> None:
+        """Close the connection and let the thread end."""
+        try:
+            await asyncio.get_running_loop().run_in_executor(self._executor, self._disconnect)
+        finally:
+            self._executor.shutdown(wait=False)
+
+
+def _execute(db: sqlite3.Connection, sql: str, params: Sequence[Any]) -> Executed:
+    cursor = db.execute(sql, params)
+    rows = cursor.fetchall()
+    return Executed(cursor.rowcount, rows)
+
+
+def _executemany(db: sqlite3.Connection, sql: str, params: list[Sequence[Any]]) -> Executed:
+    cursor = db.executemany(sql, params)
+    return Executed(cursor.rowcount, cursor.fetchall())
+
+
+class Transaction:
+    """An open write transaction: each statement is one hop to the writer thread."""
+
+    def __init__(self, writer: _Thread) -> None:
+        self._writer = writer
+
+    async def execute(self, sql: str, params: Sequence[Any] = ()) -> Executed:
+        """Run one statement and return its row count and rows."""
+        return await self._writer.run(_execute, sql, params)
+
+    async def executemany(self, sql: str, params: Iterable[Sequence[Any]]) -> Executed:
+        """Run one statement for each parameter set."""
+        return await self._writer.run(_executemany, sql, list(params))
+
+    async def execute_fetchall(self, sql: str, params: Sequence[Any] = ()) -> list[Any]:
+        """Run one statement and return its rows."""
+        return (await self.execute(sql, params)).rows
+
+
+class Database:
+    """A writer and a reader connection with group-committed writes; ``await open(path)``."""
+
+    def __init__(self, writer: _Thread, reader: _Thread, *, clock: Any = time.time) -> None:
+        self._writer = writer
+        self._reader = reader
         self._write_lock = asyncio.Lock()
         self._pending: list[tuple[Work, asyncio.Future[Any]]] = []
         self._urgent: list[tuple[Work, asyncio.Future[Any]]] = []
@@ -71,48 +240,42 @@ class Database:
     async def open(cls, path: Path) -> Self:
         """Open (creating if needed) the database and bring its schema up to date."""
         path.parent.mkdir(parents=True, exist_ok=True)
-        conn = await aiosqlite.connect(path, isolation_level=None)
-        store = cls(conn)
+        writer, reader = _Thread("sqlite-writer"), _Thread("sqlite-reader")
         try:
-            await conn.execute("PRAGMA journal_mode=WAL")
-            await conn.execute("PRAGMA synchronous=NORMAL")
-            await conn.execute("PRAGMA foreign_keys=ON")
-            await conn.execute("PRAGMA busy_timeout=5000")
-            await store._migrate()
+            await writer.open(path, _setup_writer)
+            await reader.open(path, _setup_reader)
         except BaseException:
-            await conn.close()
+            await reader.close()
+            await writer.close()
             raise
-        return store
+        return cls(writer, reader)
 
     async def close(self) -> None:
-        """Close the connection."""
-        await self._conn.close()
-
-    async def _migrate(self) -> None:
-        async with self._conn.execute("PRAGMA user_version") as cursor:
-            row = await cursor.fetchone()
-        version = int(row[0]) if row else 0
-        for number, script in enumerate(MIGRATIONS[version:], start=version + 1):
-            # executescript commits on its own; the version bump is part of the script.
-            await self._conn.executescript(
-                f"BEGIN IMMEDIATE;\n{script}\nPRAGMA user_version = {number};\nCOMMIT;"
-            )
+        """Close both connections."""
+        try:
+            await self._reader.close()
+        finally:
+            await self._writer.close()
 
     @asynccontextmanager
-    async def transaction(self) -> AsyncIterator[aiosqlite.Connection]:
-        """Run a write transaction (BEGIN IMMEDIATE) on the single writer connection."""
+    async def transaction(self) -> AsyncIterator[Transaction]:
+        """Run a write transaction (BEGIN IMMEDIATE) on the writer connection.
+
+        Reads through ``read``/``query`` meanwhile see only what was committed before.
+        """
         async with self._write_lock:
-            await self._conn.execute("BEGIN IMMEDIATE")
+            tx = Transaction(self._writer)
+            await tx.execute("BEGIN IMMEDIATE")
             try:
-                yield self._conn
+                yield tx
             except BaseException:
-                await self._conn.execute("ROLLBACK")
+                await tx.execute("ROLLBACK")
                 raise
             else:
-                await self._conn.execute("COMMIT")
+                await tx.execute("COMMIT")
 
     async def write(self, work: Callable[[sqlite3.Connection], T], *, urgent: bool = False) -> T:
-        """Run ``work(db)`` atomically on the database thread and return its result.
+        """Run ``work(db)`` atomically on the writer thread and return its result.
 
         ``work`` gets the plain ``sqlite3`` connection and runs synchronously, so BEGIN, its
         statements and COMMIT cost one round trip to the thread; an exception undoes all
@@ -147,33 +310,26 @@ class Database:
 
     async def _commit(self, group: list[tuple[Work, asyncio.Future[Any]]]) -> None:
         try:
-            outcomes = await self._on_thread(_commit_group, [work for work, _ in group])
+            outcomes = await self._writer.run(_commit_group, [work for work, _ in group])
         except BaseException as exc:
             outcomes = [(False, exc)] * len(group)
         for (_, future), (ok, value) in zip(group, outcomes, strict=True):
             if future.done():
-                continue  # its caller was canceled; the work ran anyway, as with aiosqlite
+                continue  # its caller was canceled; the work ran anyway
             if ok:
                 future.set_result(value)
             else:
                 future.set_exception(value)
 
     async def read(self, work: Callable[[sqlite3.Connection], T]) -> T:
-        """Run read-only ``work(db)`` on the database thread in one hop."""
-        return await self._on_thread(work)
-
-    async def _on_thread(self, fn: Callable[..., T], *args: Any) -> T:
-        # aiosqlite has no public "run this on your thread"; _execute is what its own
-        # methods use. The function runs between other queued calls, never during one.
-        raw = self._conn._conn
-        result: T = await self._conn._execute(fn, raw, *args)  # type: ignore[no-untyped-call]
-        return result
+        """Run read-only ``work(db)`` on the reader thread in one hop, on one snapshot."""
+        return await self._reader.run(_read_snapshot, work)
 
     async def _fetchall(self, sql: str, params: Sequence[Any] = ()) -> list[Any]:
-        return list(await self._conn.execute_fetchall(sql, params))
+        return (await self._reader.run(_execute, sql, params)).rows
 
     async def query(self, sql: str, params: Sequence[Any] = ()) -> list[Any]:
-        """Run a read-only statement outside any transaction (for modules that own tables)."""
+        """Run a read-only statement on committed data (for modules that own tables)."""
         return await self._fetchall(sql, params)
 
     async def _fetchone(self, sql: str, params: Sequence[Any] = ()) -> Any | None:

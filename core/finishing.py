@@ -8,7 +8,6 @@ resumes at that step (see architecture.md, "Recovery after a crash").
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import enum
 import logging
 import os
@@ -158,8 +157,14 @@ class Finisher:
                 await self._finish_delivered(ready, sent)
         except Exception:
             # A bug mid-group must not leave the siblings claimed by a live worker forever.
-            with contextlib.suppress(Exception):
+            try:
                 await self._store.release_group(request_id)
+            except Exception:
+                log.exception(
+                    "jobs %s: cannot release the group claim of request %s",
+                    ", ".join(job.id for job in jobs),
+                    request_id,
+                )
             raise
 
     async def _send(self, jobs: list[Job], send: Callable[[], Awaitable[None]]) -> _Sent:

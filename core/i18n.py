@@ -6,7 +6,10 @@ user's locale. Every key exists in every locale (a test checks it).
 
 from __future__ import annotations
 
+import logging
 from typing import Any
+
+log = logging.getLogger(__name__)
 
 LOCALES = ("en", "zh")
 DEFAULT_LOCALE = "en"
@@ -254,6 +257,14 @@ def render(key: str, locale: str | None = None, **params: Any) -> str:
         return key
     try:
         return template.format(**params)
-    except (KeyError, ValueError, IndexError):
-        # A missing parameter must never turn a refusal into a crash.
+    except (KeyError, ValueError, IndexError, AttributeError, TypeError) as exc:
+        # A missing or mistyped parameter must never turn a refusal into a crash, but it is
+        # a bug: say which message broke (not the values, which may be user text).
+        log.error(
+            "message %s (%s) could not be formatted: %s: %s",
+            key,
+            locale,
+            type(exc).__name__,
+            exc,
+        )
         return template

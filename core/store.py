@@ -1,8 +1,8 @@
 """Durable state on SQLite: users, accounts, requests, jobs (connection in core/database).
 
 Hot paths (admission, claim, transitions) run as one synchronous function on the database
-thread (``Store.write``): BEGIN, every statement and COMMIT cost one round trip to
-aiosqlite's thread instead of one per statement.
+thread (``Store.write``): BEGIN, every statement and COMMIT cost one round trip to the
+writer thread instead of one per statement.
 """
 
 from __future__ import annotations

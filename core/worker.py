@@ -197,9 +197,11 @@ class Worker:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
         # The states are committed; a restarted worker adopts these jobs without waiting
-        # for the lease to run out.
-        with contextlib.suppress(Exception):
+        # for the lease to run out. If this fails they are adopted when the leases expire.
+        try:
             await self._store.release_leases(self.owner)
+        except Exception:
+            log.exception("releasing the leases of worker %s failed", self.owner)
 
     async def _idle(self) -> None:
         self._wake.clear()
@@ -258,9 +260,15 @@ class Worker:
                 # Even failing the job failed (e.g. the store was down): let the next
                 # heartbeat adopt it instead of renewing a lease nobody drives.
                 log.error("job %s task died: %r", job_id, finished.exception())
-                self._track(asyncio.create_task(self._store.expire_lease(job_id)))
+                self._track(asyncio.create_task(self._expire_lease(job_id)))
 
         task.add_done_callback(_done)
+
+    async def _expire_lease(self, job_id: str) -> None:
+        try:
+            await self._store.expire_lease(job_id)
+        except Exception:
+            log.exception("job %s: cannot expire its lease; it is adopted when it runs out", job_id)
 
     def _track(self, task: asyncio.Task[None]) -> None:
         """Keep a background task until it ends, so that ``stop`` cancels it too."""
@@ -324,8 +332,7 @@ class Worker:
             log.exception("job %s crashed in state %s", job.id, job.state.value)
             if job.handle is not None and job.state in _BACKEND_PHASE:
                 # Failing it here must not leave the provider running (and charging).
-                with contextlib.suppress(Exception):
-                    await self._backend.cancel(job.handle)
+                await self._cancel_at_provider(job, job.handle)
             await self._transitions.fail(
                 job, "job.backend_failed", detail=f"internal error: {exc!r}"
             )
@@ -397,25 +404,31 @@ class Worker:
     async def _submit(self, job: Job, spec: RenderSpec) -> str:
         """Submit, retrying a transient failure with the same idempotency key.
 
-        A submit whose outcome is unknown may have created a provider job: retrying under
-        the same key lets the provider (or ``find``) return that job instead of a second,
-        paid one. A new key is used only after the provider confirmed a failure.
+        A submit whose outcome is unknown may have created a provider job: every retry
+        first asks the backend for a job under this key (``find``), and submits again
+        under the same key only if there is none, so the provider returns that job instead
+        of a second, paid one. A new key is used only after the provider confirmed a
+        failure. Both calls are retried alike until the job's deadline: a model server
+        that cannot be reached for a while (a restart) delays the job, it does not fail it.
         """
         attempt = 0
         while True:
             try:
+                if attempt:
+                    found = await self._backend.find(spec.job_id)
+                    if found is not None:
+                        return found
                 return await self._backend.submit(spec)
             except BackendError as exc:
                 attempt += 1
+                delay = self._backoff(attempt)
                 deadline = job.deadline_at or 0.0
-                out_of_time = self._clock() + self._backoff(attempt) >= deadline
-                if not exc.transient or attempt >= self._settings.max_attempts or out_of_time:
+                if not exc.transient or self._clock() + delay >= deadline:
                     raise
-                log.warning("job %s: submit failed (%s); retrying", job.id, exc)
-                await asyncio.sleep(self._backoff(attempt))
-                found = await self._backend.find(spec.job_id)
-                if found is not None:
-                    return found
+                log.warning(
+                    "job %s: submit failed (%s); retry %d in %.1fs", job.id, exc, attempt, delay
+                )
+                await asyncio.sleep(delay)
 
     async def _claim(self, limit: int) -> list[Claimed]:
         return await self._store.claim(
@@ -522,12 +535,38 @@ class Worker:
     async def _deadline_passed(self, job: Job, handle: str | None) -> Job:
         """Stop the job at the provider (best effort), fail it and say why."""
         if handle is not None:
-            with contextlib.suppress(BackendError):
-                await self._backend.cancel(handle)
+            await self._cancel_at_provider(job, handle)
         minutes = max(1, round(self._settings.job_deadline_seconds / 60))
         return await self._transitions.fail(
             job, "job.deadline", {"minutes": minutes}, detail="deadline passed"
         )
+
+    async def _cancel_at_provider(self, job: Job, handle: str) -> None:
+        """Ask the provider to stop a job, retrying a transient failure a few times.
+
+        Best effort, as the job is failed anyway: if the provider cannot be reached the
+        job may run on there (and be charged), so the log line names its handle.
+        """
+        attempts = self._settings.max_attempts
+        for attempt in range(1, attempts + 1):
+            try:
+                await self._backend.cancel(handle)
+                return
+            except BackendError as exc:
+                if not exc.transient or attempt == attempts:
+                    log.warning(
+                        "job %s: cannot cancel provider job %s (%s); it may still run",
+                        job.id,
+                        handle,
+                        exc,
+                    )
+                    return
+                await asyncio.sleep(self._backoff(attempt))
+            except Exception:
+                log.exception(
+                    "job %s: cancelling provider job %s failed; it may still run", job.id, handle
+                )
+                return
 
     async def _backend_failed(self, job: Job, transient: bool, key: str, detail: str) -> Job:
         """Retry a transient failure with backoff, or fail the job for good."""

@@ -44,6 +44,7 @@ class JobApiServer:
     result_fetches: int = 0
     _ids: itertools.count[int] = field(default_factory=lambda: itertools.count(1))
     _runner: web.AppRunner | None = None
+    _port: int = 0
     url: str = ""
 
     async def start(self) -> str:
@@ -55,15 +56,24 @@ class JobApiServer:
         app.router.add_get("/v1/jobs/{id}/result", self._result)
         self._runner = web.AppRunner(app)
         await self._runner.setup()
-        site = web.TCPSite(self._runner, "127.0.0.1", 0)
+        site = web.TCPSite(self._runner, "127.0.0.1", self._port)
         await site.start()
-        port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
-        self.url = f"http://127.0.0.1:{port}"
+        self._port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+        self.url = f"http://127.0.0.1:{self._port}"
         return self.url
 
     async def stop(self) -> None:
         if self._runner is not None:
             await self._runner.cleanup()
+            self._runner = None
+
+    async def go_down(self) -> None:
+        """Close the listening socket and every open connection: clients get ConnectError."""
+        await self.stop()
+
+    async def come_back(self) -> None:
+        """Listen again on the same port, with the jobs it had (a restarted server)."""
+        await self.start()
 
     def _authorized(self, request: web.Request) -> bool:
         return not self.token or request.headers.get("Authorization") == f"Bearer {self.token}"

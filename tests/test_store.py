@@ -3,9 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import multiprocessing
 import sqlite3
 import time
+import traceback
+from multiprocessing.synchronize import Barrier
 from pathlib import Path
+from typing import Any
 
 from core.migrations import MIGRATIONS
 from core.models import DeliveryAddress, JobState, UserRef
@@ -82,6 +86,73 @@ async def test_reopening_applies_no_migration_twice(tmp_path: Path) -> None:
         assert journal[0][0] == "wal"
     finally:
         await store.close()
+
+
+async def test_read_during_an_open_write_transaction_sees_only_committed_rows(
+    tmp_path: Path,
+) -> None:
+    store = await Store.open(tmp_path / "db.sqlite3")
+    try:
+        await store.write(lambda db: db.execute("CREATE TABLE t (n INTEGER)"))
+        await store.write(lambda db: db.execute("INSERT INTO t VALUES (1)"))
+
+        def count(db: sqlite3.Connection) -> int:
+            return int(db.execute("SELECT count(*) FROM t").fetchone()[0])
+
+        async with store.transaction() as tx:
+            await tx.execute("INSERT INTO t VALUES (2)")
+            await tx.execute("INSERT INTO t VALUES (3)")
+            # Another task reads while the transaction is open: committed rows only.
+            assert [row[0] for row in await store.query("SELECT n FROM t")] == [1]
+            assert await store.read(count) == 1
+        assert await store.read(count) == 3
+    finally:
+        await store.close()
+
+
+async def _open_and_close(path: Path) -> None:
+    await (await Store.open(path)).close()
+
+
+def _open_fresh_directories(root: str, rounds: int, barrier: Barrier, errors: Any) -> None:
+    """Open round N's new data directory at the same moment as the other processes."""
+    try:
+        for round_ in range(rounds):
+            barrier.wait(timeout=60)
+            asyncio.run(_open_and_close(Path(root) / f"round{round_}" / "data" / "db.sqlite3"))
+    except BaseException:
+        errors.put(traceback.format_exc())
+        barrier.abort()  # the others must not wait for this process
+        raise
+
+
+def test_processes_opening_a_new_data_directory_at_once_share_one_schema(
+    tmp_path: Path,
+) -> None:
+    processes, rounds = 4, 6
+    context = multiprocessing.get_context("spawn")
+    barrier = context.Barrier(processes)
+    errors = context.SimpleQueue()
+    workers = [
+        context.Process(
+            target=_open_fresh_directories, args=(str(tmp_path), rounds, barrier, errors)
+        )
+        for _ in range(processes)
+    ]
+    for worker in workers:
+        worker.start()
+    for worker in workers:
+        worker.join(timeout=100)
+    failures = []
+    while not errors.empty():
+        failures.append(errors.get())
+    assert failures == []
+    assert [worker.exitcode for worker in workers] == [0] * processes
+    for round_ in range(rounds):
+        with sqlite3.connect(tmp_path / f"round{round_}" / "data" / "db.sqlite3") as db:
+            assert db.execute("PRAGMA user_version").fetchone()[0] == len(MIGRATIONS)
+            assert db.execute("SELECT count(*) FROM scheduler").fetchone()[0] == 1
+        db.close()
 
 
 async def test_group_claim_is_won_once_and_a_dead_claim_is_taken_over(tmp_path: Path) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -472,6 +473,51 @@ async def test_transient_submit_errors_retry_under_the_same_key(
         assert job.state is JobState.DONE
         # Same attempt, same idempotency key: an unknown outcome is never paid twice.
         assert (job.attempts, h.server.submits) == (1, [f"{job.id}-1"])
+
+
+async def wait_for_state(h: Harness, job_id: str, *states: JobState) -> Job:
+    for _ in range(500):
+        job = await h.store.job(job_id)
+        if job is not None and job.state in states:
+            return job
+        await asyncio.sleep(0.01)
+    raise AssertionError(f"job {job_id} never reached {states}")
+
+
+async def test_model_server_down_for_3_s_delays_the_submit_and_pays_once(
+    tmp_path: Path, tiny_mp4: bytes, portrait: bytes, caplog: pytest.LogCaptureFixture
+) -> None:
+    async with harness(tmp_path, tiny_mp4) as h:
+        await h.server.go_down()  # connections refused: ConnectError, not an HTTP error
+        admission = await h.service.submit(h.request(LINE, portrait))
+        job_id = admission.jobs[0].id
+        await wait_for_state(h, job_id, JobState.SUBMITTING)
+        await asyncio.sleep(3)
+        await h.server.come_back()
+        [job] = await h.finish([job_id])
+        assert (job.state, job.attempts) == (JobState.DONE, 1)
+        # The outage was met, and every submit that reached the server used the one key:
+        # one provider job, paid once.
+        assert any("submit failed" in r.getMessage() for r in caplog.records)
+        assert h.server.submits == [f"{job_id}-1"]
+        assert set(h.server.submit_requests) == {f"{job_id}-1"}
+
+
+async def test_cancel_that_cannot_reach_the_provider_is_logged_with_the_job(
+    tmp_path: Path, tiny_mp4: bytes, portrait: bytes, caplog: pytest.LogCaptureFixture
+) -> None:
+    async with harness(tmp_path, tiny_mp4, hold=asyncio.Event()) as h:
+        h.worker._settings = h.settings.worker.model_copy(update={"job_deadline_seconds": 1.0})
+        admission = await h.service.submit(h.request(LINE, portrait))
+        job_id = admission.jobs[0].id
+        running = await wait_for_state(h, job_id, JobState.RUNNING)
+        await h.server.go_down()  # the deadline passes while the server is unreachable
+        with caplog.at_level(logging.WARNING, logger="core.worker"):
+            [job] = await h.finish([job_id])
+        assert (job.state, job.error_key) == (JobState.FAILED, "job.deadline")
+        about_cancel = [r.getMessage() for r in caplog.records if "cancel" in r.getMessage()]
+        assert len(about_cancel) == 1
+        assert job_id in about_cancel[0] and str(running.handle) in about_cancel[0]
 
 
 async def test_cancel_waiting_cancels_only_that_users_takes_in_that_chat(
