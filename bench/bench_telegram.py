@@ -124,10 +124,10 @@ def first_replies(server: BotApiServer) -> dict[tuple[str, int], float]:
 
 
 def queue_edits(server: BotApiServer) -> dict[str, float]:
-    """Return, per chat, when the status first showed the queue position."""
+    """Return, per chat, when the status first showed the queue."""
     shown: dict[str, float] = {}
     for call in server.sent("editMessageText"):
-        if call.chat_id is not None and call.params["text"].startswith("Queued: position"):
+        if call.chat_id is not None and call.params["text"].startswith("Queued"):
             shown.setdefault(call.chat_id, call.at)
     return shown
 

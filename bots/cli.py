@@ -205,7 +205,8 @@ async def _serve(runtime: Runtime, adapters: Sequence[str]) -> int:
         if "telegram" in adapters:
             from bots.telegram import run_telegram
 
-            telegram = await stack.enter_async_context(run_telegram(runtime))
+            peers = [name for name in adapters if name != "telegram"]
+            telegram = await stack.enter_async_context(run_telegram(runtime, peers=peers))
             telegram.intake.add_done_callback(lambda _: stop.set())
         worker = asyncio.create_task(runtime.worker.run(), name="worker")
         # A worker that died must not leave the bot answering "queued" forever.

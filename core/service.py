@@ -24,6 +24,14 @@ DEFAULT_RUN_SECONDS = 60.0
 
 
 @dataclass(frozen=True)
+class Checked:
+    """A request that passed the cheap checks, waiting for its image."""
+
+    source_key: str
+    parsed: ParsedLine
+
+
+@dataclass(frozen=True)
 class Admission:
     """The answer to an admitted request: its takes and where the first one stands."""
 
@@ -73,26 +81,31 @@ class Service:
         """Connect the worker's wake-up, called after every admission."""
         self._wake = wake
 
-    async def submit(self, request: VideoRequest) -> Admission:
-        """Validate a request, store it with its takes, and return its place in the queue.
+    async def check(
+        self,
+        user: UserRef,
+        line: str,
+        source_key: str,
+        *,
+        seconds: int | None = None,
+        takes: int | None = None,
+        seed: int | None = None,
+        voice: str | None = None,
+    ) -> Checked:
+        """Run the cheap checks of a request before its image is fetched; raise UserError.
 
-        Cheap checks run first (flood, access, duplicate, line, caps and credits as last
-        seen), then the image is decoded off the event loop; nothing is written unless
-        everything is valid, and admission checks caps and credits again atomically.
+        Flood, access, duplicate, line, caps and credits as last seen: an adapter calls this
+        before it acknowledges anything, so a refused request costs one answer at most (and
+        none after the flood warning: ``UserError.silent``). Pass the result to ``submit``.
         """
-        self.quotas.check_flood(request.user)
-        policy = self.quotas.policy(request.user, self._clock())
-        seen = await self._store.precheck(request.user, request.source_key, policy.period.key)
+        self.quotas.check_flood(user)
+        policy = self.quotas.policy(user, self._clock())
+        seen = await self._store.precheck(user, source_key, policy.period.key)
         policy.check_access(seen.account)
         if seen.existing_request is not None:
             raise RequestRejected("request.duplicate", request_id=seen.existing_request)
         parsed = parse_line(
-            request.line,
-            self._prompts,
-            seconds=request.seconds,
-            takes=request.takes,
-            seed=request.seed,
-            voice=request.voice,
+            line, self._prompts, seconds=seconds, takes=takes, seed=seed, voice=voice
         )
         limits = policy.limits(seen.account.role if seen.account else "user")
         queued = seen.account.queued if seen.account else 0
@@ -102,8 +115,29 @@ class Service:
         cost = parsed.takes * policy.cost(parsed.seconds)
         if cost:
             policy.check_credits(limits.credits if seen.credits is None else seen.credits, cost)
+        return Checked(source_key, parsed)
+
+    async def submit(self, request: VideoRequest, checked: Checked | None = None) -> Admission:
+        """Validate a request, store it with its takes, and return its place in the queue.
+
+        Cheap checks run first (``check``, unless ``checked`` says they passed for this
+        request), then the image is decoded off the event loop; nothing is written unless
+        everything is valid, and admission checks caps and credits again atomically.
+        """
+        if checked is None or checked.source_key != request.source_key:
+            checked = await self.check(
+                request.user,
+                request.line,
+                request.source_key,
+                seconds=request.seconds,
+                takes=request.takes,
+                seed=request.seed,
+                voice=request.voice,
+            )
         image = await prepare_image_async(request.image, self._images)
-        return await self.admit_prepared(request, parsed, image.jpeg, (image.width, image.height))
+        return await self.admit_prepared(
+            request, checked.parsed, image.jpeg, (image.width, image.height)
+        )
 
     async def admit_prepared(
         self,

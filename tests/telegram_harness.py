@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -71,6 +71,7 @@ def telegram_settings(server: BotApiServer, **overrides: Any) -> dict[str, Any]:
         "poll_timeout_seconds": 5,
         "private_edit_interval_seconds": 0.05,
         "group_edit_interval_seconds": 0.3,
+        "group_max_rate": 600,  # per minute; the lane's interval above paces groups here
         "admin_ids": [999],
     }
     values.update(overrides)
@@ -87,6 +88,7 @@ async def running_bot(
     server: BotApiServer | None = None,
     model: JobApiServer | None = None,
     worker: bool = True,
+    peers: Sequence[str] = (),
     **settings: Any,
 ) -> AsyncIterator[Harness]:
     """Start the emulator (unless given), the runtime with the bot, and the worker.
@@ -110,7 +112,7 @@ async def running_bot(
         tmp_path, telegram=telegram_settings(server, **(telegram or {})), **settings
     )
     try:
-        async with open_runtime(config, {}) as runtime, run_telegram(runtime) as bot:
+        async with open_runtime(config, {}) as runtime, run_telegram(runtime, peers=peers) as bot:
             task = asyncio.create_task(runtime.worker.run()) if worker else None
             try:
                 yield Harness(server, runtime, bot, model)

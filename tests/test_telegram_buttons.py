@@ -125,3 +125,28 @@ async def test_cancel_while_queued(tmp_path: Path, tiny_mp4: bytes) -> None:
             assert len(model.submits) == 1
     finally:
         await model.stop()
+
+
+async def test_another_take_keeps_its_status_and_counts_as_take_two(
+    tmp_path: Path, tiny_mp4: bytes
+) -> None:
+    async with running_bot(tmp_path, video=tiny_mp4) as h:
+        s = h.server
+        s.send(ANN, photo=photo_jpeg(), caption=LINE)
+        [first] = await h.finished(1)
+        [video] = await s.wait_for(lambda: [m for m in s.bot_messages(ANN.id) if "video" in m])
+        assert video["caption"].endswith("take 1/1")
+        retake = s.press(ANN, video, buttons(video)["🔁 Another take"])
+        jobs = await h.finished(2)
+        assert [j.state for j in jobs] == [JobState.DONE] * 2
+        second = await s.wait_for(lambda: s.sent("sendVideo", ANN.id)[1:])
+        # The user's second take of that line, announced in the status message it had.
+        assert second[0].params["caption"].endswith("take 2/2")
+        assert answers(s, retake)[0]["text"] == "On its way."
+        assert len(s.sent("sendMessage", ANN.id)) == 1  # no second "Got it!"
+        assert first.address.status_message_id is not None
+        status = s.messages[(str(ANN.id), int(first.address.status_message_id))]
+        done = f"Done: {first.seconds} s, take 2/2."
+        await s.wait_for(lambda: status["text"] == done, what="status of take 2")
+        shown = [c.params["text"] for c in s.sent("editMessageText", ANN.id)]
+        assert "Generating…" in shown and not any("(0 s)" in text for text in shown)

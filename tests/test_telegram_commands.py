@@ -110,17 +110,37 @@ async def test_quota_and_admin_grant_ban_unban(tmp_path: Path, tiny_mp4: bytes) 
         assert (await answer(ANN, "/quota")).startswith("You have 25 credits left")
         assert (await answer(ADMIN, "/grant")).startswith("Usage")
         assert await answer(ADMIN, f"/ban {ANN.id} spam") == f"Done: ban for user {ANN.id}."
+        before = len(s.sent("sendMessage", ANN.id))
         s.send(ANN, photo=photo_jpeg(), caption=LINE)
-        await s.wait_for(
-            lambda: any(
-                "can no longer use this bot" in c.params["text"]
-                for c in s.calls
-                if c.method == "editMessageText"
-            ),
-            what="refusal",
-        )
-        assert await h.jobs() == []
+        # Refused before any acknowledgement: the refusal is the reply (and the push
+        # notification), not an edit of "Got it!".
+        [refusal] = await s.wait_for(lambda: s.sent("sendMessage", ANN.id)[before:], what="refusal")
+        assert "can no longer use this bot" in refusal.params["text"]
+        assert not s.sent("editMessageText", ANN.id) and await h.jobs() == []
         assert await answer(ADMIN, f"/unban {ANN.id}") == f"Done: unban for user {ANN.id}."
         s.send(ANN, photo=photo_jpeg(), caption=LINE)
         [job] = await h.finished()
         assert job.state is JobState.DONE
+
+
+async def test_no_link_without_another_platform(tmp_path: Path, tiny_mp4: bytes) -> None:
+    async with running_bot(tmp_path, video=tiny_mp4) as h:
+        s = h.server
+        menus = [c.json("commands") for c in s.sent("setMyCommands")]
+        assert menus and all("link" not in {c["command"] for c in menu} for menu in menus)
+        s.send(ANN, text="/help")
+        [help_text] = await s.wait_for(lambda: s.sent("sendMessage", ANN.id), what="help")
+        assert "/link" not in help_text.params["text"]
+        s.send(ANN, text="/link")
+        await asyncio.sleep(0.3)
+        assert len(s.sent("sendMessage", ANN.id)) == 1  # /link is nobody's command here
+
+
+async def test_link_is_offered_beside_another_platform(tmp_path: Path, tiny_mp4: bytes) -> None:
+    async with running_bot(tmp_path, video=tiny_mp4, peers=["discord"]) as h:
+        s = h.server
+        menus = [c.json("commands") for c in s.sent("setMyCommands")]
+        assert menus and all("link" in {c["command"] for c in menu} for menu in menus)
+        s.send(ANN, text="/help")
+        [help_text] = await s.wait_for(lambda: s.sent("sendMessage", ANN.id), what="help")
+        assert "/link shares one balance with your account on Discord." in help_text.params["text"]

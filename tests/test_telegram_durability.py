@@ -183,3 +183,38 @@ async def test_a_wrong_token_stops_start_up_with_a_clear_message(
     finally:
         await model.stop()
         await server.stop()
+
+
+async def test_a_failed_write_leaves_the_update_to_be_handled_again(
+    tmp_path: Path, tiny_mp4: bytes
+) -> None:
+    async with running_bot(tmp_path, video=tiny_mp4) as h:
+        s = h.server
+        store = h.runtime.store
+        # The store refuses the request (as a full disk or an I/O error would), at the
+        # SQLite level, until the trigger is dropped.
+        with sqlite3.connect(tmp_path / "data" / "actorbot.sqlite3") as db:
+            db.execute(
+                "CREATE TRIGGER refuse_jobs BEFORE INSERT ON jobs"
+                " BEGIN SELECT RAISE(ABORT, 'injected write failure'); END"
+            )
+        s.send(ANN, photo=photo_jpeg(), caption=LINE)
+
+        async def settled() -> tuple[int, float | None]:
+            while True:
+                rows = await store.query("SELECT attempts, done_at FROM chat_inbox")
+                if rows and (rows[0][0] or rows[0][1] is not None):
+                    return int(rows[0][0]), rows[0][1]
+                await asyncio.sleep(0.02)
+
+        attempts, done = await asyncio.wait_for(settled(), 10)
+        assert (attempts, done) == (1, None)  # failed once, still open
+        with sqlite3.connect(tmp_path / "data" / "actorbot.sqlite3") as db:
+            db.execute("DROP TRIGGER refuse_jobs")
+        [job] = await h.finished(timeout=15)
+        assert job.state is JobState.DONE
+        [(done,)] = await store.query("SELECT done_at FROM chat_inbox")
+        assert done is not None
+        # One acknowledgement, kept across the retry; no "Something went wrong".
+        [ack] = s.sent("sendMessage", ANN.id)
+        assert ack.params["text"].startswith("Got it")

@@ -56,8 +56,7 @@ async def test_photo_with_caption_becomes_a_real_preview_video(tmp_path: Path) -
         )
         shown = texts(h.server, ANN.id)
         assert shown[0] == "Got it! Preparing your video…"
-        assert any(text.startswith("Queued: position 1") for text in shown)
-        assert any(text.startswith("Generating") for text in shown)
+        assert "Generating…" in shown  # no clock that would stand still at "(0 s)"
         assert len(h.server.sent("sendMessage", ANN.id)) == 1  # one status message, edited
         assert h.server.sent("sendChatAction", ANN.id)[0].params["action"] == "upload_video"
         assert not h.server.unknown
@@ -158,20 +157,27 @@ async def test_line_without_photo_reuses_the_last_one_or_hints(
 
 async def test_refusals_are_in_the_users_language(tmp_path: Path, tiny_mp4: bytes) -> None:
     async with running_bot(tmp_path, video=tiny_mp4) as h:
-        h.server.send(
+        s = h.server
+        pdf = s.send(
             LI,
             document=b"%PDF-1.4 not an image",
             mime_type="application/pdf",
             caption="女孩说：'你好'",
         )
-        h.server.send(ANN, photo=photo_jpeg(), caption='He says: "' + "word " * 40 + '"')
-        await h.server.wait_for(
-            lambda: any("不是图片" in t for t in texts(h.server, LI.id)), what="zh refusal"
-        )
-        await h.server.wait_for(
-            lambda: any("needs about" in t for t in texts(h.server, ANN.id)), what="en refusal"
+        s.send(ANN, photo=photo_jpeg(), caption='He says: "' + "word " * 40 + '"')
+        await s.wait_for(lambda: any("不是图片" in t for t in texts(s, LI.id)), what="zh refusal")
+        await s.wait_for(
+            lambda: any("needs about" in t for t in texts(s, ANN.id)), what="en refusal"
         )
         assert await h.jobs() == []
+        # A refusal is a reply of its own (what the notification shows), never an edit of
+        # "Got it!": the line is refused before any acknowledgement...
+        assert [c.method for c in s.calls if c.chat_id == str(ANN.id)] == ["sendMessage"]
+        # ...and the file, found out only after its download, replaces the acknowledgement.
+        acked, refused = s.sent("sendMessage", LI.id)
+        assert acked.params["text"].startswith("收到") and len(s.sent("deleteMessage", LI.id)) == 1
+        assert refused.reply_to == pdf["message_id"] and not s.sent("editMessageText", LI.id)
+        assert [m["text"] for m in s.bot_messages(LI.id)] == [refused.params["text"]]
 
 
 async def test_album_uses_the_captioned_item_and_says_so(tmp_path: Path, tiny_mp4: bytes) -> None:

@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 from pathlib import Path
+
+import pytest
 
 from core.models import JobState
 from tests.botapi_server import BotApiServer, Failure
@@ -84,3 +87,24 @@ async def test_image_file_over_the_download_limit_is_refused_without_fetching(
             what="refusal",
         )
         assert h.server.sent("getFile") == [] and await h.jobs() == []
+
+
+async def test_a_chat_that_blocked_the_bot_is_not_an_internal_error(
+    tmp_path: Path, tiny_mp4: bytes, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO)
+    async with running_bot(tmp_path, video=tiny_mp4) as h:
+        s = h.server
+        s.blocked_chats.add(str(ANN.id))  # the acknowledgement will meet a 403
+        s.send(ANN, photo=photo_jpeg(), caption=LINE)
+        await s.wait_for(lambda: s.sent("sendMessage", ANN.id), what="the acknowledgement")
+        await s.wait_for(
+            lambda: h.bot.board.is_blocked(ANN.id), what="the chat remembered as blocked"
+        )
+        await asyncio.sleep(0.5)  # an error message or a job would show up by now
+        # One call met the 403; then silence: no "Something went wrong", nothing admitted.
+        assert [c.method for c in s.calls if c.chat_id == str(ANN.id)] == ["sendMessage"]
+        assert await h.jobs() == []
+        [(done,)] = await h.runtime.store.query("SELECT done_at FROM chat_inbox")
+        assert done is not None  # answered for good: not replayed at the next start
+    assert not [r for r in caplog.records if r.levelno >= logging.ERROR or r.exc_info]

@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 from telegram import Message
 
-from bots.telegram.render import caption, format_seconds, status_line, status_text
+from bots.telegram.render import TAKE_OFFSET, caption, format_eta, status_line, status_text
 from bots.telegram.routing import (
     Command,
     Generate,
@@ -142,17 +142,38 @@ def job(**changes: Any) -> Job:
 
 
 def test_event_texts() -> None:
-    now = time.time()
     queued = JobEvent(EventKind.QUEUED, job(), position=3, eta_seconds=200)
-    assert status_line(queued, "en", now) == "Queued: position 3, about 3 min."
-    assert status_line(queued, "zh", now) == "排队中：第 3 位，大约 3 分钟。"
-    assert status_line(JobEvent(EventKind.PROGRESS, job()), "en", now) == "Generating… (10 s)"
+    assert status_line(queued, "en") == "Queued: ready in about 5 min."
+    assert status_line(queued, "zh") == "排队中：预计还需约 5 分钟。"
+    first = JobEvent(EventKind.QUEUED, job(), position=1, eta_seconds=40)
+    assert status_line(first, "en") == "Queued: you are next, ready in under a minute."
+    # No clock in the text: it would stand still between events ("Generating… (0 s)").
+    assert status_line(JobEvent(EventKind.PROGRESS, job()), "en") == "Generating…"
+    waiting = JobEvent(EventKind.PROGRESS, job(), position=37)
+    assert status_line(waiting, "en") == "Generating… (position 20+ at the video service)"
     failed = JobEvent(
         EventKind.FAILED, job(), error_key="job.deadline", error_params={"minutes": 15}
     )
-    assert "15 min" in status_line(failed, "en", now)
+    assert "15 min" in status_line(failed, "en")
     assert status_text({1: "a", 2: "b"}, 3, "en") == "Take 1/3: a\nTake 2/3: b\nTake 3/3: …"
-    assert format_seconds(20, "en") == "20 s" and format_seconds(600, "zh") == "10 分钟"
+    assert format_eta(20, "en") == "under a minute" and format_eta(590, "zh") == "约 10 分钟"
+    assert format_eta(5000, "en") == "about 2 h"
+
+
+def test_waiting_texts_change_in_steps_not_with_every_queue_move() -> None:
+    seen = {
+        status_line(JobEvent(EventKind.QUEUED, job(), position=p, eta_seconds=p * 60.0), "en")
+        for p in range(1, 201)
+    }
+    # 200 places in the queue, a handful of different texts: an edit each, at most.
+    assert len(seen) <= 15, sorted(seen)
+
+
+def test_a_retake_is_numbered_after_the_takes_of_its_line() -> None:
+    address = DeliveryAddress("telegram", "101", extra={TAKE_OFFSET: 1})
+    again = job(state=JobState.DONE, address=address)
+    assert caption(again, "en").endswith("5 s · take 2/2")
+    assert status_line(JobEvent(EventKind.DELIVERED, again), "en") == "Done: 5 s, take 2/2."
 
 
 def test_caption_fits_telegrams_limit() -> None:

@@ -6,7 +6,7 @@ import asyncio
 import contextlib
 import logging
 import os
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 
 from telegram.ext import AIORateLimiter, Application, ApplicationBuilder
@@ -36,15 +36,41 @@ def upload_limit(settings: TelegramSettings) -> int:
     return LOCAL_UPLOAD_LIMIT if settings.local_mode else PUBLIC_UPLOAD_LIMIT
 
 
+def leaky_bucket(rate: float, window: float, burst: float = 1.0) -> tuple[float, float]:
+    """Return aiolimiter's (max_rate, time_period) that pass ``rate`` calls per ``window``.
+
+    ``AsyncLimiter(n, window)`` is a leaky bucket of size n that drains n per window: after
+    a quiet spell it lets n calls through at once and n more as it drains, so PTB's
+    ``AIORateLimiter(30)`` sends up to 60 messages in one second. A bucket of ``burst``
+    calls that drains the rest of the rate keeps every window at ``rate`` (for rates of
+    twice the burst and more), less a tenth: Telegram counts when calls arrive, and network
+    delays bunch them up. (0, 0) turns the limit off, as 0 does for PTB.
+    """
+    if rate <= 0:
+        return 0.0, 0.0
+    burst = max(1.0, min(burst, rate / 2))
+    drained = max(rate * 0.9 - burst, rate / 2)  # per window, besides the burst
+    return burst, window * burst / drained
+
+
 def build_application(settings: TelegramSettings) -> Application:  # type: ignore[type-arg]
     """Return an Application without PTB's Updater: updates are fetched by ``Poller``."""
     # PTB 22 is moving time periods from int seconds to timedelta and warns on each read of
     # the old form, even inside RetryAfter's own constructor on every 429. Opt in to the
     # new form (``retry_seconds`` handles both) so a flood wait is not also a warning.
     os.environ.setdefault("PTB_TIMEDELTA", "true")
+    # The whole bot: throughput matters, so the bucket holds a tenth (a video and its
+    # chat action still go together). A group: its few messages come together
+    # (acknowledgement, status, video), so a quarter may.
+    overall_rate = settings.overall_max_rate
+    overall_burst, overall_period = leaky_bucket(overall_rate, 1.0, burst=overall_rate // 10)
+    group_rate = settings.group_max_rate
+    group_burst, group_period = leaky_bucket(group_rate, 60.0, burst=group_rate // 4)
     limiter = AIORateLimiter(
-        overall_max_rate=settings.overall_max_rate,
-        group_max_rate=settings.group_max_rate,
+        overall_max_rate=overall_burst,
+        overall_time_period=overall_period,
+        group_max_rate=group_burst,
+        group_time_period=group_period,
         max_retries=settings.rate_limit_retries,  # PTB's default is 0: a 429 would be final
     )
     builder = (
@@ -76,11 +102,14 @@ class TelegramBot:
 
 
 @contextlib.asynccontextmanager
-async def run_telegram(runtime: Runtime) -> AsyncIterator[TelegramBot]:
+async def run_telegram(
+    runtime: Runtime, *, peers: Sequence[str] = ()
+) -> AsyncIterator[TelegramBot]:
     """Start the bot (polling or webhook) and register it as the Telegram notifier.
 
-    Start it before the worker claims jobs and leave it after the worker stopped: the
-    worker delivers through this bot.
+    ``peers`` are the other chat platforms this deployment runs: commands that reach them
+    (``/link``) are offered only when there is one. Start the bot before the worker claims
+    jobs and leave it after the worker stopped: the worker delivers through this bot.
     """
     settings = runtime.settings.telegram
     app = build_application(settings)
@@ -109,10 +138,10 @@ async def run_telegram(runtime: Runtime) -> AsyncIterator[TelegramBot]:
         deps = Deps(
             bot=app.bot, service=runtime.service, store=runtime.store, chatstate=chatstate,
             board=board, ingest=ingest, settings=settings, prompts=runtime.settings.prompts,
-            me=me,
+            me=me, peers=tuple(peers),
         )  # fmt: skip
         Handlers(deps).register(app)
-        await set_command_menus(app.bot)
+        await set_command_menus(app.bot, peers)
         await app.start()
         replayed = await ingest.replay()
         if replayed:

@@ -10,20 +10,21 @@ from telegram import Bot, CallbackQuery, ForceReply, Update
 
 from config.settings import TelegramSettings
 from core.chatstate import ChatState
-from core.errors import RequestRejected
+from core.errors import RequestRejected, UserError
 from core.i18n import render
 from core.models import DeliveryAddress, JobState, UserRef
 from core.service import Admission, Service
 from core.store import Store
 
-from .access import ACCESS_ACTIONS, AccessDesk
-from .ingest import Ingest
-from .replies import ReplyOnce, answer, reply_to
+from .access import ACCESS_ACTIONS, AccessDesk, Applicant
+from .render import TAKE_OFFSET, take_numbers
+from .replies import answer, reply_to
 from .routing import PLATFORM, user_locale, user_ref
 
 log = logging.getLogger(__name__)
 
 Admit = Callable[..., Awaitable[Admission | None]]
+Refusal = Callable[[UserError, str, Applicant | None], Awaitable[str | None]]
 
 
 class Buttons:
@@ -36,18 +37,18 @@ class Buttons:
         service: Service,
         store: Store,
         chatstate: ChatState,
-        ingest: Ingest,
         settings: TelegramSettings,
         admit: Admit,
+        refusal: Refusal,
         access: AccessDesk,
     ) -> None:
         self._bot = bot
         self._service = service
         self._store = store
         self._chatstate = chatstate
-        self._ingest = ingest
         self._settings = settings
         self._admit = admit
+        self._refusal = refusal
         self._access = access
 
     async def on_button(self, update: Update, context: Any) -> None:
@@ -128,29 +129,38 @@ class Buttons:
         if base is None:
             await answer(query, render("tg.button_expired", locale))
             return
-        await answer(query, render("tg.retake_started", locale))
         key = f"{PLATFORM}:cb:{query.id}"
         old = base.address
         owner_locale = str(old.extra.get("locale") or locale)
-        status_id = await ReplyOnce(self._ingest, key, None).send_to(
-            self._bot, old, render("tg.ack", owner_locale)
-        )
-        address = DeliveryAddress(
-            PLATFORM, old.chat_id, reply_to=old.reply_to, thread_id=old.thread_id,
-            status_message_id=str(status_id), extra=dict(old.extra),
-        )  # fmt: skip
         user = (
             user_ref(query.from_user, owner_locale)
             if str(query.from_user.id) == owner
             else UserRef(PLATFORM, owner, locale=owner_locale)
         )
+        seconds = base.seconds if action == "retake" else (10 if base.seconds == 5 else 5)
+        try:
+            checked = await self._service.check(
+                user, base.line, key, seconds=seconds, takes=1, voice=base.voice
+            )
+        except UserError as exc:
+            text = await self._refusal(exc, locale, None)
+            await answer(query, text, alert=text is not None)
+            return
+        await answer(query, render("tg.retake_started", locale))
+        # Another take of the same line: it keeps that line's status message (no second
+        # "Got it!") and numbers itself after the takes before it.
+        _, before = take_numbers(base)
+        address = DeliveryAddress(
+            PLATFORM, old.chat_id, reply_to=old.reply_to, thread_id=old.thread_id,
+            status_message_id=old.status_message_id, extra={**old.extra, TAKE_OFFSET: before},
+        )  # fmt: skip
 
         async def stored_image() -> bytes:
             jpeg, _, _ = await self._store.request_image(base.request_id)
             return jpeg
 
-        seconds = base.seconds if action == "retake" else (10 if base.seconds == 5 else 5)
         await self._admit(
-            stored_image, user=user, line=base.line, address=address, key=key,
-            locale=owner_locale, seconds=seconds, takes=1, voice=base.voice,
+            stored_image, checked=checked, ack_id=None, user=user, line=base.line,
+            address=address, key=key, locale=owner_locale, seconds=seconds, takes=1,
+            voice=base.voice,
         )  # fmt: skip

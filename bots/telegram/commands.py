@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 from telegram import BotCommand, InputMediaVideo, Message
@@ -31,6 +32,15 @@ log = logging.getLogger(__name__)
 
 # The command menu, in order; each has a description key tg.cmd.<name>.
 MENU = ("gen", "help", "quota", "cancel", "history", "lang", "link", "start")
+# Commands that only make sense beside another chat platform.
+NEEDS_PEERS = frozenset({"link"})
+
+
+def menu(peers: Sequence[str]) -> tuple[str, ...]:
+    """Return the commands offered when ``peers`` run beside Telegram."""
+    return tuple(name for name in MENU if peers or name not in NEEDS_PEERS)
+
+
 _LANGUAGE_NAMES = {
     "en": "en", "english": "en", "英文": "en", "英语": "en",
     "zh": "zh", "cn": "zh", "chinese": "zh", "中文": "zh", "汉语": "zh", "zh-cn": "zh",
@@ -38,10 +48,10 @@ _LANGUAGE_NAMES = {
 }  # fmt: skip
 
 
-async def set_command_menus(bot: Bot) -> None:
+async def set_command_menus(bot: Bot, peers: Sequence[str] = ()) -> None:
     """Register the command menu in English (default) and Simplified Chinese."""
     for locale in LOCALES:
-        commands = [BotCommand(name, render(f"tg.cmd.{name}", locale)) for name in MENU]
+        commands = [BotCommand(name, render(f"tg.cmd.{name}", locale)) for name in menu(peers)]
         # No language_code: the default list, shown to users of any other language.
         code = None if locale == "en" else locale
         try:
@@ -62,6 +72,8 @@ class Commands:
         settings: TelegramSettings,
         prompts: PromptSettings,
         access: AccessDesk,
+        *,
+        peers: Sequence[str] = (),
     ) -> None:
         self._bot = bot
         self._service = service
@@ -70,10 +82,13 @@ class Commands:
         self._settings = settings
         self._prompts = prompts
         self._access = access
+        self._peers = tuple(peers)
 
     async def run(self, message: Message, command: Command, locale: str, reply: ReplyOnce) -> None:
         """Run one command."""
         handler = getattr(self, f"_c_{command.name}", None)
+        if command.name in NEEDS_PEERS and not self._peers:
+            handler = None  # nothing to reach: as unknown as any other bot's command
         if handler is None:
             return  # unknown commands are not ours to answer (other bots share groups)
         await handler(message, command.args, locale, reply)
@@ -112,7 +127,11 @@ class Commands:
             await self._access.offer(message.chat_id, account_id, applicant)
 
     async def _c_help(self, message: Message, args: str, locale: str, reply: ReplyOnce) -> None:
-        await reply.send(render("tg.help", locale, max_takes=self._prompts.max_takes))
+        text = render("tg.help", locale, max_takes=self._prompts.max_takes)
+        if self._peers:
+            names = ", ".join(peer.capitalize() for peer in self._peers)
+            text = f"{text}\n" + render("tg.help_link", locale, platforms=names)
+        await reply.send(text)
 
     async def _c_lang(self, message: Message, args: str, locale: str, reply: ReplyOnce) -> None:
         assert message.from_user is not None

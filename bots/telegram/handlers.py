@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import os
 from collections.abc import AsyncIterator
@@ -20,15 +21,15 @@ from telegram import (
     Message,
     Update,
 )
-from telegram.error import BadRequest, TelegramError
+from telegram.error import BadRequest, Forbidden, TelegramError
 from telegram.ext import Application, CallbackContext, CallbackQueryHandler, MessageHandler, filters
 
 from config.settings import PromptSettings, TelegramSettings
 from core.chatstate import ChatState, RememberedPhoto
-from core.errors import ImageRejected, RequestRejected, UserError
+from core.errors import ImageRejected, UserError
 from core.i18n import render
 from core.models import DeliveryAddress, UserRef, VideoRequest
-from core.service import Admission, Service
+from core.service import Admission, Checked, Service
 from core.store import Store
 
 from .access import AccessDesk, Applicant, applicant_of
@@ -44,6 +45,7 @@ from .routing import (
     Me,
     PhotoRef,
     address_for,
+    is_group,
     route,
     source_key,
     user_locale,
@@ -69,6 +71,7 @@ class Deps:
     settings: TelegramSettings
     prompts: PromptSettings
     me: Me
+    peers: tuple[str, ...] = ()  # other chat platforms running beside this one (/link)
 
 
 class Handlers:
@@ -80,10 +83,11 @@ class Handlers:
             bot=deps.bot, service=deps.service, chatstate=deps.chatstate, settings=deps.settings
         )
         self._commands = Commands(deps.bot, deps.service, deps.store, deps.chatstate,
-                                  deps.settings, deps.prompts, self._access)  # fmt: skip
+                                  deps.settings, deps.prompts, self._access,
+                                  peers=deps.peers)  # fmt: skip
         self._buttons = Buttons(
             bot=deps.bot, service=deps.service, store=deps.store, chatstate=deps.chatstate,
-            ingest=deps.ingest, settings=deps.settings, admit=self._admit, access=self._access,
+            settings=deps.settings, admit=self._admit, refusal=self.refusal, access=self._access,
         )  # fmt: skip
         # Per-chat order for the quick part of a message (remembering a photo before the
         # line that follows it); downloads and admission run concurrently.
@@ -137,13 +141,16 @@ class Handlers:
             await self._generate(message, action, locale, key)
 
     def _reply_once(self, key: str, message: Message) -> ReplyOnce:
-        return ReplyOnce(self._d.ingest, key, message)
+        pace = functools.partial(self._d.board.pace, message.chat_id, group=is_group(message))
+        return ReplyOnce(self._d.ingest, key, message, pace=pace)
 
     async def _generate(self, message: Message, intent: Generate, locale: str, key: str) -> None:
         assert message.from_user is not None
         user_id = str(message.from_user.id)
         chat = str(message.chat_id)
         reply = self._reply_once(key, message)
+        user = user_ref(message.from_user, locale)
+        applicant = applicant_of(message.from_user, message.chat_id, locale)
         async with self._chat_lock(message.chat_id):
             remembered: RememberedPhoto | None = None
             if intent.photo is not None:
@@ -165,24 +172,49 @@ class Handlers:
                 )
                 await reply.send(render("tg.ask_line", locale), markup=prompt)
                 return
-            status_id = await reply.send(
+            # The cheap checks come before any answer: a refused request costs its refusal
+            # alone, and nothing at all once the user was warned about a flood.
+            try:
+                checked = await self._d.service.check(user, intent.line, key)
+            except UserError as exc:
+                text = await self.refusal(exc, locale, applicant)
+                if text is not None:
+                    await reply.send(text, quote=True)
+                return
+            # A 403 here ends the handler before admission: nothing is stored or charged.
+            ack_id = await reply.send(
                 render("tg.ack_album" if intent.album else "tg.ack", locale), quote=True
             )
-        address = address_for(message, user_id=user_id, locale=locale, status_message_id=status_id)
+        address = address_for(message, user_id=user_id, locale=locale, status_message_id=ack_id)
         await self._admit(
             lambda: self._image(intent.photo, remembered),
-            user=user_ref(message.from_user, locale),
+            checked=checked,
+            ack_id=ack_id,
+            user=user,
             line=intent.line,
             address=address,
             key=key,
             locale=locale,
-            applicant=applicant_of(message.from_user, message.chat_id, locale),
+            applicant=applicant,
         )
+
+    async def refusal(self, exc: UserError, locale: str, applicant: Applicant | None) -> str | None:
+        """Return what to tell a refused user; None when they hear nothing (again)."""
+        if exc.silent:
+            return None  # warned once already in this burst
+        if exc.key == "request.duplicate":
+            return None  # stored before a crash; the worker's events take it from here
+        if exc.key == "access.approval_required" and applicant is not None:
+            # Asking is what the user wants: do it for them instead of naming a command.
+            return await self._access.ask(applicant) or render("access.approved", locale)
+        return render(exc.key, locale, **exc.params)
 
     async def _admit(
         self,
         image: Any,
         *,
+        checked: Checked,
+        ack_id: int | None,
         user: UserRef,
         line: str,
         address: DeliveryAddress,
@@ -191,32 +223,22 @@ class Handlers:
         applicant: Applicant | None = None,
         **options: Any,
     ) -> Admission | None:
-        """Fetch the image, submit the request and show its place in the queue."""
+        """Fetch the image, submit the checked request and show its place in the queue."""
         try:
             async with self._heavy:
                 jpeg = await image()
                 request = VideoRequest(
                     user=user, image=jpeg, line=line, address=address, source_key=key, **options
                 )
-                admission = await self._d.service.submit(request)
-        except RequestRejected as exc:
-            if exc.key == "request.duplicate":
-                return None  # stored before a crash; the worker's events take it from here
-            text = render(exc.key, locale, **exc.params)
-            if exc.key == "access.approval_required":
-                # Asking is what the user wants: do it for them instead of naming a command.
-                asking = applicant or Applicant(
-                    user.platform_user_id, user.display_name or "", None, address.chat_id, locale
-                )
-                text = await self._access.ask(asking) or render("access.approved", locale)
-            await self._show_error(address, text)
-            return None
+                admission = await self._d.service.submit(request, checked)
         except UserError as exc:
-            await self._show_error(address, render(exc.key, locale, **exc.params))
+            text = await self.refusal(exc, locale, applicant)
+            if text is not None:
+                await self._refuse(address, text, ack_id)
             return None
         except TelegramError as exc:
             log.warning("could not fetch the photo for %s: %s", key, exc)
-            await self._show_error(address, render("tg.fetch_failed", locale))
+            await self._refuse(address, render("tg.fetch_failed", locale), ack_id)
             return None
         for index, job in enumerate(admission.jobs):
             position = (
@@ -247,18 +269,21 @@ class Handlers:
         telegram_file = await self._d.bot.get_file(file_id)
         return bytes(await telegram_file.download_as_bytearray())
 
-    async def _show_error(self, address: DeliveryAddress, text: str) -> None:
-        """Turn the acknowledgement into the error (or post it, if there is none)."""
+    async def _refuse(self, address: DeliveryAddress, text: str, ack_id: int | None) -> None:
+        """Answer a refusal found after the acknowledgement with a reply of its own.
+
+        An edit of "Got it!" would go unnoticed (edits do not notify, and the notification
+        showed "Got it!"), so the acknowledgement goes and the refusal is a new reply.
+        """
         chat_id = int(address.chat_id)
-        try:
-            if address.status_message_id is not None:
-                status_id = int(address.status_message_id)
-                await self._d.bot.edit_message_text(text, chat_id=chat_id, message_id=status_id)
-                return
-        except BadRequest as exc:
-            if "not modified" in exc.message.lower():
-                return  # a replay after a crash: the user already sees this refusal
-            log.info("could not edit the acknowledgement: %s", exc.message)
+        if ack_id is not None:
+            try:
+                await self._d.bot.delete_message(chat_id, ack_id)
+            except BadRequest as exc:
+                if "not found" in exc.message.lower():
+                    return  # a replay after a crash: the refusal was sent with the deletion
+                log.info("could not delete the acknowledgement: %s", exc.message)
+        await self._d.board.pace(chat_id, group=bool(address.extra.get("group")))
         await self._d.bot.send_message(
             chat_id,
             text,
@@ -269,9 +294,24 @@ class Handlers:
     # --- buttons ---------------------------------------------------------------------
 
     async def on_error(self, update: object, context: Context) -> None:
-        """Log a handler failure and tell the user something went wrong."""
-        log.error("handler failed", exc_info=context.error)
+        """Log a handler failure; tell the user unless the update is tried again."""
+        error = context.error
+        chat = update.effective_chat if isinstance(update, Update) else None
+        if isinstance(error, Forbidden):
+            # The user blocked the bot (or it left the group): nothing failed on our side,
+            # and every further message there would be refused too.
+            where = chat.id if chat is not None else "?"
+            log.info("chat %s refused the bot (%s); not writing to it", where, error)
+            if chat is not None:
+                self._d.board.block(chat.id)
+            return
+        if isinstance(update, Update) and self._d.ingest.failed(update):
+            log.warning("handling update %s failed; trying again: %r", update.update_id, error)
+            return
+        log.error("handler failed", exc_info=error)
         if isinstance(update, Update) and update.effective_message and update.effective_user:
+            if chat is not None and self._d.board.is_blocked(chat.id):
+                return
             locale = user_locale(None, update.effective_user)
             with contextlib.suppress(TelegramError):
                 await update.effective_message.reply_text(render("tg.internal_error", locale))

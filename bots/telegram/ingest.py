@@ -14,6 +14,7 @@ import logging
 import time
 import warnings
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from datetime import timedelta
 
 from telegram import Bot, Update
@@ -33,6 +34,7 @@ log = logging.getLogger(__name__)
 _KEEP_HANDLED_SECONDS = 26 * 3600
 _PRUNE_EVERY_SECONDS = 3600.0
 _MAX_ATTEMPTS = 3  # replays of one update before it is given up as poison
+_RETRY_SECONDS = 1.0  # first wait before handling a failed update again; doubles each time
 _ALLOWED_UPDATES = ("message", "callback_query")
 
 
@@ -61,6 +63,8 @@ class Ingest:
         self._keyer = keyer
         self._failpoints = failpoints or Failpoints()
         self._tasks: set[asyncio.Task[None]] = set()
+        self._retries: set[asyncio.Task[None]] = set()  # failed updates waiting to run again
+        self._handling: dict[int, _Handling] = {}  # update_id -> its handling, while it runs
         self._first_replies: dict[str, str | None] = {}  # key -> first answer, while handled
         self._pruned_at = time.monotonic()
 
@@ -99,7 +103,7 @@ class Ingest:
                 continue
             await self._chatstate.inbox_attempt(PLATFORM, entry.key)
             update = Update.de_json(json.loads(entry.payload), self.bot)
-            self._spawn(update, entry.key, entry.first_reply)
+            self._spawn(update, entry.key, entry.first_reply, entry.attempts + 1)
         await self._chatstate.inbox_prune(PLATFORM, _KEEP_HANDLED_SECONDS)
         return len(entries)
 
@@ -112,32 +116,76 @@ class Ingest:
         self._first_replies[key] = str(message_id)
         await self._chatstate.inbox_first_reply(PLATFORM, key, str(message_id))
 
-    def _spawn(self, update: Update, key: str, first_reply: str | None) -> None:
+    def failed(self, update: Update) -> bool:
+        """Record that handling an update failed; return whether it will be tried again.
+
+        The error handler calls this for failures that may pass (a store or network
+        error). A permanent refusal is an answer, not a failure: the handler returns.
+        """
+        handling = self._handling.get(update.update_id)
+        if handling is None:
+            return False
+        handling.failed = True
+        return handling.attempts < _MAX_ATTEMPTS
+
+    def _spawn(self, update: Update, key: str, first_reply: str | None, attempts: int = 0) -> None:
         self._first_replies[key] = first_reply
-        task = asyncio.create_task(self._handle(update, key), name=f"telegram-{key}")
+        task = asyncio.create_task(self._handle(update, key, attempts), name=f"telegram-{key}")
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
-    async def _handle(self, update: Update, key: str) -> None:
+    async def _handle(self, update: Update, key: str, attempts: int) -> None:
+        handling = self._handling[update.update_id] = _Handling(attempts)
         try:
-            # Handler errors go to the Application's error handler; process_update returns.
+            # Handler errors go to the Application's error handler, which reports them
+            # through ``failed``; process_update itself returns.
             await self._app.process_update(update)
-            await self._chatstate.inbox_done(PLATFORM, key)
+            if handling.failed and attempts < _MAX_ATTEMPTS:
+                # Not done: it stays in the inbox (a restart replays it) and runs again soon.
+                await self._chatstate.inbox_attempt(PLATFORM, key)
+                self._retry(update, key, attempts + 1)
+            else:
+                if handling.failed:
+                    log.error("giving up on update %s after %d attempts", key, attempts + 1)
+                await self._chatstate.inbox_done(PLATFORM, key)
         except asyncio.CancelledError:
             raise  # shutting down: left open, replayed at the next start
         except Exception:
             log.exception("could not finish update %s", key)
         finally:
+            self._handling.pop(update.update_id, None)
             self._first_replies.pop(key, None)
+
+    def _retry(self, update: Update, key: str, attempts: int) -> None:
+        first_reply = self._first_replies.get(key)
+
+        async def later() -> None:
+            await asyncio.sleep(_RETRY_SECONDS * 2 ** (attempts - 1))
+            self._spawn(update, key, first_reply, attempts)
+
+        task = asyncio.create_task(later(), name=f"telegram-retry-{key}")
+        self._retries.add(task)
+        task.add_done_callback(self._retries.discard)
 
     async def drain(self, timeout: float) -> None:
         """Let handlers finish for up to ``timeout`` seconds, then cancel the rest."""
+        for task in self._retries:
+            task.cancel()  # waiting to run again: the inbox keeps them for the next start
+        await asyncio.gather(*self._retries, return_exceptions=True)
         if not self._tasks:
             return
         _, pending = await asyncio.wait(list(self._tasks), timeout=timeout)
         for task in pending:
             task.cancel()
         await asyncio.gather(*pending, return_exceptions=True)
+
+
+@dataclass
+class _Handling:
+    """One run of an update's handlers."""
+
+    attempts: int  # earlier runs that failed
+    failed: bool = False
 
 
 class Poller:

@@ -101,7 +101,7 @@ class TelegramNotifier:
         """Update the request's status message (throttled; never raises)."""
         job = event.job
         locale = job.address.extra.get("locale")
-        line = status_line(event, locale, self._clock())
+        line = status_line(event, locale)
         self._board.update(
             job, line, waiting=event.kind is EventKind.QUEUED, final=event.kind in _FINAL
         )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 from core.i18n import render
@@ -19,38 +20,67 @@ class ButtonSpec:
     label: str
 
 
-def format_seconds(seconds: float, locale: str | None, *, least: int = 1) -> str:
-    """Return a short duration such as ``45 s`` or ``3 min`` (never below ``least`` s)."""
-    if seconds < 90:
-        return render("eta.seconds", locale, seconds=max(least, round(seconds)))
-    return render("eta.minutes", locale, minutes=round(seconds / 60))
+# Waiting statuses change only when the user learns something new: the ETA moves in these
+# steps (seconds, rounded up) and the place in the queue is shown only when it is "next".
+# A status edited on every queue move would cost users x queue length edits.
+_ETA_STEPS = (60, 120, 180, 300, 600, 900, 1200, 1800, 2700, 3600)
+# Counts above the exact range are shown as the largest of these they reach ("20+").
+_EXACT_COUNT = 5
+_COUNT_STEPS = (10, 20, 50, 100, 200, 500, 1000)
+# DeliveryAddress.extra: takes of the same line made before this request (re-takes).
+TAKE_OFFSET = "take_offset"
 
 
-def elapsed_seconds(job: Job, now: float) -> float:
-    """Return how long a take has been generating, in 5 s steps.
+def format_eta(seconds: float | None, locale: str | None) -> str:
+    """Return a coarse ETA such as ``under a minute``, ``about 5 min`` or ``about 2 h``."""
+    if seconds is None:
+        return render("eta.unknown", locale)
+    step = next((step for step in _ETA_STEPS if seconds <= step), None)
+    if step is None:
+        return render("eta.hours", locale, hours=math.ceil(seconds / 3600))
+    if step <= 60:
+        return render("eta.under_minute", locale)
+    if step >= 3600:
+        return render("eta.hours", locale, hours=step // 3600)
+    return render("eta.minutes", locale, minutes=step // 60)
 
-    Rounding keeps the text still between progress events, so the throttled status
-    message is not edited just because a second passed.
+
+def coarse_count(count: int) -> str:
+    """Return a count exactly when small, else the step it reached (``20+``)."""
+    if count <= _EXACT_COUNT:
+        return str(count)
+    return f"{max((step for step in _COUNT_STEPS if step <= count), default=_EXACT_COUNT)}+"
+
+
+def take_numbers(job: Job) -> tuple[int, int]:
+    """Return which take of its line a job is, and of how many, counting earlier re-takes."""
+    offset = int(job.address.extra.get(TAKE_OFFSET, 0))
+    return job.take + offset, job.takes + offset
+
+
+def status_line(event: JobEvent, locale: str | None) -> str:
+    """Return the one-line state of a take for its status message.
+
+    Nothing here counts seconds: a status is edited on events, not on a clock, so a live
+    counter would stand still between them.
     """
-    if job.started_at is None:
-        return 0.0
-    return max(0.0, (now - job.started_at) // 5 * 5)
-
-
-def status_line(event: JobEvent, locale: str | None, now: float) -> str:
-    """Return the one-line state of a take for its status message."""
     job = event.job
     kind = event.kind
     if kind is EventKind.QUEUED:
         return queued_line(event.position, event.eta_seconds, locale)
     if kind in (EventKind.STARTED, EventKind.PROGRESS):
-        elapsed = format_seconds(elapsed_seconds(job, now), locale, least=0)
-        return render("job.started", locale, elapsed=elapsed)
+        if event.position is not None and event.position > 1:
+            # The provider queues it: where, is news; how long so far, is not.
+            return render("job.started_waiting", locale, position=coarse_count(event.position))
+        return render("job.started", locale)
     if kind is EventKind.DELIVERING:
-        return render("job.delivering", locale)
+        # The chat shows "sending video…" while it uploads and the video follows in
+        # seconds: an edit saying so would tell the user nothing new.
+        return render("job.started", locale)
     if kind is EventKind.DELIVERED:
         key = "job.delivered_unconfirmed" if job.delivery_unconfirmed else "job.delivered"
-        return render(key, locale, seconds=job.seconds, take=job.take, takes=job.takes)
+        take, takes = take_numbers(job)
+        return render(key, locale, seconds=job.seconds, take=take, takes=takes)
     if kind is EventKind.CANCELED:
         return render("job.canceled", locale)
     key = event.error_key or job.error_key or "job.backend_failed"
@@ -59,13 +89,9 @@ def status_line(event: JobEvent, locale: str | None, now: float) -> str:
 
 
 def queued_line(position: int | None, eta: float | None, locale: str | None) -> str:
-    """Return the queue position and ETA line."""
-    return render(
-        "job.queued",
-        locale,
-        position=position if position is not None else "?",
-        eta=format_seconds(eta, locale) if eta is not None else "?",
-    )
+    """Return a waiting take's line: a coarse ETA, and whether it is next."""
+    key = "job.queued_next" if position == 1 else "job.queued"
+    return render(key, locale, eta=format_eta(eta, locale))
 
 
 def status_text(lines: dict[int, str], takes: int, locale: str | None) -> str:
@@ -87,18 +113,13 @@ def clip(text: str, limit: int) -> str:
 
 def caption(job: Job, locale: str | None) -> str:
     """Return the caption of a result video: the line, its length and which take it is."""
-    tail = render(
-        "tg.caption", locale, line="", seconds=job.seconds, take=job.take, takes=job.takes
-    )
+    take, takes = take_numbers(job)
+    tail = render("tg.caption", locale, line="", seconds=job.seconds, take=take, takes=takes)
     room = CAPTION_LIMIT - len(tail)
     return render(
-        "tg.caption",
-        locale,
-        line=clip(job.line, room),
-        seconds=job.seconds,
-        take=job.take,
-        takes=job.takes,
-    )
+        "tg.caption", locale, line=clip(job.line, room), seconds=job.seconds, take=take,
+        takes=takes,
+    )  # fmt: skip
 
 
 def album_captions(jobs: list[Job], locale: str | None) -> list[str | None]:

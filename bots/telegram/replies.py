@@ -3,11 +3,10 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Awaitable, Callable
 
-from telegram import Bot, CallbackQuery, ForceReply, InlineKeyboardMarkup, Message, ReplyParameters
+from telegram import CallbackQuery, ForceReply, InlineKeyboardMarkup, Message, ReplyParameters
 from telegram.error import BadRequest
-
-from core.models import DeliveryAddress
 
 from .ingest import Ingest
 
@@ -17,10 +16,18 @@ log = logging.getLogger(__name__)
 class ReplyOnce:
     """Send the first answer to an update once, even across a crash and replay."""
 
-    def __init__(self, ingest: Ingest, key: str, message: Message | None) -> None:
+    def __init__(
+        self,
+        ingest: Ingest,
+        key: str,
+        message: Message,
+        *,
+        pace: Callable[[], Awaitable[None]] | None = None,
+    ) -> None:
         self._ingest = ingest
         self._key = key
         self._message = message
+        self._pace = pace  # waits for the chat's turn (Telegram's per-chat pace)
 
     async def send(
         self, text: str, *, markup: ForceReply | InlineKeyboardMarkup | None = None,
@@ -30,22 +37,9 @@ class ReplyOnce:
         done = self._ingest.first_reply(self._key)
         if done is not None:
             return int(done)
-        assert self._message is not None
+        if self._pace is not None:
+            await self._pace()
         sent = await self._message.reply_text(text, do_quote=quote, reply_markup=markup)
-        await self._ingest.record_first_reply(self._key, sent.message_id)
-        return sent.message_id
-
-    async def send_to(self, bot: Bot, address: DeliveryAddress, text: str) -> int:
-        """Post to a stored address (replying to its request); return the message id."""
-        done = self._ingest.first_reply(self._key)
-        if done is not None:
-            return int(done)
-        sent = await bot.send_message(
-            int(address.chat_id),
-            text,
-            reply_parameters=reply_to(address.reply_to),
-            message_thread_id=None if address.thread_id is None else int(address.thread_id),
-        )
         await self._ingest.record_first_reply(self._key, sent.message_id)
         return sent.message_id
 

@@ -1,10 +1,11 @@
-"""One status message per request, edited in place and throttled per chat.
+"""One status message per request, edited in place, and one pace per chat.
 
-Telegram allows about 20 messages a minute in a group, edits included, and the same rate
-limiter queue carries the results: a status that changed five times while waiting its turn
-is sent once, with its latest text. Each chat has a lane that spaces its status calls
-(``group_interval`` in groups, ``private_interval`` in private chats) and always sends the
-newest text of every status that changed.
+Telegram allows about one message a second in a private chat and 20 a minute in a group,
+edits included. Each chat has a lane: every message the bot sends or edits there takes a
+turn (``group_interval`` apart in groups, ``private_interval`` in private chats), whether it
+is a status edit, an acknowledgement or a refusal (``pace``). Status changes wait for a turn
+and are coalesced meanwhile: a status that changed five times while waiting is sent once,
+with its latest text.
 """
 
 from __future__ import annotations
@@ -156,40 +157,60 @@ class StatusBoard:
             status.message_id = int(address.status_message_id)
         return status
 
-    def _mark(self, status: _Status) -> None:
-        lane = self._lanes.get(status.chat_id)
+    def _lane(self, chat_id: int, group: bool) -> _Lane:
+        lane = self._lanes.get(chat_id)
         if lane is None:
-            interval = self._group_interval if status.group else self._private_interval
-            lane = self._lanes[status.chat_id] = _Lane(interval)
+            interval = self._group_interval if group else self._private_interval
+            lane = self._lanes[chat_id] = _Lane(interval)
+        return lane
+
+    async def pace(self, chat_id: int, *, group: bool) -> None:
+        """Wait for the chat's next turn; call it before each message sent to the chat."""
+        await self._turn(chat_id, self._lane(chat_id, group))
+
+    async def _turn(self, chat_id: int, lane: _Lane) -> float:
+        """Reserve the lane's next free turn, wait for it and return when it was."""
+        now = self._clock()
+        at = max(now, lane.next_at)
+        lane.next_at = at + lane.interval
+        # Keep the lane while its spacing still matters, so the next message waits too.
+        asyncio.get_running_loop().call_later(lane.next_at - now, self._forget_lane, chat_id, lane)
+        if at > now:
+            await asyncio.sleep(at - now)
+        return at
+
+    def _mark(self, status: _Status) -> None:
+        lane = self._lane(status.chat_id, status.group)
         lane.dirty[status.request_id] = None
         if lane.task is None or lane.task.done():
             lane.task = asyncio.create_task(self._drain(status.chat_id, lane))
 
     async def _drain(self, chat_id: int, lane: _Lane) -> None:
         while lane.dirty:
-            delay = lane.next_at - self._clock()
-            if delay > 0:
-                await asyncio.sleep(delay)
+            at = await self._turn(chat_id, lane)
             request_id = next(iter(lane.dirty))
             del lane.dirty[request_id]
             status = self._statuses.get(request_id)
-            if status is None:
-                continue
-            if await self._apply(status):
-                lane.next_at = self._clock() + lane.interval
-            if status.complete and request_id not in lane.dirty:
+            if (status is None or not await self._apply(status)) and (
+                lane.next_at == at + lane.interval
+            ):
+                lane.next_at = at  # nothing was sent: the turn is still free
+            if status is not None and status.complete and request_id not in lane.dirty:
                 self._statuses.pop(request_id, None)
                 # A late, stale view of a finished request must not revive its status.
                 self._completed[request_id] = None
                 if len(self._completed) > _COMPLETED_MEMORY:
                     self._completed.pop(next(iter(self._completed)))
-        if self._lanes.get(chat_id) is lane and not lane.dirty:
-            # Keep the lane while its spacing still matters, so the next edit waits too.
-            loop = asyncio.get_running_loop()
-            loop.call_later(lane.interval, self._forget_lane, chat_id, lane)
 
     def _forget_lane(self, chat_id: int, lane: _Lane) -> None:
-        if self._lanes.get(chat_id) is lane and not lane.dirty:
+        if self._lanes.get(chat_id) is not lane or lane.dirty:
+            return
+        if lane.task is not None and not lane.task.done():
+            return  # the drain's next turn schedules another look
+        wait = lane.next_at - self._clock()
+        if wait > 0:
+            asyncio.get_running_loop().call_later(wait, self._forget_lane, chat_id, lane)
+        else:
             del self._lanes[chat_id]
 
     async def _apply(self, status: _Status) -> bool:
