@@ -167,3 +167,51 @@ async def test_a_job_past_its_deadline_is_canceled_at_the_provider_once(
         [job] = await h.run()
         assert job.state is JobState.FAILED and job.error_key == "job.deadline"
         assert len(h.server.cancels) == 1 and h.server.submit_requests == 1
+
+
+def test_presets_command_lists_lengths_prices_and_voice(tmp_path: Path) -> None:
+    from tests.test_cli import actorbot
+
+    result = actorbot(tmp_path, "presets")
+    assert result.returncode == 0, result.stderr
+    out = result.stdout + result.stderr
+    for name in ("kling-2.6-pro", "kling-3-pro", "veo-3.1-fast", "seedance-2", "gaga-1"):
+        assert name in out
+    assert "$0.70" in out and "5->6 s" in out and "voice id" in out
+
+
+async def test_actorbot_generate_with_a_preset(
+    tmp_path: Path, tiny_mp4: bytes, portrait: bytes
+) -> None:
+    import os
+    import sys
+
+    server = ProviderServer(video=tiny_mp4)
+    await server.start()
+    photo = tmp_path / "photo.jpg"
+    photo.write_bytes(portrait)
+    env = {k: v for k, v in os.environ.items() if not k.startswith("ACTORBOT_")}
+    fal = server.provider_settings()["fal"]
+    env.update(
+        ACTORBOT_DATA_DIR=str(tmp_path / "data"),
+        ACTORBOT_BACKEND="kling-2.6-pro",
+        ACTORBOT_PROVIDERS__FAL__KEY=fal["key"],
+        ACTORBOT_PROVIDERS__FAL__QUEUE_URL=fal["queue_url"],
+        ACTORBOT_PROVIDERS__FAL__API_URL=fal["api_url"],
+        ACTORBOT_PROVIDERS__FAL__RESULT_HOSTS='["localhost"]',
+        ACTORBOT_PROVIDERS__FAL__ALLOW_INSECURE="true",
+        ACTORBOT_PROVIDERS__FAL__POLL_INTERVAL_SECONDS="0.05",
+    )
+    try:
+        process = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "bots.cli", "generate", str(photo), LINE, "-o", "out.mp4",
+            cwd=tmp_path, env=env,
+            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+        )  # fmt: skip
+        out, err = await asyncio.wait_for(process.communicate(), 120)
+    finally:
+        await server.stop()
+    assert process.returncode == 0, err.decode()
+    assert (tmp_path / "out.mp4").read_bytes() == tiny_mp4
+    assert server.submit_requests == 1
+    assert fal["key"].encode() not in out + err

@@ -79,9 +79,10 @@ def preset_rows(settings: Settings) -> list[PresetRow]:
                 for _, made in sorted(preset.durations.items())
             )
         stable = []
-        if preset.voice_field:
+        if preset.voice_field or "voice_id" in preset.keeps:
             stable.append("voice id")
-        stable.extend(k.replace("_", " ") for k in preset.keeps if k != "voice_id")
+        if "reference_audio" in preset.keeps:
+            stable.append("reference audio")
         provider = getattr(settings.providers, preset.provider)
         rows.append(
             PresetRow(
@@ -91,7 +92,7 @@ def preset_rows(settings: Settings) -> list[PresetRow]:
                 model=preset.model,
                 durations=lengths,
                 price=price,
-                voice=", ".join(stable) or "no (voice changes per take)",
+                voice=", ".join(stable) or "no",
                 configured=bool(provider.key.get_secret_value()),
             )
         )
