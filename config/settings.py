@@ -205,6 +205,17 @@ class PresetSettings(BaseModel):
         return value
 
 
+class TakeCheckSettings(BaseModel):
+    """When a finished take counts as failed (checked before delivery)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    silent_below_dbfs: float = Field(-50.0, le=0)  # whole-track RMS under this: silent
+    max_duration_error: float = Field(0.35, gt=0)  # |made - asked| / asked over this: cut
+    frozen_below: float = Field(1.5, ge=0)  # mean pixel change (0-255) under this: frozen
+    samples_per_second: float = Field(4.0, gt=0)  # frames compared per second of video
+
+
 BUILTIN_BACKENDS = ("preview", "jobapi")
 
 
@@ -310,6 +321,7 @@ class Settings(BaseSettings):
     jobapi: JobApiSettings = JobApiSettings()
     providers: ProvidersSettings = ProvidersSettings()
     presets: dict[str, PresetSettings] = {}
+    takecheck: TakeCheckSettings = TakeCheckSettings()
     telegram: TelegramSettings = TelegramSettings()
     quotas: QuotaSettings = QuotaSettings()
     debug: DebugSettings = DebugSettings()
