@@ -105,7 +105,9 @@ class ProviderSettings(BaseModel):
     # Tests only: permit http and loopback addresses for exactly the listed result_hosts.
     allow_insecure: bool = False
     slots: int = Field(2, ge=1)  # fal starts at 2 concurrent requests per key
-    poll_interval_seconds: float = Field(5.0, gt=0)
+    poll_interval_seconds: float = Field(5.0, gt=0)  # grows while a job is unchanged
+    # All of this provider's jobs together: bounds the bot's CPU with many jobs in flight.
+    max_polls_per_second: float = Field(10.0, gt=0)
     request_timeout_seconds: float = Field(30.0, gt=0)
     # How long a submit whose answer was lost is looked for in the provider's listing.
     reconcile_seconds: float = Field(60.0, ge=0)

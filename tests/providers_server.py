@@ -102,6 +102,7 @@ class ProviderServer:
             "result_hosts": [self.result_host],
             "allow_insecure": True,
             "poll_interval_seconds": 0.02,
+            "max_polls_per_second": 1000.0,
             "request_timeout_seconds": 0.5,
             "reconcile_seconds": 1.0,
             "rate_limit_patience_seconds": 10.0,

@@ -22,7 +22,7 @@ from typing import Any
 import httpx
 
 from config.settings import PresetSettings, ProviderSettings
-from core.backends.base import BackendCapabilities, BackendStatus, RenderSpec
+from core.backends.base import BackendCapabilities, BackendState, BackendStatus, RenderSpec
 from core.backends.download import ResultFetcher
 from core.backends.providers.http import Malformed, OutcomeUnknown, ProviderHttp
 from core.errors import BackendError
@@ -89,6 +89,7 @@ class ProviderBackend(ABC):
         )
         self.deadline_seconds = deadline_seconds
         self._polling: dict[str, _Polling] = {}
+        self._next_poll_slot = 0.0  # the provider-wide poll budget, as a schedule
         self._held: set[str] = set()  # provider job ids this process already handed out
         # What we sent per job id (without the image) and when: listings are matched on it.
         self._sent: dict[str, tuple[dict[str, Any], datetime]] = {}
@@ -184,6 +185,16 @@ class ProviderBackend(ABC):
                     return polling.last
                 await asyncio.sleep(min(polling.next_poll, give_up) - now)
                 continue
+            slot = max(now, self._next_poll_slot)
+            if slot > give_up:
+                # Over the provider-wide budget: answer from what we know, poll next time.
+                # A job never polled by this process was accepted, so it is at least queued.
+                polling.next_poll = slot
+                await asyncio.sleep(give_up - now)
+                return polling.last or BackendStatus(BackendState.QUEUED)
+            self._next_poll_slot = slot + 1.0 / self.settings.max_polls_per_second
+            if slot > now:
+                await asyncio.sleep(slot - now)
             try:
                 status = await self._status(handle, polling.last)
             except Malformed as exc:
