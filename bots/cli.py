@@ -285,9 +285,7 @@ def _presets(settings: Settings, console: Console) -> int:
         table.add_column(column)
     for row in preset_rows(settings):
         mark = "" if row.configured else " (no key)"
-        table.add_row(
-            row.name, row.title, row.provider + mark, row.durations, row.price, row.voice
-        )
+        table.add_row(row.name, row.title, row.provider + mark, row.durations, row.price, row.voice)
     console.print(table)
     return EXIT_OK
 
