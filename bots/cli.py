@@ -236,6 +236,7 @@ def _parser() -> argparse.ArgumentParser:
     sub.add_parser("run", help="run the configured chat bots and the worker")
     sub.add_parser("resume", help="finish local jobs left unfinished by a crash, then exit")
     sub.add_parser("doctor", help="check config, fonts, speech, codecs and the store")
+    sub.add_parser("presets", help="list the model presets: lengths, price, voice")
     return parser
 
 
@@ -265,6 +266,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return asyncio.run(_resume(settings, console))
         if args.command == "run":
             return asyncio.run(_run(settings, console))
+        if args.command == "presets":
+            return _presets(settings, console)
         from bots.doctor import doctor
 
         return asyncio.run(doctor(settings, console))
@@ -275,10 +278,30 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 130
 
 
+def _presets(settings: Settings, console: Console) -> int:
+    """Print the configured model presets as a table."""
+    from rich.table import Table
+
+    from core.backends.presets import preset_rows
+
+    table = Table(title="Model presets (backend = <name>)")
+    table.add_column("name", no_wrap=True)
+    for column in ("model", "provider", "lengths", "price per clip", "stable voice"):
+        table.add_column(column)
+    for row in preset_rows(settings):
+        mark = "" if row.configured else " (no key)"
+        table.add_row(row.name, row.title, row.provider + mark, row.durations, row.price, row.voice)
+    console.print(table)
+    return EXIT_OK
+
+
 def _secrets(settings: Settings) -> list[str]:
     # PTB logs call parameters at DEBUG, setWebhook's secret_token among them.
     return [
         settings.jobapi.token.get_secret_value(),
+        settings.providers.fal.key.get_secret_value(),
+        settings.providers.replicate.key.get_secret_value(),
+        settings.providers.gaga.key.get_secret_value(),
         settings.telegram.webhook_secret.get_secret_value(),
         *_adapter_tokens(settings).values(),
     ]

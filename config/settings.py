@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 import re
 from pathlib import Path
-from typing import Annotated, Literal, Self
+from typing import Annotated, Any, Literal, Self
 from urllib.parse import urlsplit
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
@@ -122,6 +122,134 @@ class JobApiSettings(BaseModel):
     request_timeout_seconds: float = Field(30.0, gt=0)
 
 
+class ProviderSettings(BaseModel):
+    """What every hosted provider shares: a key, where results may come from, pacing."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    key: SecretStr = SecretStr("")
+    api_url: str = ""
+    # Hosts the provider's result files may come from ("*.example.com" matches subdomains).
+    result_hosts: list[str] = []
+    # Tests only: permit http and loopback addresses for exactly the listed result_hosts.
+    allow_insecure: bool = False
+    slots: int = Field(2, ge=1)  # fal starts at 2 concurrent requests per key
+    poll_interval_seconds: float = Field(5.0, gt=0)  # grows while a job is unchanged
+    # All of this provider's jobs together: bounds the bot's CPU with many jobs in flight.
+    max_polls_per_second: float = Field(10.0, gt=0)
+    request_timeout_seconds: float = Field(30.0, gt=0)
+    # How long a submit whose answer was lost is looked for in the provider's listing.
+    reconcile_seconds: float = Field(60.0, ge=0)
+    rate_limit_patience_seconds: float = Field(120.0, ge=0)  # total Retry-After waits per call
+    malformed_polls: int = Field(5, ge=1)  # bad replies in a row before a job is given up
+    download_timeout_seconds: float = Field(300.0, gt=0)
+
+
+class FalSettings(ProviderSettings):
+    """fal.ai: queue API for jobs, platform API for the request listing."""
+
+    queue_url: str = "https://queue.fal.run"
+    api_url: str = "https://api.fal.ai/v1"
+    result_hosts: list[str] = ["fal.media", "*.fal.media"]
+
+
+class ReplicateSettings(ProviderSettings):
+    """Replicate: predictions API; ``token`` is the API token (``key`` is its alias)."""
+
+    api_url: str = "https://api.replicate.com"
+    result_hosts: list[str] = ["replicate.delivery", "*.replicate.delivery"]
+
+    @model_validator(mode="before")
+    @classmethod
+    def _token_is_key(cls, data: Any) -> Any:
+        # The contract names Replicate's secret ``token``; one field holds it.
+        if isinstance(data, dict) and "token" in data:
+            data = dict(data)
+            data.setdefault("key", data.pop("token"))
+        return data
+
+    @property
+    def token(self) -> SecretStr:
+        """Return the API token."""
+        return self.key
+
+
+class GagaSettings(ProviderSettings):
+    """The GAGA platform (GAGA-1); API as observed in public client code."""
+
+    api_url: str = "https://api.gaga.art"
+    result_hosts: list[str] = ["*.gaga.art"]
+
+
+class ProvidersSettings(BaseModel):
+    """Credentials and endpoints of the hosted providers."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    fal: FalSettings = FalSettings()
+    replicate: ReplicateSettings = ReplicateSettings()
+    gaga: GagaSettings = GagaSettings()
+
+
+class PresetSettings(BaseModel):
+    """One model at one provider, mapped onto our request without code.
+
+    ``durations`` maps the clip length a user asks for (5 or 10 s) to what the model
+    makes; ``duration_format`` says how that is sent ("{}" -> "5", "{}s" -> "6s", unset ->
+    the integer). ``prompt`` is a template over {line}, {speech} and {language}.
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    provider: Literal["fal", "replicate", "gaga"]
+    model: str  # fal endpoint id, Replicate owner/name, or the GAGA model name
+    title: str = ""
+    image_field: str = "image_url"
+    prompt_field: str = "prompt"
+    prompt: str = "{line}"
+    duration_field: str = "duration"  # empty: the model picks its own length
+    durations: dict[int, int] = {5: 5, 10: 10}
+    duration_format: str | None = None
+    seed_field: str = ""  # empty: the model takes no seed
+    voice_field: str = ""  # empty: the model takes no voice id; "name[]" sends a list
+    voices: dict[str, str] = {}  # our voice names -> the provider's voice ids
+    extra: dict[str, Any] = {}  # fixed fields sent as they are
+    price_per_second: float | None = Field(None, ge=0)  # USD, as listed by the provider
+    keeps: list[Literal["seed", "voice_id", "reference_audio"]] = []  # what stays stable
+    expected_run_seconds: float = Field(240.0, gt=0)  # first guess for ETAs
+    take_check: bool = True
+
+    @field_validator("prompt")
+    @classmethod
+    def _known_placeholders(cls, value: str) -> str:
+        try:
+            value.format(line="", speech="", language="")
+        except (KeyError, IndexError, ValueError) as exc:
+            raise ValueError(f"prompt may use {{line}}, {{speech}}, {{language}}: {exc}") from exc
+        return value
+
+    @field_validator("durations")
+    @classmethod
+    def _known_lengths(cls, value: dict[int, int]) -> dict[int, int]:
+        if not value or any(asked not in (5, 10) or made <= 0 for asked, made in value.items()):
+            raise ValueError("durations maps 5 and/or 10 to the model's seconds (> 0)")
+        return value
+
+
+class TakeCheckSettings(BaseModel):
+    """When a finished take counts as failed (checked before delivery)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    silent_below_dbfs: float = Field(-50.0, le=0)  # whole-track RMS under this: silent
+    max_duration_error: float = Field(0.35, gt=0)  # |made - asked| / asked over this: cut
+    frozen_below: float = Field(1.5, ge=0)  # mean pixel change (0-255) under this: frozen
+    samples_per_second: float = Field(4.0, gt=0)  # frames compared per second of video
+
+
+BUILTIN_BACKENDS = ("preview", "jobapi")
+
+
 class TelegramSettings(BaseModel):
     """The Telegram bot: token from @BotFather, optional self-hosted Bot API server."""
 
@@ -213,7 +341,8 @@ class Settings(BaseSettings):
 
     data_dir: Path = Path("data")
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
-    backend: Literal["preview", "jobapi"] = "preview"
+    # "preview", "jobapi", a preset name, or a list of preset names (fallback order).
+    backend: str | list[str] = "preview"
     locale: Literal["en", "zh"] = "en"
     store: StoreSettings = StoreSettings()
     images: ImageSettings = ImageSettings()
@@ -222,6 +351,9 @@ class Settings(BaseSettings):
     retention: RetentionSettings = RetentionSettings()
     preview: PreviewSettings = PreviewSettings()
     jobapi: JobApiSettings = JobApiSettings()
+    providers: ProvidersSettings = ProvidersSettings()
+    presets: dict[str, PresetSettings] = {}
+    takecheck: TakeCheckSettings = TakeCheckSettings()
     telegram: TelegramSettings = TelegramSettings()
     quotas: QuotaSettings = QuotaSettings()
     debug: DebugSettings = DebugSettings()
@@ -255,6 +387,48 @@ class Settings(BaseSettings):
             raise PydanticCustomError(
                 "missing_setting", "{problems}", {"problems": "; ".join(problems)}
             )
+        return self
+
+    @property
+    def backend_chain(self) -> list[str]:
+        """Return the configured backend as a list: one builtin, or presets in fallback order."""
+        return [self.backend] if isinstance(self.backend, str) else list(self.backend)
+
+    @model_validator(mode="after")
+    def _backend_is_usable(self) -> Self:
+        # One line per problem, naming the key to set: checked once, at start-up.
+        chain = self.backend_chain
+        if not chain:
+            raise PydanticCustomError("backend", "backend: an empty list names no preset")
+        if len(set(chain)) != len(chain):
+            raise PydanticCustomError("backend", "backend: a preset is listed twice")
+        if len(chain) > 1 and any(name in BUILTIN_BACKENDS for name in chain):
+            raise PydanticCustomError("backend", "backend: a fallback list holds presets only")
+        for name in chain:
+            if name in BUILTIN_BACKENDS:
+                continue
+            preset = self.presets.get(name)
+            if preset is None:
+                known = ", ".join([*BUILTIN_BACKENDS, *sorted(self.presets)])
+                raise PydanticCustomError(
+                    "backend", "backend: unknown preset {name} (known: {known})",
+                    {"name": name, "known": known},
+                )  # fmt: skip
+            provider: ProviderSettings = getattr(self.providers, preset.provider)
+            if not provider.key.get_secret_value():
+                field = "token" if preset.provider == "replicate" else "key"
+                raise PydanticCustomError(
+                    "backend",
+                    "preset {name} needs providers.{provider}.{field} "
+                    "(ACTORBOT_PROVIDERS__{upper}__{field_upper})",
+                    {
+                        "name": name,
+                        "provider": preset.provider,
+                        "field": field,
+                        "upper": preset.provider.upper(),
+                        "field_upper": field.upper(),
+                    },
+                )
         return self
 
     @property

@@ -92,3 +92,19 @@ def tiny_mp4() -> bytes:
 @pytest.fixture
 def portrait() -> bytes:
     return photo_jpeg()
+
+
+@pytest.fixture(scope="session")
+def mute_mp4() -> bytes:
+    """Return a real 1 s 64x36 H.264 MP4 with no audio stream."""
+    buffer = io.BytesIO()
+    with av.open(buffer, "w", format="mp4") as container:
+        video = container.add_stream("libx264", rate=12)
+        video.width, video.height, video.pix_fmt = 64, 36, "yuv420p"
+        for index in range(12):
+            frame = av.VideoFrame.from_ndarray(
+                np.full((36, 64, 3), index * 20, dtype=np.uint8), format="rgb24"
+            )
+            container.mux(video.encode(frame))
+        container.mux(video.encode())
+    return buffer.getvalue()

@@ -2,14 +2,40 @@
 
 from __future__ import annotations
 
-from config.settings import Settings
-from core.backends.base import BackendState, BackendStatus, RenderSpec, VideoBackend
+import httpx
 
-__all__ = ["BackendState", "BackendStatus", "RenderSpec", "VideoBackend", "create_backend"]
+from config.settings import BUILTIN_BACKENDS, Settings
+from core.backends.base import (
+    BackendCapabilities,
+    BackendState,
+    BackendStatus,
+    RenderSpec,
+    VideoBackend,
+    capabilities_of,
+)
+
+__all__ = [
+    "BackendCapabilities",
+    "BackendState",
+    "BackendStatus",
+    "RenderSpec",
+    "VideoBackend",
+    "capabilities_of",
+    "create_backend",
+]
 
 
-def create_backend(settings: Settings) -> VideoBackend:
-    """Build the backend named by ``settings.backend``."""
+def create_backend(settings: Settings, client: httpx.AsyncClient | None = None) -> VideoBackend:
+    """Build the backend named by ``settings.backend``.
+
+    A preset (or the first of a fallback list, until the worker learns to fall back) is
+    served by its provider's backend over ``client``, one shared connection pool.
+    """
+    chain = settings.backend_chain
+    if chain[0] not in BUILTIN_BACKENDS:
+        from core.backends.providers import provider_backend
+
+        return provider_backend(settings, chain[0], client)
     if settings.backend == "jobapi":
         from core.backends.jobapi import JobApiBackend
 

@@ -56,6 +56,31 @@ class BackendStatus:
         }
 
 
+@dataclass(frozen=True)
+class BackendCapabilities:
+    """What a backend can promise the worker; unknown backends get the cautious defaults."""
+
+    # A repeated submit with the same RenderSpec.job_id returns the first job, not a new one.
+    idempotent_submit: bool = False
+    # find() can locate a job whose submit answer was lost (a listing or a client reference).
+    lookup: bool = False
+    # submit() settles an unknown outcome itself (reconciles, or raises a non-transient
+    # error naming the possible orphan): a transient error means no job was created.
+    settles_unknown_submit: bool = False
+    webhooks: bool = False  # the provider can call us back (polling stays the fallback)
+    provider_queue: bool = False  # queue_position is the provider's own queue, not ours
+    cancel: bool = True  # cancel() reaches the provider
+
+
+DEFAULT_CAPABILITIES = BackendCapabilities()
+
+
+def capabilities_of(backend: object) -> BackendCapabilities:
+    """Return a backend's capabilities, or the cautious defaults if it declares none."""
+    found = getattr(backend, "capabilities", None)
+    return found if isinstance(found, BackendCapabilities) else DEFAULT_CAPABILITIES
+
+
 class VideoBackend(Protocol):
     """A renderer or provider. Errors are raised as core.errors.BackendError."""
 

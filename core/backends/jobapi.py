@@ -18,7 +18,7 @@ from urllib.parse import urljoin, urlsplit
 import httpx
 
 from config.settings import JobApiSettings
-from core.backends.base import BackendState, BackendStatus, RenderSpec
+from core.backends.base import BackendCapabilities, BackendState, BackendStatus, RenderSpec
 from core.errors import BackendError, ContentFiltered
 
 log = logging.getLogger(__name__)
@@ -30,6 +30,8 @@ class JobApiBackend:
     """Submit, poll, cancel and fetch jobs on a job-API model server over HTTP."""
 
     name = "jobapi"
+    # The job API de-duplicates on Idempotency-Key and lists jobs by client reference.
+    capabilities = BackendCapabilities(idempotent_submit=True, lookup=True)
 
     def __init__(
         self, *, settings: JobApiSettings, client: httpx.AsyncClient | None = None

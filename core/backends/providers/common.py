@@ -1,0 +1,244 @@
+"""What the hosted-provider backends share: polling, settling lost submits, downloads.
+
+Polling backs off while a job is unchanged, malformed replies are tolerated for a bounded
+number of polls, and a submit whose outcome is unknown is settled through the listing.
+
+Each protocol module (fal, replicate, gaga) supplies the calls; this class supplies the
+rules, so that every provider keeps the same promises to the worker.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import logging
+import time
+from abc import ABC, abstractmethod
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from config.settings import PresetSettings, ProviderSettings
+from core.backends.base import BackendCapabilities, BackendState, BackendStatus, RenderSpec
+from core.backends.download import ResultFetcher
+from core.backends.providers.http import Malformed, OutcomeUnknown, ProviderHttp
+from core.errors import BackendError
+
+log = logging.getLogger(__name__)
+
+_BACKOFF_GROWTH = 1.3  # an unchanged job is polled less and less often ...
+_BACKOFF_MAX_FACTOR = 6.0  # ... down to one poll per six intervals
+_RECONCILE_INTERVAL = 5.0
+_REMEMBER_SENT = timedelta(hours=2)  # a lost submit older than this is not looked for
+
+
+def data_uri(jpeg: bytes) -> str:
+    """Return the image as a data: URI (never a chat platform URL, which carries a token)."""
+    return "data:image/jpeg;base64," + base64.b64encode(jpeg).decode()
+
+
+@dataclass
+class _Polling:
+    """What this process knows about one job it polls."""
+
+    last: BackendStatus | None = None
+    interval: float = 0.0
+    next_poll: float = 0.0
+    malformed: int = 0
+
+
+class ProviderBackend(ABC):
+    """A VideoBackend for one preset at one hosted provider."""
+
+    capabilities = BackendCapabilities()
+    provider = ""
+
+    def __init__(
+        self,
+        *,
+        name: str,
+        preset: PresetSettings,
+        settings: ProviderSettings,
+        client: httpx.AsyncClient | None = None,
+        deadline_seconds: float = 900.0,
+        secret_setting: str,
+        auth: dict[str, str],
+    ) -> None:
+        self.name = name
+        self.preset = preset
+        self.slots = settings.slots
+        self.settings = settings
+        self._owns_client = client is None
+        self.client = client or httpx.AsyncClient()
+        self.http = ProviderHttp(
+            self.client,
+            provider=self.provider,
+            auth=auth,
+            timeout=settings.request_timeout_seconds,
+            rate_limit_patience=settings.rate_limit_patience_seconds,
+            secret_setting=secret_setting,
+        )
+        self.results = ResultFetcher(
+            self.client,
+            hosts=settings.result_hosts,
+            allow_insecure=settings.allow_insecure,
+            timeout=settings.download_timeout_seconds,
+        )
+        self.deadline_seconds = deadline_seconds
+        self._polling: dict[str, _Polling] = {}
+        self._next_poll_slot = 0.0  # the provider-wide poll budget, as a schedule
+        self._held: set[str] = set()  # provider job ids this process already handed out
+        # What we sent per job id (without the image) and when: listings are matched on it.
+        self._sent: dict[str, tuple[dict[str, Any], datetime]] = {}
+
+    def _remember(self, job_id: str, fields: dict[str, Any]) -> None:
+        now = datetime.now(UTC)
+        for old in [k for k, (_, when) in self._sent.items() if now - when > _REMEMBER_SENT]:
+            del self._sent[old]
+        self._sent[job_id] = (fields, now)
+
+    # --- what each protocol supplies ---------------------------------------------------
+
+    @abstractmethod
+    async def _submit_once(self, spec: RenderSpec) -> str:
+        """Send the submit; raise OutcomeUnknown when it may have created a job."""
+
+    @abstractmethod
+    async def _lookup(self, job_id: str) -> str | None:
+        """Find the handle of our job ``job_id`` in the provider's listing, if it has one."""
+
+    @abstractmethod
+    async def _status(self, handle: str, last: BackendStatus | None) -> BackendStatus:
+        """Poll once; raise Malformed on a reply that cannot be read."""
+
+    @abstractmethod
+    async def _result_url(self, handle: str) -> str:
+        """Return where the finished video can be downloaded."""
+
+    @abstractmethod
+    def _job_id_of(self, handle: str) -> str:
+        """Return the provider's own job id inside a handle (for logs and de-duplication)."""
+
+    # --- VideoBackend --------------------------------------------------------------------
+
+    async def submit(self, spec: RenderSpec) -> str:
+        """Start a job; a submit whose outcome is unknown is settled, never repeated."""
+        try:
+            handle = await self._submit_once(spec)
+        except OutcomeUnknown as exc:
+            handle = await self._settle(spec.job_id, exc)
+        self._held.add(self._job_id_of(handle))
+        self._sent.pop(spec.job_id, None)
+        return handle
+
+    async def _settle(self, job_id: str, cause: BackendError) -> str:
+        """Look for the job a lost submit may have created, for a bounded time."""
+        give_up = time.monotonic() + self.settings.reconcile_seconds
+        while True:
+            try:
+                handle = await self._lookup(job_id)
+            except BackendError as exc:
+                if not exc.transient:
+                    raise
+                log.warning("%s: listing for %s failed (%s)", self.name, job_id, exc)
+                handle = None
+            if handle is not None:
+                log.warning("%s: submit for %s was lost (%s); adopted it", self.name, job_id, cause)
+                return handle
+            left = give_up - time.monotonic()
+            if left <= 0:
+                break
+            await asyncio.sleep(min(_RECONCILE_INTERVAL, left))
+        # Never a second paid job: fail the take (the worker refunds) and name the orphan.
+        log.error(
+            "%s: possible orphan: submit for job %s (%s) may have created a %s job that "
+            "no listing shows; not resubmitting",
+            self.name, job_id, cause, self.provider,
+        )  # fmt: skip
+        raise BackendError(
+            f"{self.provider}: submit outcome unknown ({cause}); possible orphan, not resubmitted",
+            transient=False,
+        )
+
+    async def find(self, job_id: str) -> str | None:
+        """Return the handle of a job submitted earlier under ``job_id``, if listed."""
+        handle = await self._lookup(job_id)
+        if handle is not None:
+            self._held.add(self._job_id_of(handle))
+            self._sent.pop(job_id, None)
+        return handle
+
+    async def wait(self, handle: str, timeout: float) -> BackendStatus:
+        """Poll until the job's state changes or ``timeout`` passes, backing off while idle."""
+        give_up = time.monotonic() + timeout
+        polling = self._polling.setdefault(
+            handle, _Polling(interval=self.settings.poll_interval_seconds)
+        )
+        while True:
+            now = time.monotonic()
+            if polling.last is not None and now < polling.next_poll:
+                # Not due yet: the worker asks more often than a slow job deserves.
+                if give_up <= now:
+                    return polling.last
+                await asyncio.sleep(min(polling.next_poll, give_up) - now)
+                continue
+            slot = max(now, self._next_poll_slot)
+            if slot > give_up:
+                # Over the provider-wide budget: answer from what we know, poll next time.
+                # A job never polled by this process was accepted, so it is at least queued.
+                polling.next_poll = slot
+                await asyncio.sleep(give_up - now)
+                return polling.last or BackendStatus(BackendState.QUEUED)
+            self._next_poll_slot = slot + 1.0 / self.settings.max_polls_per_second
+            if slot > now:
+                await asyncio.sleep(slot - now)
+            try:
+                status = await self._status(handle, polling.last)
+            except Malformed as exc:
+                polling.malformed += 1
+                if polling.malformed >= self.settings.malformed_polls:
+                    self._polling.pop(handle, None)
+                    raise BackendError(
+                        f"{self.provider}: {polling.malformed} malformed replies in a row ({exc})",
+                        transient=False,
+                    ) from exc
+                raise
+            polling.malformed = 0
+            changed = polling.last is None or (
+                (status.state, status.queue_position)
+                != (polling.last.state, polling.last.queue_position)
+            )
+            base = self.settings.poll_interval_seconds
+            polling.interval = (
+                base
+                if changed
+                else min(polling.interval * _BACKOFF_GROWTH, base * _BACKOFF_MAX_FACTOR)
+            )
+            polling.last = status
+            polling.next_poll = time.monotonic() + polling.interval
+            if status.is_final:
+                self._polling.pop(handle, None)
+                return status
+            if changed or time.monotonic() >= give_up:
+                return status
+
+    async def cancel(self, handle: str) -> None:
+        """Ask the provider to stop the job (best effort; finished jobs are not an error)."""
+        self._polling.pop(handle, None)
+        await self._cancel(handle)
+
+    async def _cancel(self, handle: str) -> None:
+        return None
+
+    async def fetch(self, handle: str, dest: Path, max_bytes: int) -> None:
+        """Download the finished video under the provider's host list and caps."""
+        url = await self._result_url(handle)
+        await self.results.fetch(url, dest, max_bytes=max_bytes)
+
+    async def aclose(self) -> None:
+        """Close the HTTP client if this backend made it."""
+        if self._owns_client:
+            await self.client.aclose()

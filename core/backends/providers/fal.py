@@ -1,0 +1,260 @@
+"""fal.ai queue API: submit to the model path, follow the returned URLs, cancel with PUT.
+
+Protocol as in fal's docs and its official client (fal_client ``AsyncClient.submit``,
+``AsyncRequestHandle``): the submit answers ``request_id``, ``status_url``,
+``response_url`` and ``cancel_url``, which are kept in the handle rather than rebuilt;
+statuses are ``IN_QUEUE`` (with ``queue_position``), ``IN_PROGRESS`` and ``COMPLETED``
+(a failure carries ``error`` / ``error_type``); the result is ``{"video": {"url"}}``.
+Unlike fal_client 1.0.3 we never repeat a submit that timed out: a lost answer is looked
+up in the platform API's request listing (``GET /models/requests/by-endpoint`` with
+``expand=payloads``), matching the input we sent.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from datetime import timedelta
+from typing import Any
+
+import httpx
+
+from config.settings import FalSettings, PresetSettings
+from core.backends.base import BackendCapabilities, BackendState, BackendStatus, RenderSpec
+from core.backends.presets import model_input
+from core.backends.providers.common import ProviderBackend, data_uri
+from core.backends.providers.http import (
+    Malformed,
+    OutcomeUnknown,
+    error_text,
+    json_object,
+    same_origin,
+)
+from core.errors import BackendError, ContentFiltered
+
+log = logging.getLogger(__name__)
+
+_CONTENT_POLICY = "content_policy_violation"
+# fal's input errors: the same input fails the same way, so a retry would only cost.
+_USER_ERRORS = {_CONTENT_POLICY, "image_too_large", "image_load_error", "file_download_error"}
+_LISTING_PAGES = 5  # pages of 100 requests searched for one lost submit
+_LISTING_SLACK = timedelta(minutes=10)
+
+
+def _refusal(body: Any) -> str | None:
+    """Return the message of a content-policy refusal in a fal error body, if it is one."""
+    details = body.get("detail") if isinstance(body, dict) else body
+    if isinstance(details, list):
+        for item in details:
+            if isinstance(item, dict) and item.get("type") == _CONTENT_POLICY:
+                return str(item.get("msg") or "flagged by a content checker")
+    if isinstance(body, dict) and body.get("error_type") == _CONTENT_POLICY:
+        return str(body.get("error") or "flagged by a content checker")
+    return None
+
+
+def _app_path(model: str) -> str:
+    """Return the queue path of a model's app: its owner and alias, without the subpath.
+
+    Follows fal_client's ``AppId.from_endpoint_id`` / ``AsyncRequestHandle.from_request_id``
+    (used only for a job found in the listing, whose URLs we never received).
+    """
+    parts = model.split("/")
+    if parts[0] in ("workflows", "comfy") and len(parts) >= 3:
+        return "/".join(parts[:3])
+    return "/".join(parts[:2])
+
+
+class FalBackend(ProviderBackend):
+    """One fal model behind the queue API."""
+
+    provider = "fal"
+    capabilities = BackendCapabilities(
+        lookup=True, settles_unknown_submit=True, webhooks=True, provider_queue=True
+    )
+
+    def __init__(
+        self,
+        *,
+        name: str,
+        preset: PresetSettings,
+        settings: FalSettings,
+        client: httpx.AsyncClient | None = None,
+        deadline_seconds: float = 900.0,
+    ) -> None:
+        super().__init__(
+            name=name,
+            preset=preset,
+            settings=settings,
+            client=client,
+            deadline_seconds=deadline_seconds,
+            secret_setting="providers.fal.key",
+            auth={"Authorization": f"Key {settings.key.get_secret_value()}"},
+        )
+        self._queue = settings.queue_url.rstrip("/")
+        self._api = settings.api_url.rstrip("/")
+
+    def _handle(self, request_id: str, status: str, response: str, cancel: str) -> str:
+        for url in (status, response, cancel):
+            # These URLs get our key: they must stay on the queue's own origin.
+            if not same_origin(url, self._queue):
+                raise Malformed(f"a request URL off {self._queue}")
+        return json.dumps(
+            {"id": request_id, "status": status, "response": response, "cancel": cancel},
+            separators=(",", ":"),
+        )
+
+    @staticmethod
+    def _urls(handle: str) -> dict[str, str]:
+        try:
+            urls = json.loads(handle)
+        except ValueError as exc:
+            raise BackendError("fal: unreadable handle", transient=False) from exc
+        if not isinstance(urls, dict) or not all(
+            isinstance(urls.get(k), str) for k in ("id", "status", "response", "cancel")
+        ):
+            raise BackendError("fal: unreadable handle", transient=False)
+        return urls
+
+    def _job_id_of(self, handle: str) -> str:
+        return self._urls(handle)["id"]
+
+    async def _submit_once(self, spec: RenderSpec) -> str:
+        fields = model_input(self.preset, spec)
+        self._remember(spec.job_id, fields)
+        payload = {**fields, self.preset.image_field: data_uri(spec.image_jpeg)}
+        response = await self.http.request(
+            "POST", f"{self._queue}/{self.preset.model}", json=payload, safe=False
+        )
+        if response.status_code == 422:
+            body = _body(response)
+            refusal = _refusal(body)
+            if refusal:
+                raise ContentFiltered(f"fal: {refusal}")
+            raise BackendError(f"fal: input refused: {error_text(response)}", transient=False)
+        if response.status_code >= 400:
+            raise BackendError(
+                f"fal: submit HTTP {response.status_code}: {error_text(response)}",
+                transient=False,
+            )
+        try:
+            body = json_object(response, "fal submit")
+            request_id = body.get("request_id")
+            urls = [body.get(k) for k in ("status_url", "response_url", "cancel_url")]
+            if not isinstance(request_id, str) or not all(isinstance(u, str) for u in urls):
+                raise Malformed("fal submit: no request_id or URLs")
+            return self._handle(request_id, *urls)  # type: ignore[arg-type]
+        except Malformed as exc:
+            # Accepted (2xx) but unreadable: the job exists, we just cannot name it.
+            raise OutcomeUnknown(str(exc)) from exc
+
+    async def _lookup(self, job_id: str) -> str | None:
+        sent = self._sent.get(job_id)
+        if sent is None:
+            return None  # nothing to match on (e.g. after a restart)
+        fields, when = sent
+        params: dict[str, Any] = {
+            "endpoint_id": self.preset.model,
+            "expand": "payloads",
+            "limit": 100,
+            "start": (when - _LISTING_SLACK).strftime("%Y-%m-%dT%H:%M:%SZ"),
+        }
+        for _ in range(_LISTING_PAGES):
+            response = await self.http.request(
+                "GET", f"{self._api}/models/requests/by-endpoint", params=params, safe=True
+            )
+            if response.status_code != 200:
+                raise BackendError(
+                    f"fal listing: HTTP {response.status_code}: {error_text(response)}",
+                    transient=response.status_code >= 500,
+                )
+            body = json_object(response, "fal listing")
+            items = body.get("items")
+            if not isinstance(items, list):
+                raise Malformed("fal listing: no items")
+            for item in items:
+                if not isinstance(item, dict):
+                    continue
+                request_id = item.get("request_id")
+                payload = item.get("json_input")
+                if (
+                    isinstance(request_id, str)
+                    and request_id not in self._held
+                    and isinstance(payload, dict)
+                    and all(payload.get(k) == v for k, v in fields.items())
+                ):
+                    base = f"{self._queue}/{_app_path(self.preset.model)}/requests/{request_id}"
+                    return self._handle(request_id, base + "/status", base, base + "/cancel")
+            cursor = body.get("next_cursor")
+            if not body.get("has_more") or not isinstance(cursor, str):
+                return None
+            params["cursor"] = cursor
+        return None
+
+    async def _status(self, handle: str, last: BackendStatus | None) -> BackendStatus:
+        urls = self._urls(handle)
+        response = await self.http.request("GET", urls["status"], safe=True)
+        if response.status_code == 404:
+            return BackendStatus(
+                BackendState.FAILED, detail="fal: request unknown to the queue", transient=True
+            )
+        if response.status_code != 200 and response.status_code != 202:
+            raise BackendError(f"fal status: HTTP {response.status_code}", transient=True)
+        body = json_object(response, "fal status")
+        status = body.get("status")
+        if status == "IN_QUEUE":
+            position = body.get("queue_position")
+            return BackendStatus(
+                BackendState.QUEUED,
+                # fal counts from 0 (fal_client's Queued.position); people count from 1.
+                queue_position=position + 1 if isinstance(position, int) else None,
+            )
+        if status == "IN_PROGRESS":
+            return BackendStatus(BackendState.RUNNING)
+        if status == "COMPLETED":
+            error_type = body.get("error_type")
+            error = body.get("error")
+            if error_type == _CONTENT_POLICY:
+                return BackendStatus(BackendState.FILTERED, detail=str(error or error_type))
+            if error or error_type:
+                return BackendStatus(
+                    BackendState.FAILED,
+                    detail=f"fal: {error_type or 'error'}: {str(error)[:200]}",
+                    # fal does not bill server errors; input errors would fail again.
+                    transient=error_type not in _USER_ERRORS,
+                )
+            return BackendStatus(BackendState.SUCCEEDED)
+        log.warning("fal: unknown status %r for %s; still polling", status, urls["id"])
+        return last or BackendStatus(BackendState.QUEUED)
+
+    async def _result_url(self, handle: str) -> str:
+        urls = self._urls(handle)
+        response = await self.http.request("GET", urls["response"], safe=True)
+        if response.status_code >= 400:
+            refusal = _refusal(_body(response))
+            if refusal:
+                raise ContentFiltered(f"fal: {refusal}")
+            raise BackendError(
+                f"fal result: HTTP {response.status_code}: {error_text(response)}",
+                transient=False,
+            )
+        body = json_object(response, "fal result")
+        video = body.get("video")
+        url = video.get("url") if isinstance(video, dict) else None
+        if not isinstance(url, str):
+            raise BackendError("fal result: no video URL", transient=False, key="job.bad_result")
+        return url
+
+    async def _cancel(self, handle: str) -> None:
+        urls = self._urls(handle)
+        response = await self.http.request("PUT", urls["cancel"], safe=True)
+        # 400 "ALREADY_COMPLETED": nothing left to stop.
+        if response.status_code >= 400 and response.status_code != 400:
+            log.warning("fal: cancel of %s answered HTTP %d", urls["id"], response.status_code)
+
+
+def _body(response: httpx.Response) -> Any:
+    try:
+        return response.json()
+    except ValueError:
+        return None

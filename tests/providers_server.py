@@ -1,0 +1,398 @@
+"""Loopback servers speaking the fal queue + platform APIs, Replicate and the GAGA platform.
+
+One aiohttp app serves all three under /fal, /falapi, /replicate and /gaga, plus result
+files under /files. Knobs script the failure modes of a test; counters record what the
+server received, so "never twice" tests count submits where they land.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from aiohttp import web
+
+KEY = "test-provider-key"
+
+
+@dataclass
+class ServedJob:
+    id: str
+    protocol: str  # fal | replicate | gaga
+    model: str
+    input: dict[str, Any]
+    created: float
+    canceled: bool = False
+    polls: int = 0
+    cancel_after: str | None = None
+
+
+@dataclass
+class ProviderServer:
+    """Serve the three protocols on 127.0.0.1; result files are named by ``result_host``."""
+
+    video: bytes
+    queue_seconds: float = 0.05  # reported as queued (fal: with a position) this long
+    run_seconds: float = 0.1
+    result_host: str = "localhost"  # results are fetched from here (allow-listed in tests)
+    # Submit knobs: statuses answered without creating a job (e.g. [503, 429]).
+    refuse_submits: list[int] = field(default_factory=list)
+    retry_after: str = "1"
+    lose_submit_answers: int = 0  # create the job, then never answer (the client times out)
+    lose_with_status: int | None = None  # ... or answer this status instead (e.g. 500)
+    unlisted: bool = False  # the listing does not show jobs (a lost submit stays lost)
+    refuse_content: bool = False  # the provider's content policy refuses every job
+    # Poll knobs.
+    poll_failures: list[int] = field(default_factory=list)  # statuses for the next polls
+    malformed_polls: int = 0
+    never_finish: bool = False
+    unknown_status: int = 0  # the next N polls answer a status nobody documented
+    # Result knobs.
+    result_url: str | None = None  # a result URL of the test's choosing
+    result_status: int = 200  # 404 / 410: expired
+    result_body: bytes | None = None  # instead of the video (e.g. not a video)
+    advertise_bytes: int | None = None  # Content-Length claimed without sending it
+    redirect_to: str | None = None  # the result URL redirects here
+    # What the server saw.
+    jobs: dict[str, ServedJob] = field(default_factory=dict)
+    submit_requests: int = 0  # every submit POST received, refused or not
+    cancels: list[str] = field(default_factory=list)
+    uploads: int = 0
+    listings: int = 0
+    result_fetches: int = 0
+    auth_failures: int = 0
+    url: str = ""
+    _ids: itertools.count[int] = field(default_factory=lambda: itertools.count(1))
+    _runner: web.AppRunner | None = None
+    _release: asyncio.Event = field(default_factory=asyncio.Event)
+
+    async def start(self) -> str:
+        app = web.Application(client_max_size=50 * 1024 * 1024)
+        app.router.add_route("*", "/fal/{tail:.+}", self._fal)
+        app.router.add_get("/falapi/v1/models/requests/by-endpoint", self._fal_listing)
+        app.router.add_post("/replicate/v1/models/{owner}/{name}/predictions", self._rep_create)
+        app.router.add_get("/replicate/v1/predictions", self._rep_listing)
+        app.router.add_get("/replicate/v1/predictions/{id}", self._rep_get)
+        app.router.add_post("/replicate/v1/predictions/{id}/cancel", self._rep_cancel)
+        app.router.add_post("/replicate/v1/files", self._rep_files)
+        app.router.add_post("/gaga/v1/assets", self._gaga_assets)
+        app.router.add_post("/gaga/v1/generations", self._gaga_create)
+        app.router.add_get("/gaga/v1/generations/{id}", self._gaga_get)
+        app.router.add_get("/files/{id}", self._file)
+        self._runner = web.AppRunner(app)
+        await self._runner.setup()
+        site = web.TCPSite(self._runner, "127.0.0.1", 0)
+        await site.start()
+        self.port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+        self.url = f"http://127.0.0.1:{self.port}"
+        return self.url
+
+    async def stop(self) -> None:
+        self._release.set()
+        if self._runner is not None:
+            await self._runner.cleanup()
+
+    def provider_settings(self, **overrides: Any) -> dict[str, Any]:
+        """Return [providers] settings pointing every provider at this server."""
+        common = {
+            "key": KEY,
+            "result_hosts": [self.result_host],
+            "allow_insecure": True,
+            "poll_interval_seconds": 0.02,
+            "max_polls_per_second": 1000.0,
+            "request_timeout_seconds": 0.5,
+            "reconcile_seconds": 1.0,
+            "rate_limit_patience_seconds": 10.0,
+            **overrides,
+        }
+        return {
+            "fal": {
+                **common,
+                "queue_url": f"{self.url}/fal",
+                "api_url": f"{self.url}/falapi/v1",
+            },
+            "replicate": {**common, "api_url": f"{self.url}/replicate"},
+            "gaga": {**common, "api_url": f"{self.url}/gaga"},
+        }
+
+    # --- shared ------------------------------------------------------------------------
+
+    def _authorized(self, request: web.Request, scheme: str) -> bool:
+        ok = request.headers.get("Authorization") == f"{scheme} {KEY}"
+        self.auth_failures += not ok
+        return ok
+
+    def _state(self, job: ServedJob) -> str:
+        """Return queued | running | succeeded | canceled | filtered."""
+        if job.canceled:
+            return "canceled"
+        age = time.monotonic() - job.created
+        if age < self.queue_seconds:
+            return "queued"
+        if self.never_finish or age < self.queue_seconds + self.run_seconds:
+            return "running"
+        return "filtered" if self.refuse_content else "succeeded"
+
+    def _file_url(self, job: ServedJob) -> str:
+        return self.result_url or f"http://{self.result_host}:{self.port}/files/{job.id}"
+
+    async def _submit_gate(self) -> web.Response | None:
+        """Apply the submit knobs that answer before any job exists."""
+        self.submit_requests += 1
+        if self.refuse_submits:
+            status = self.refuse_submits.pop(0)
+            headers = {"Retry-After": self.retry_after} if status == 429 else {}
+            return web.json_response({"detail": "try later"}, status=status, headers=headers)
+        return None
+
+    async def _lose_answer(self) -> web.Response | None:
+        """After creating a job: lose the answer if asked to."""
+        if self.lose_submit_answers <= 0:
+            return None
+        self.lose_submit_answers -= 1
+        if self.lose_with_status is not None:
+            return web.Response(status=self.lose_with_status, text="upstream error")
+        # Hold the answer until the client has given up (or the server stops).
+        await self._release.wait()
+        return web.Response(status=504)
+
+    def _poll_gate(self, job: ServedJob) -> web.Response | None:
+        job.polls += 1
+        if self.poll_failures:
+            return web.Response(status=self.poll_failures.pop(0), text="oops")
+        if self.malformed_polls > 0:
+            self.malformed_polls -= 1
+            return web.Response(text="<html>bad gateway</html>", content_type="text/html")
+        return None
+
+    def _new_job(
+        self, protocol: str, model: str, payload: dict[str, Any], job_id: str = ""
+    ) -> ServedJob:
+        job_id = job_id or f"{protocol[0]}{next(self._ids)}"
+        job = ServedJob(job_id, protocol, model, payload, time.monotonic())
+        self.jobs[job.id] = job
+        return job
+
+    async def _file(self, request: web.Request) -> web.StreamResponse:
+        self.result_fetches += 1
+        if self.redirect_to is not None:
+            raise web.HTTPFound(self.redirect_to)
+        if self.result_status != 200:
+            return web.Response(status=self.result_status, text="gone")
+        if self.advertise_bytes is not None:
+            response = web.StreamResponse(headers={"Content-Type": "video/mp4"})
+            response.content_length = self.advertise_bytes
+            await response.prepare(request)
+            await response.write(self.video[:1024])
+            return response  # (the client refuses on the header and closes)
+        body = self.result_body if self.result_body is not None else self.video
+        return web.Response(body=body, content_type="video/mp4")
+
+    # --- fal -----------------------------------------------------------------------------
+
+    async def _fal(self, request: web.Request) -> web.StreamResponse:
+        if not self._authorized(request, "Key"):
+            return web.json_response({"detail": "bad key"}, status=401)
+        tail = request.match_info["tail"]
+        if request.method == "POST":
+            return await self._fal_submit(request, tail)
+        parts = tail.split("/")
+        # {owner}/{alias}/requests/{id}[/status|/cancel]
+        if len(parts) < 4 or parts[2] != "requests" or parts[3] not in self.jobs:
+            return web.json_response({"detail": "not found"}, status=404)
+        job = self.jobs[parts[3]]
+        if request.method == "PUT" and parts[-1] == "cancel":
+            self.cancels.append(job.id)
+            job.canceled = True
+            return web.json_response({"status": "CANCELLATION_REQUESTED"}, status=202)
+        if parts[-1] == "status":
+            return self._fal_status(job)
+        state = self._state(job)
+        if state == "filtered":
+            detail = [{"type": "content_policy_violation", "msg": "flagged", "loc": ["body"]}]
+            return web.json_response({"detail": detail}, status=422)
+        if state != "succeeded":
+            return web.json_response({"detail": "not ready"}, status=400)
+        return web.json_response(
+            {"video": {"url": self._file_url(job), "content_type": "video/mp4"}}
+        )
+
+    async def _fal_submit(self, request: web.Request, model: str) -> web.Response:
+        refused = await self._submit_gate()
+        if refused is not None:
+            return refused
+        payload = await request.json()
+        job = self._new_job("fal", model, payload)
+        lost = await self._lose_answer()
+        if lost is not None:
+            return lost
+        base = f"{self.url}/fal/{'/'.join(model.split('/')[:2])}/requests/{job.id}"
+        return web.json_response(
+            {
+                "request_id": job.id,
+                "status": "IN_QUEUE",
+                "status_url": base + "/status",
+                "response_url": base,
+                "cancel_url": base + "/cancel",
+                "queue_position": 2,
+            }
+        )
+
+    def _fal_status(self, job: ServedJob) -> web.Response:
+        failed = self._poll_gate(job)
+        if failed is not None:
+            return failed
+        if self.unknown_status > 0:
+            self.unknown_status -= 1
+            return web.json_response({"status": "WARMING_UP"})
+        state = self._state(job)
+        if state == "queued":
+            return web.json_response({"status": "IN_QUEUE", "queue_position": 2})
+        if state == "running":
+            return web.json_response({"status": "IN_PROGRESS", "logs": []})
+        body: dict[str, Any] = {"status": "COMPLETED", "logs": [], "metrics": {}}
+        if state == "filtered":
+            body.update(error="flagged by a content checker", error_type="content_policy_violation")
+        return web.json_response(body)
+
+    async def _fal_listing(self, request: web.Request) -> web.Response:
+        self.listings += 1
+        if not self._authorized(request, "Key"):
+            return web.json_response({"detail": "bad key"}, status=401)
+        endpoint = request.query.get("endpoint_id")
+        items = [
+            {"request_id": job.id, "endpoint_id": job.model, "json_input": job.input}
+            for job in self.jobs.values()
+            if job.protocol == "fal" and job.model == endpoint and not self.unlisted
+        ]
+        return web.json_response({"items": items[::-1], "has_more": False, "next_cursor": None})
+
+    # --- Replicate --------------------------------------------------------------------------
+
+    def _prediction(self, job: ServedJob) -> dict[str, Any]:
+        state = self._state(job)
+        status = {
+            "queued": "starting",
+            "running": "processing",
+            "succeeded": "succeeded",
+            "canceled": "canceled",
+            "filtered": "failed",
+        }[state]
+        base = f"{self.url}/replicate/v1/predictions/{job.id}"
+        body: dict[str, Any] = {
+            "id": job.id,
+            "model": job.model,
+            "version": "v1",
+            "input": job.input,
+            "status": status,
+            "output": self._file_url(job) if status == "succeeded" else None,
+            "error": "The input or output was flagged as sensitive (E005)"
+            if state == "filtered"
+            else None,
+            "urls": {"get": base, "cancel": base + "/cancel"},
+        }
+        return body
+
+    async def _rep_create(self, request: web.Request) -> web.Response:
+        if not self._authorized(request, "Bearer"):
+            return web.json_response({"detail": "bad token"}, status=401)
+        refused = await self._submit_gate()
+        if refused is not None:
+            return refused
+        body = await request.json()
+        model = f"{request.match_info['owner']}/{request.match_info['name']}"
+        job = self._new_job("replicate", model, body["input"])
+        job.cancel_after = request.headers.get("Cancel-After")
+        lost = await self._lose_answer()
+        if lost is not None:
+            return lost
+        return web.json_response(self._prediction(job), status=201)
+
+    async def _rep_listing(self, request: web.Request) -> web.Response:
+        self.listings += 1
+        if not self._authorized(request, "Bearer"):
+            return web.json_response({"detail": "bad token"}, status=401)
+        results = [
+            self._prediction(job)
+            for job in reversed(self.jobs.values())
+            if job.protocol == "replicate" and not self.unlisted
+        ]
+        return web.json_response({"results": results, "next": None, "previous": None})
+
+    async def _rep_get(self, request: web.Request) -> web.Response:
+        job = self.jobs.get(request.match_info["id"])
+        if job is None:
+            return web.json_response({"detail": "not found"}, status=404)
+        failed = self._poll_gate(job)
+        if failed is not None:
+            return failed
+        return web.json_response(self._prediction(job))
+
+    async def _rep_cancel(self, request: web.Request) -> web.Response:
+        job = self.jobs.get(request.match_info["id"])
+        if job is not None:
+            self.cancels.append(job.id)
+            job.canceled = True
+            return web.json_response(self._prediction(job))
+        return web.json_response({"detail": "not found"}, status=404)
+
+    async def _rep_files(self, request: web.Request) -> web.Response:
+        self.uploads += 1
+        form = await request.post()
+        content = form["content"]
+        assert isinstance(content, web.FileField)
+        file_id = f"file{next(self._ids)}"
+        return web.json_response(
+            {"id": file_id, "urls": {"get": f"{self.url}/replicate/v1/files/{file_id}"}}, status=201
+        )
+
+    # --- GAGA -----------------------------------------------------------------------------
+
+    async def _gaga_assets(self, request: web.Request) -> web.Response:
+        if not self._authorized(request, "Bearer"):
+            return web.json_response({"message": "bad key"}, status=401)
+        self.uploads += 1
+        form = await request.post()
+        assert isinstance(form["file"], web.FileField)
+        return web.json_response({"id": 1000 + next(self._ids)})
+
+    async def _gaga_create(self, request: web.Request) -> web.Response:
+        if not self._authorized(request, "Bearer"):
+            return web.json_response({"message": "bad key"}, status=401)
+        refused = await self._submit_gate()
+        if refused is not None:
+            return refused
+        body = await request.json()
+        job = self._new_job("gaga", body["model"], body, job_id=str(90000 + next(self._ids)))
+        lost = await self._lose_answer()
+        if lost is not None:
+            return lost
+        return web.json_response({"id": int(job.id), "status": "pending"})
+
+    async def _gaga_get(self, request: web.Request) -> web.Response:
+        job = self.jobs.get(request.match_info["id"])
+        if job is None:
+            return web.json_response({"message": "not found"}, status=404)
+        failed = self._poll_gate(job)
+        if failed is not None:
+            return failed
+        if self.unknown_status > 0:
+            self.unknown_status -= 1
+            return web.json_response({"id": int(job.id), "status": "rendering_frames"})
+        state = self._state(job)
+        status = {
+            "queued": "pending",
+            "running": "processing",
+            "succeeded": "completed",
+            "canceled": "failed",
+            "filtered": "failed",
+        }[state]
+        body: dict[str, Any] = {"id": int(job.id), "status": status}
+        if state == "succeeded":
+            body["creations"] = [{"url": self._file_url(job)}]
+        if state == "filtered":
+            body["message"] = "image failed moderation: sensitive content"
+        return web.json_response(body)
