@@ -303,6 +303,7 @@ def _secrets(settings: Settings) -> list[str]:
         settings.providers.replicate.key.get_secret_value(),
         settings.providers.gaga.key.get_secret_value(),
         settings.telegram.webhook_secret.get_secret_value(),
+        *settings.store.secrets,  # the PostgreSQL URL and its password
         *_adapter_tokens(settings).values(),
     ]
 
