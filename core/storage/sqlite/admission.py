@@ -14,7 +14,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from core.errors import RequestRejected
-from core.models import DeliveryAddress, JobState, UserRef
+from core.models import Account, DeliveryAddress, JobState, UserRef
 from core.quotas import AdmissionPolicy, AdmissionSnapshot
 from core.storage.sqlite import accounts
 from core.storage.sqlite.queries import accounts as account_sql
@@ -77,18 +77,17 @@ def precheck(db: sqlite3.Connection, user: UserRef, source_key: str, period: str
 def _snapshot(
     db: sqlite3.Connection, rules: AdmissionPolicy, account_id: int, request: NewRequest
 ) -> AdmissionSnapshot:
-    """Read what the quota decision needs, and nothing it will not look at."""
-    chat_takes = 0
-    if rules.counts_chats:
-        key = (request.address.platform, request.address.chat_id, rules.chat_day.key)
-        row = db.execute(account_sql.CHAT_TAKES, key).fetchone()
-        chat_takes = 0 if row is None else int(row[0])
-    charged = any(rules.cost(take.seconds) for take in request.takes)
+    """Read what the quota decision needs, in one statement."""
+    chat = (request.address.platform, request.address.chat_id, rules.chat_day.key)
+    row = db.execute(
+        account_sql.ADMISSION_SNAPSHOT, (*chat, rules.period.key, account_id)
+    ).fetchone()
+    *account, queued, chat_takes, credits = row
     return AdmissionSnapshot(
-        account=accounts.load_account(db, account_id),
-        total_queued=total_queued(db) if rules.enforce else 0,
-        chat_takes=chat_takes,
-        credits=accounts.peek_balance(db, account_id, rules.period.key) if charged else None,
+        account=Account(*account),
+        total_queued=int(queued),
+        chat_takes=int(chat_takes or 0),
+        credits=None if credits is None else int(credits),
     )
 
 
@@ -125,12 +124,14 @@ def admit(
         credits = int(row[0])
     # An account with nothing waiting rejoins the round-robin at the back.
     idle = account.queued == 0
-    ticket = next_ticket(db) if idle else account.ticket
-    used = 0 if idle else account.turn_used
+    if idle:
+        ticket, used = int(db.execute(sql.REJOIN, (n,)).fetchone()[0]), 0
+    else:
+        ticket, used = account.ticket, account.turn_used
+        db.execute(sql.COUNT_QUEUE, (n,))
     db.execute(
         sql.ENQUEUE_ACCOUNT, (ticket, used, limits.weight, limits.max_in_flight, n, account_id)
     )
-    db.execute(sql.COUNT_QUEUE, (n,))
     seq = int(db.execute(sql.LAST_SEQ).fetchone()[0])
     platform = request.address.platform
     db.executemany(

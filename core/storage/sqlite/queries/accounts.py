@@ -30,7 +30,15 @@ SELECT {ACCOUNT_COLUMNS} FROM users u JOIN accounts a ON a.id = u.account_id
 WHERE u.platform = ? AND u.platform_user_id = ?
 """
 
-CHAT_TAKES = "SELECT takes FROM chat_days WHERE platform = ? AND chat_id = ? AND day = ?"
+# Everything an admission decides on, in one statement: the account, the whole queue,
+# the chat's day and the period's balance (NULL: not started).
+ADMISSION_SNAPSHOT = f"""
+SELECT {ACCOUNT_COLUMNS},
+       (SELECT queued FROM scheduler WHERE id = 1),
+       (SELECT takes FROM chat_days WHERE platform = ? AND chat_id = ? AND day = ?),
+       (SELECT credits FROM balances WHERE account_id = a.id AND period = ?)
+FROM accounts a WHERE a.id = ?
+"""
 
 ADD_CHAT_TAKES = """
 INSERT INTO chat_days (platform, chat_id, day, takes) VALUES (?, ?, ?, ?)

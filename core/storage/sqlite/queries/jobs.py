@@ -42,6 +42,12 @@ NEXT_TICKET = """
 UPDATE scheduler SET next_ticket = next_ticket + 1 WHERE id = 1 RETURNING next_ticket - 1
 """
 
+# The same, for an account that rejoins the line with takes: they join the queue's count.
+REJOIN = """
+UPDATE scheduler SET next_ticket = next_ticket + 1, queued = queued + ? WHERE id = 1
+RETURNING next_ticket - 1
+"""
+
 # The account's place in line and its role's knobs, with its newly waiting takes counted.
 ENQUEUE_ACCOUNT = """
 UPDATE accounts SET ticket = ?, turn_used = ?, weight = ?, max_in_flight = ?,
