@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import contextlib
 import io
 import ipaddress
 import os
 import socket
+import sqlite3
 import subprocess
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from fractions import Fraction
 from pathlib import Path
 from typing import Any
@@ -42,6 +44,18 @@ def _no_internet(monkeypatch: pytest.MonkeyPatch) -> None:
         return real_connect(self, address)
 
     monkeypatch.setattr(socket.socket, "connect", guarded)
+
+
+def db_rows(path: Path, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
+    """Read rows straight from a SQLite store's file, for tests that inspect the database."""
+    with contextlib.closing(sqlite3.connect(path)) as db:
+        return [tuple(row) for row in db.execute(sql, params)]
+
+
+def db_execute(path: Path, sql: str, params: Sequence[Any] = ()) -> None:
+    """Change a SQLite store's file behind its back, for tests that inject state."""
+    with contextlib.closing(sqlite3.connect(path)) as db, db:
+        db.execute(sql, params)
 
 
 def make_settings(tmp_path: Path, **overrides: Any) -> Settings:

@@ -9,11 +9,11 @@ import sys
 import asyncpg
 import pytest
 
-from core.database import migrate as migrate_sqlite
 from core.storage.postgres.schema import MIGRATIONS, SchemaTooNew, migrate, schema_version
+from core.storage.sqlite.database import migrate as migrate_sqlite
 
 # SQLite leftovers the PostgreSQL schema leaves out on purpose (see its module docstring).
-SQLITE_ONLY = {("scheduler", "*"), ("jobs", "fair_round")}
+SQLITE_ONLY = {("scheduler", "*"), ("jobs", "fair_round"), ("sqlite_sequence", "*")}
 # Columns only PostgreSQL has: cross-process lease fencing, inbox order without rowid.
 POSTGRES_ONLY = {("jobs", "lease_token"), ("chat_inbox", "arrival")}
 

@@ -11,7 +11,6 @@ from telegram import Bot
 from telegram.error import NetworkError, TelegramError, TimedOut
 
 from bots.telegram.notifier import TelegramNotifier, outcome_unknown
-from core.chatstate import ChatState
 from core.errors import DeliveryError, DeliveryUnknown
 from core.models import JobState, UserRef
 from tests.conftest import photo_jpeg
@@ -85,7 +84,7 @@ async def test_a_connection_refused_is_a_send_to_retry(tmp_path: Path, tiny_mp4:
         video.write_bytes(tiny_mp4)
         bot = Bot(h.server.token, base_url=dead)
         notifier = TelegramNotifier(
-            bot, h.bot.board, ChatState(h.runtime.store),
+            bot, h.bot.board, h.runtime.storage.chats,
             max_upload_bytes=h.bot.notifier.max_upload_bytes, work_dir=tmp_path,
         )  # fmt: skip
         try:  # not initialized: getMe would fail the same way

@@ -10,11 +10,12 @@ from telegram import Bot, CallbackQuery, InlineKeyboardButton, InlineKeyboardMar
 from telegram.error import TelegramError
 
 from config.settings import TelegramSettings
-from core.chatstate import Button, ChatState
 from core.errors import RequestRejected
 from core.i18n import DEFAULT_LOCALE, render
 from core.models import UserRef
 from core.service import Service
+from core.storage import ChatStore
+from core.storage.types import Button
 
 from .render import access_buttons, access_decided_text, access_request_text
 from .replies import answer
@@ -63,7 +64,7 @@ class AccessDesk:
     """Ask the admins for a user's access, and act on their decision."""
 
     def __init__(
-        self, *, bot: Bot, service: Service, chatstate: ChatState, settings: TelegramSettings
+        self, *, bot: Bot, service: Service, chatstate: ChatStore, settings: TelegramSettings
     ) -> None:
         self._bot = bot
         self._service = service

@@ -13,7 +13,6 @@ from telegram.ext import AIORateLimiter, Application, ApplicationBuilder
 
 from bots.runtime import Runtime
 from config.settings import TelegramSettings
-from core.chatstate import ChatState
 from core.failpoints import Failpoints
 
 from .commands import set_command_menus
@@ -113,13 +112,13 @@ async def run_telegram(
     """
     settings = runtime.settings.telegram
     app = build_application(settings)
-    chatstate = ChatState(runtime.store)
+    chatstate = runtime.storage.chats
     failpoints = Failpoints(runtime.settings.debug.failpoints)
     await app.initialize()  # getMe: a wrong token fails here
     try:
         me = Me(app.bot.id, app.bot.username)
         board = StatusBoard(
-            app.bot, runtime.store, chatstate,
+            app.bot, chatstate,
             private_interval=settings.private_edit_interval_seconds,
             group_interval=settings.group_edit_interval_seconds,
         )  # fmt: skip
@@ -136,7 +135,7 @@ async def run_telegram(
             failpoints=failpoints,
         )  # fmt: skip
         deps = Deps(
-            bot=app.bot, service=runtime.service, store=runtime.store, chatstate=chatstate,
+            bot=app.bot, service=runtime.service, store=runtime.storage.jobs, chatstate=chatstate,
             board=board, ingest=ingest, settings=settings, prompts=runtime.settings.prompts,
             me=me, peers=tuple(peers),
         )  # fmt: skip

@@ -9,12 +9,11 @@ from typing import Any
 from telegram import Bot, CallbackQuery, ForceReply, Update
 
 from config.settings import TelegramSettings
-from core.chatstate import ChatState
 from core.errors import RequestRejected, UserError
 from core.i18n import render
 from core.models import DeliveryAddress, JobState, UserRef
 from core.service import Admission, Service
-from core.store import Store
+from core.storage import ChatStore, JobStore
 
 from .access import ACCESS_ACTIONS, AccessDesk, Applicant
 from .render import TAKE_OFFSET, take_numbers
@@ -35,8 +34,8 @@ class Buttons:
         *,
         bot: Bot,
         service: Service,
-        store: Store,
-        chatstate: ChatState,
+        store: JobStore,
+        chatstate: ChatStore,
         settings: TelegramSettings,
         admit: Admit,
         refusal: Refusal,

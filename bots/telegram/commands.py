@@ -11,13 +11,12 @@ from telegram import BotCommand, InputMediaVideo, Message
 from telegram.error import TelegramError
 
 from config.settings import PromptSettings, TelegramSettings
-from core.chatstate import ChatState
 from core.errors import RequestRejected
 from core.i18n import DEFAULT_LOCALE, LOCALES, render
 from core.models import UserRef
 from core.quotas import time_left
 from core.service import Service
-from core.store import Store
+from core.storage import ChatStore, JobStore
 
 from .access import AccessDesk, Applicant, applicant_of
 from .render import stats_summary
@@ -67,8 +66,8 @@ class Commands:
         self,
         bot: Bot,
         service: Service,
-        store: Store,
-        chatstate: ChatState,
+        store: JobStore,
+        chatstate: ChatStore,
         settings: TelegramSettings,
         prompts: PromptSettings,
         access: AccessDesk,

@@ -25,12 +25,12 @@ from telegram.error import BadRequest, Forbidden, TelegramError
 from telegram.ext import Application, CallbackContext, CallbackQueryHandler, MessageHandler, filters
 
 from config.settings import PromptSettings, TelegramSettings
-from core.chatstate import ChatState, RememberedPhoto
 from core.errors import ImageRejected, UserError
 from core.i18n import render
 from core.models import DeliveryAddress, UserRef, VideoRequest
 from core.service import Admission, Checked, Service
-from core.store import Store
+from core.storage import ChatStore, JobStore
+from core.storage.types import RememberedPhoto
 
 from .access import AccessDesk, Applicant, applicant_of
 from .buttons import Buttons
@@ -64,8 +64,8 @@ class Deps:
 
     bot: Bot
     service: Service
-    store: Store
-    chatstate: ChatState
+    store: JobStore
+    chatstate: ChatStore
     board: StatusBoard
     ingest: Ingest
     settings: TelegramSettings

@@ -22,8 +22,8 @@ from telegram.error import Conflict, InvalidToken, NetworkError, RetryAfter, Tel
 from telegram.ext import Application
 from telegram.warnings import PTBDeprecationWarning
 
-from core.chatstate import ChatState
 from core.failpoints import Failpoints
+from core.storage import ChatStore
 
 from .routing import PLATFORM
 
@@ -53,7 +53,7 @@ class Ingest:
     def __init__(
         self,
         app: Application,  # type: ignore[type-arg]
-        chatstate: ChatState,
+        chatstate: ChatStore,
         keyer: Callable[[Update], str | None],
         *,
         failpoints: Failpoints | None = None,

@@ -20,10 +20,10 @@ from telegram import (
 from telegram.constants import ChatAction
 from telegram.error import BadRequest, Forbidden, NetworkError, RetryAfter, TelegramError
 
-from core.chatstate import ChatState
 from core.delivery import fit_video_async
 from core.errors import DeliveryError, DeliveryUnknown
 from core.models import EventKind, Job, JobEvent
+from core.storage import ChatStore
 
 from .render import album_buttons_text, album_captions, caption, result_buttons, status_line
 from .routing import PLATFORM
@@ -80,7 +80,7 @@ class TelegramNotifier:
         self,
         bot: Bot,
         board: StatusBoard,
-        chatstate: ChatState,
+        chatstate: ChatStore,
         *,
         max_upload_bytes: int,
         work_dir: Path,

@@ -20,9 +20,8 @@ from dataclasses import dataclass, field
 from telegram import Bot, InlineKeyboardButton, InlineKeyboardMarkup, ReplyParameters
 from telegram.error import BadRequest, Forbidden, TelegramError
 
-from core.chatstate import ChatState
 from core.models import Job
-from core.store import Store
+from core.storage import ChatStore
 
 from .render import cancel_button, status_text
 from .routing import PLATFORM
@@ -75,15 +74,13 @@ class StatusBoard:
     def __init__(
         self,
         bot: Bot,
-        store: Store,
-        chatstate: ChatState,
+        chatstate: ChatStore,
         *,
         private_interval: float,
         group_interval: float,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self._bot = bot
-        self._store = store
         self._chatstate = chatstate
         self._private_interval = private_interval
         self._group_interval = group_interval
@@ -275,7 +272,7 @@ class StatusBoard:
             reply_markup=markup,
         )
         status.message_id = message.message_id
-        await self._store.set_status_message(status.request_id, str(message.message_id))
+        await self._chatstate.set_status_message(status.request_id, str(message.message_id))
 
     async def close(self, timeout: float = 2.0) -> None:
         """Send the latest text of every changed status once, ignoring the spacing."""

@@ -13,7 +13,7 @@ own forms, and differ where several processes write at once:
 - ``jobs.lease_token``: a fencing token, raised by every claim or takeover; a state change
   names the token it holds, so a worker that lost its lease changes nothing.
 - ``job_events``: one row per state change, written in the same transaction. Followers read
-  it by cursor (``id``); ``tx`` lets them skip rows that are not yet visible to everyone
+  it by cursor (``seq``); ``tx`` lets them skip rows that are not yet visible to everyone
   (see ``job_events`` below).
 - Unused SQLite leftovers (``jobs.fair_round``, ``scheduler.current_round``) are not here.
 """
@@ -147,7 +147,7 @@ MIGRATIONS: tuple[str, ...] = (
     -- (ids are taken at INSERT, not at COMMIT: without the tx test a follower could step
     -- past a row whose transaction commits later with a smaller id).
     CREATE TABLE job_events (
-        id bigserial PRIMARY KEY,
+        seq bigserial PRIMARY KEY,
         job_id text NOT NULL REFERENCES jobs (id) ON DELETE CASCADE,
         request_id text NOT NULL,
         kind text NOT NULL,
@@ -156,8 +156,8 @@ MIGRATIONS: tuple[str, ...] = (
         at double precision NOT NULL,
         tx xid8 NOT NULL DEFAULT pg_current_xact_id()
     );
-    CREATE INDEX job_events_by_job ON job_events (job_id, id);
-    CREATE INDEX job_events_by_request ON job_events (request_id, id);
+    CREATE INDEX job_events_by_job ON job_events (job_id, seq);
+    CREATE INDEX job_events_by_request ON job_events (request_id, seq);
 
     CREATE TABLE balances (
         account_id bigint NOT NULL REFERENCES accounts (id),
