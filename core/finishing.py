@@ -46,7 +46,7 @@ class Finisher:
         self,
         *,
         store: Store,
-        backend: VideoBackend,
+        backend_for: Callable[[Job], VideoBackend],
         notifier: NotifierRouter,
         settings: WorkerSettings,
         results_dir: Path,
@@ -56,7 +56,7 @@ class Finisher:
         track: Callable[[asyncio.Task[None]], None],
     ) -> None:
         self._store = store
-        self._backend = backend
+        self._backend_for = backend_for  # the backend that made a job's result
         self._notifier = notifier
         self._settings = settings
         self._results_dir = results_dir
@@ -79,7 +79,8 @@ class Finisher:
         partial = final.with_suffix(".part")
         for attempt in range(1, _FETCH_ATTEMPTS + 1):
             try:
-                await self._backend.fetch(job.handle, partial, self._settings.max_result_bytes)
+                backend = self._backend_for(job)
+                await backend.fetch(job.handle, partial, self._settings.max_result_bytes)
                 self._failpoints.hit("worker.after_fetch")
                 await asyncio.get_running_loop().run_in_executor(
                     self._media_checks, probe_video, partial

@@ -270,4 +270,11 @@ MIGRATIONS: tuple[str, ...] = (
     """
     ALTER TABLE jobs ADD COLUMN delivery_unconfirmed INTEGER NOT NULL DEFAULT 0;
     """,
+    # Hosted providers: the preset (or builtin backend) a take is on, for fallback across
+    # presets and per-preset run times; and why a finished take failed its check, once its
+    # free re-take was started (core/finishing.py).
+    """
+    ALTER TABLE jobs ADD COLUMN backend TEXT;
+    ALTER TABLE jobs ADD COLUMN retake_reason TEXT;
+    """,
 )

@@ -27,7 +27,8 @@ _JOB_ROW = (
     "id", "request_id", "user_id", "take", "takes", "state", "line", "speech", "language",
     "seconds", "seed", "voice", "attempts", "handle", "created_at", "updated_at",
     "started_at", "finished_at", "error_key", "error_params", "error_detail", "result_path",
-    "resubmitted", "not_before", "deadline_at", "delivery_unconfirmed",
+    "resubmitted", "not_before", "deadline_at", "delivery_unconfirmed", "backend",
+    "retake_reason",
 )  # fmt: skip
 _JOB_COLUMNS = ", ".join(f"j.{name}" for name in _JOB_ROW) + ", r.address"
 _JOB_FROM = "FROM jobs j JOIN requests r ON r.id = j.request_id"
@@ -108,11 +109,16 @@ def _job_from_row(row: sqlite3.Row | tuple[Any, ...]) -> Job:
     return Job(**values, address=_address_from_json(row[-1]))
 
 
-def _recent_run_seconds(db: sqlite3.Connection, limit: int = 20) -> float | None:
+def _recent_run_seconds(
+    db: sqlite3.Connection, limit: int = 20, backend: str | None = None
+) -> float | None:
+    # Per backend when given: a hosted model takes minutes where the preview takes seconds.
+    where = "" if backend is None else " AND backend = ?"
     row = db.execute(
         "SELECT avg(finished_at - started_at) FROM (SELECT finished_at, started_at FROM jobs"
-        " WHERE state = 'done' AND started_at IS NOT NULL ORDER BY finished_at DESC LIMIT ?)",
-        (limit,),
+        f" WHERE state = 'done' AND started_at IS NOT NULL{where}"
+        " ORDER BY finished_at DESC LIMIT ?)",
+        (limit,) if backend is None else (backend, limit),
     ).fetchone()
     return None if row is None or row[0] is None else float(row[0])
 
@@ -153,6 +159,7 @@ class Store(Database):
         address: DeliveryAddress,
         takes: Sequence[NewTake],
         policy: AdmissionPolicy | None = None,
+        run_backend: str | None = None,
     ) -> Admitted:
         """Check quotas, debit credits and insert a request with its takes, atomically.
 
@@ -230,7 +237,8 @@ class Store(Database):
                 ledger.record_debits(db, account_id, period, charges, now)
             rank = account.queued + 1
             position = ledger.queue_position(db, account_id, rank, ticket, used, limits.weight)
-            return user_id, account_id, position, _recent_run_seconds(db), credits
+            run_seconds = _recent_run_seconds(db, backend=run_backend)
+            return user_id, account_id, position, run_seconds, credits
 
         user_id, _, position, run_seconds, credits = await self.write(admit)
         jobs = tuple(
@@ -348,9 +356,19 @@ class Store(Database):
         )
         return int(row[0]) if row else 0
 
-    async def recent_run_seconds(self, limit: int = 20) -> float | None:
-        """Return the mean start-to-finish time of recently finished jobs."""
-        return await self.read(partial(_recent_run_seconds, limit=limit))
+    async def recent_run_seconds(self, limit: int = 20, backend: str | None = None) -> float | None:
+        """Return the mean start-to-finish time of recently finished jobs (of one backend)."""
+        return await self.read(partial(_recent_run_seconds, limit=limit, backend=backend))
+
+    async def handles_since(self, since: float) -> set[str]:
+        """Return the provider handles stored for jobs touched since ``since``.
+
+        A lookup of a lost submit must not adopt a provider job another take already holds.
+        """
+        rows = await self._fetchall(
+            "SELECT handle FROM jobs WHERE handle IS NOT NULL AND updated_at >= ?", (since,)
+        )
+        return {str(row[0]) for row in rows}
 
     # --- worker transitions ----------------------------------------------------------
 
@@ -571,7 +589,7 @@ class Store(Database):
         allowed = {
             "handle", "resubmitted", "result_path", "error_key", "error_params",
             "error_detail", "not_before", "lease_owner", "lease_expires", "finished_at",
-            "delivery_unconfirmed",
+            "delivery_unconfirmed", "backend", "retake_reason",
         }  # fmt: skip
         unknown = set(fields) - allowed
         if unknown:

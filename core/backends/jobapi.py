@@ -113,7 +113,7 @@ class JobApiBackend:
             if not exc.transient:
                 raise
             # The job may exist even though the answer was lost: never pay twice.
-            handle = await self.find(spec.job_id)
+            handle = await self.find(spec)
             if handle is not None:
                 log.info("submit for %s failed (%s) but the job exists", spec.job_id, exc)
                 return handle
@@ -134,9 +134,9 @@ class JobApiBackend:
             raise BackendError("malformed reply: no job id", transient=True)
         return job_id
 
-    async def find(self, job_id: str) -> str | None:
+    async def find(self, spec: RenderSpec) -> str | None:
         """Look a job up by the client reference it was submitted with."""
-        response = await self._request("GET", "v1/jobs", params={"client_ref": job_id})
+        response = await self._request("GET", "v1/jobs", params={"client_ref": spec.job_id})
         if response.status_code != 200:
             return None
         jobs = self._json(response).get("jobs")

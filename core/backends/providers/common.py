@@ -17,7 +17,6 @@ from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
 
 import httpx
 
@@ -32,7 +31,7 @@ log = logging.getLogger(__name__)
 _BACKOFF_GROWTH = 1.3  # an unchanged job is polled less and less often ...
 _BACKOFF_MAX_FACTOR = 6.0  # ... down to one poll per six intervals
 _RECONCILE_INTERVAL = 5.0
-_REMEMBER_SENT = timedelta(hours=2)  # a lost submit older than this is not looked for
+_LOOK_BACK = timedelta(hours=2)  # a take of unknown age: listings are searched this far back
 
 
 def data_uri(jpeg: bytes) -> str:
@@ -91,14 +90,24 @@ class ProviderBackend(ABC):
         self._polling: dict[str, _Polling] = {}
         self._next_poll_slot = 0.0  # the provider-wide poll budget, as a schedule
         self._held: set[str] = set()  # provider job ids this process already handed out
-        # What we sent per job id (without the image) and when: listings are matched on it.
-        self._sent: dict[str, tuple[dict[str, Any], datetime]] = {}
+        # One lookup at a time: two takes with the same input must not adopt the same job.
+        self._finding = asyncio.Lock()
 
-    def _remember(self, job_id: str, fields: dict[str, Any]) -> None:
-        now = datetime.now(UTC)
-        for old in [k for k, (_, when) in self._sent.items() if now - when > _REMEMBER_SENT]:
-            del self._sent[old]
-        self._sent[job_id] = (fields, now)
+    def sent_since(self, spec: RenderSpec) -> datetime:
+        """Return the earliest time a provider job for ``spec`` can have been created."""
+        if spec.submitted_after > 0:
+            return datetime.fromtimestamp(spec.submitted_after, UTC)
+        return datetime.now(UTC) - _LOOK_BACK
+
+    def _taken(self, spec: RenderSpec) -> set[str]:
+        """Return the provider job ids ``spec`` must not adopt (other takes hold them)."""
+        taken = set(self._held)
+        for handle in spec.taken:
+            try:
+                taken.add(self._job_id_of(handle))
+            except BackendError:
+                continue  # another backend's handle (a fallback preset)
+        return taken
 
     # --- what each protocol supplies ---------------------------------------------------
 
@@ -107,8 +116,12 @@ class ProviderBackend(ABC):
         """Send the submit; raise OutcomeUnknown when it may have created a job."""
 
     @abstractmethod
-    async def _lookup(self, job_id: str) -> str | None:
-        """Find the handle of our job ``job_id`` in the provider's listing, if it has one."""
+    async def _lookup(self, spec: RenderSpec, taken: set[str]) -> str | None:
+        """Find our job for ``spec`` in the provider's listing (not one in ``taken``).
+
+        Matched on the model's fields rebuilt from ``spec`` (never the image: the provider
+        may list it as an uploaded file's URL), so it works after a restart.
+        """
 
     @abstractmethod
     async def _status(self, handle: str, last: BackendStatus | None) -> BackendStatus:
@@ -129,47 +142,56 @@ class ProviderBackend(ABC):
         try:
             handle = await self._submit_once(spec)
         except OutcomeUnknown as exc:
-            handle = await self._settle(spec.job_id, exc)
+            found = await self._search(spec)
+            if found is None:
+                raise self._orphan(spec.job_id, exc) from exc
+            handle = found
+            log.warning("%s: submit for %s was lost (%s); adopted it", self.name, spec.job_id, exc)
         self._held.add(self._job_id_of(handle))
-        self._sent.pop(spec.job_id, None)
         return handle
 
-    async def _settle(self, job_id: str, cause: BackendError) -> str:
+    async def _search(self, spec: RenderSpec) -> str | None:
         """Look for the job a lost submit may have created, for a bounded time."""
+        if not self.capabilities.lookup:
+            return None
         give_up = time.monotonic() + self.settings.reconcile_seconds
-        while True:
-            try:
-                handle = await self._lookup(job_id)
-            except BackendError as exc:
-                if not exc.transient:
-                    raise
-                log.warning("%s: listing for %s failed (%s)", self.name, job_id, exc)
-                handle = None
-            if handle is not None:
-                log.warning("%s: submit for %s was lost (%s); adopted it", self.name, job_id, cause)
-                return handle
-            left = give_up - time.monotonic()
-            if left <= 0:
-                break
-            await asyncio.sleep(min(_RECONCILE_INTERVAL, left))
+        async with self._finding:
+            while True:
+                try:
+                    handle = await self._lookup(spec, self._taken(spec))
+                except BackendError as exc:
+                    if not exc.transient:
+                        raise
+                    log.warning("%s: listing for %s failed (%s)", self.name, spec.job_id, exc)
+                    handle = None
+                if handle is not None:
+                    self._held.add(self._job_id_of(handle))
+                    return handle
+                left = give_up - time.monotonic()
+                if left <= 0:
+                    return None
+                await asyncio.sleep(min(_RECONCILE_INTERVAL, left))
+
+    def _orphan(self, job_id: str, cause: BackendError) -> BackendError:
+        """Return the failure of a submit that may have made a job no listing shows."""
         # Never a second paid job: fail the take (the worker refunds) and name the orphan.
         log.error(
             "%s: possible orphan: submit for job %s (%s) may have created a %s job that "
             "no listing shows; not resubmitting",
             self.name, job_id, cause, self.provider,
         )  # fmt: skip
-        raise BackendError(
+        return BackendError(
             f"{self.provider}: submit outcome unknown ({cause}); possible orphan, not resubmitted",
             transient=False,
         )
 
-    async def find(self, job_id: str) -> str | None:
-        """Return the handle of a job submitted earlier under ``job_id``, if listed."""
-        handle = await self._lookup(job_id)
-        if handle is not None:
-            self._held.add(self._job_id_of(handle))
-            self._sent.pop(job_id, None)
-        return handle
+    async def find(self, spec: RenderSpec) -> str | None:
+        """Return the handle of a job submitted earlier for ``spec``, looking a bounded time.
+
+        ``spec`` may be rebuilt from the store after a restart: the listing is matched on
+        the model's fields it yields, from the take's first claim on.
+        """
+        return await self._search(spec)
 
     async def wait(self, handle: str, timeout: float) -> BackendStatus:
         """Poll until the job's state changes or ``timeout`` passes, backing off while idle."""

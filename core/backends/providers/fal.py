@@ -121,7 +121,6 @@ class FalBackend(ProviderBackend):
 
     async def _submit_once(self, spec: RenderSpec) -> str:
         fields = model_input(self.preset, spec)
-        self._remember(spec.job_id, fields)
         payload = {**fields, self.preset.image_field: data_uri(spec.image_jpeg)}
         response = await self.http.request(
             "POST", f"{self._queue}/{self.preset.model}", json=payload, safe=False
@@ -148,11 +147,9 @@ class FalBackend(ProviderBackend):
             # Accepted (2xx) but unreadable: the job exists, we just cannot name it.
             raise OutcomeUnknown(str(exc)) from exc
 
-    async def _lookup(self, job_id: str) -> str | None:
-        sent = self._sent.get(job_id)
-        if sent is None:
-            return None  # nothing to match on (e.g. after a restart)
-        fields, when = sent
+    async def _lookup(self, spec: RenderSpec, taken: set[str]) -> str | None:
+        fields = model_input(self.preset, spec)
+        when = self.sent_since(spec)
         params: dict[str, Any] = {
             "endpoint_id": self.preset.model,
             "expand": "payloads",
@@ -179,7 +176,7 @@ class FalBackend(ProviderBackend):
                 payload = item.get("json_input")
                 if (
                     isinstance(request_id, str)
-                    and request_id not in self._held
+                    and request_id not in taken
                     and isinstance(payload, dict)
                     and all(payload.get(k) == v for k, v in fields.items())
                 ):

@@ -141,7 +141,7 @@ class GagaBackend(ProviderBackend):
             raise OutcomeUnknown("gaga generations: no id in an accepted reply")
         return generation
 
-    async def _lookup(self, job_id: str) -> str | None:
+    async def _lookup(self, spec: RenderSpec, taken: set[str]) -> str | None:
         return None  # no listing has been observed
 
     async def _generation(self, handle: str) -> dict[str, Any] | None:
