@@ -547,6 +547,9 @@ class Worker:
     async def _await_backend(
         self, job: Job, backend: VideoBackend, handle: str, slot: _Slot
     ) -> Job:
+        # Only a provider's own queue is shown as a place in a queue (a local renderer
+        # counts its waiting renders from 0: not the user's business).
+        provider_queue = capabilities_of(backend).provider_queue
         last_progress_event = 0.0
         deadline = job.deadline_at or (self._clock() + self._settings.job_deadline_seconds)
         while True:
@@ -589,7 +592,7 @@ class Worker:
                         EventKind.PROGRESS,
                         job,
                         progress=status.progress,
-                        position=status.queue_position,
+                        position=status.queue_position if provider_queue else None,
                     )
                 )
 

@@ -169,6 +169,20 @@ async def test_a_job_past_its_deadline_is_canceled_at_the_provider_once(
         assert len(h.server.cancels) == 1 and h.server.submit_requests == 1
 
 
+async def test_a_backend_without_cancel_is_not_asked_to_cancel_at_the_deadline(
+    tmp_path: Path, tiny_mp4: bytes, caplog: pytest.LogCaptureFixture
+) -> None:
+    async with take_harness(
+        tmp_path, tiny_mp4, "gaga-1", worker={"job_deadline_seconds": 1.0}, never_finish=True
+    ) as h:
+        [job] = await h.run()
+        assert job.state is JobState.FAILED and job.error_key == "job.deadline"
+        assert h.server.submit_requests == 1
+    # No cancel call: the log says the provider job may run to its end, naming its handle.
+    [line] = [r.getMessage() for r in caplog.records if "has no cancel" in r.getMessage()]
+    assert job.id in line and str(next(iter(h.server.jobs))) in line
+
+
 def test_presets_command_lists_lengths_prices_and_voice(tmp_path: Path) -> None:
     from tests.test_cli import actorbot
 

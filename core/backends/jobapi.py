@@ -31,7 +31,8 @@ class JobApiBackend:
 
     name = "jobapi"
     # The job API de-duplicates on Idempotency-Key and lists jobs by client reference.
-    capabilities = BackendCapabilities(idempotent_submit=True, lookup=True)
+    # The model server's queue_position is its own queue (docs/jobapi.md).
+    capabilities = BackendCapabilities(idempotent_submit=True, lookup=True, provider_queue=True)
 
     def __init__(
         self, *, settings: JobApiSettings, client: httpx.AsyncClient | None = None
