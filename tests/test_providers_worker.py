@@ -229,3 +229,42 @@ async def test_actorbot_generate_with_a_preset(
     assert (tmp_path / "out.mp4").read_bytes() == tiny_mp4
     assert server.submit_requests == 1
     assert fal["key"].encode() not in out + err
+
+
+async def test_runtime_shares_one_client_and_learns_the_eta_per_preset(
+    tmp_path: Path, tiny_mp4: bytes
+) -> None:
+    from bots.runtime import open_runtime
+    from core.backends.providers.common import ProviderBackend
+
+    server = ProviderServer(video=tiny_mp4)
+    await server.start()
+    settings = make_settings(
+        tmp_path, backend=["kling-2.6-pro", "seedance-2"], providers=server.provider_settings()
+    )
+
+    def request(key: str) -> VideoRequest:
+        return VideoRequest(
+            user=UserRef("cli", "local"), image=photo_jpeg(), line=LINE,
+            address=DeliveryAddress("cli", "local"), source_key=key,
+        )  # fmt: skip
+
+    try:
+        async with open_runtime(settings, {"cli": Recorder()}) as runtime:
+            assert [b.name for b in runtime.backends] == ["kling-2.6-pro", "seedance-2"]
+            for backend in runtime.backends:
+                assert isinstance(backend, ProviderBackend) and backend.client is runtime.client
+            # Nothing measured yet: the preset's own guess (Kling: 240 s), not the preview's.
+            first = await runtime.service.submit(request("a"))
+            assert first.eta_seconds == settings.presets["kling-2.6-pro"].expected_run_seconds
+            await runtime.worker.run_until_idle()
+            [done] = await runtime.store.jobs_by_ids([first.jobs[0].id])
+            assert done.state is JobState.DONE and done.backend == "kling-2.6-pro"
+            assert done.finished_at is not None and done.started_at is not None
+            # Then what this preset's takes really took.
+            second = await runtime.service.submit(request("b"))
+            assert second.eta_seconds == pytest.approx(done.finished_at - done.started_at)
+            client = runtime.client
+        assert client.is_closed
+    finally:
+        await server.stop()

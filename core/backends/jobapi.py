@@ -46,13 +46,16 @@ class JobApiBackend:
         token = settings.token.get_secret_value()
         if token:
             headers["Authorization"] = f"Bearer {token}"
-        self._client = client or httpx.AsyncClient(timeout=settings.request_timeout_seconds)
+        self._owns_client = client is None
+        self._client = client or httpx.AsyncClient()
+        self._timeout = settings.request_timeout_seconds
         self._headers = headers
         self._last: dict[str, BackendState] = {}
 
     async def aclose(self) -> None:
-        """Close the HTTP client."""
-        await self._client.aclose()
+        """Close the HTTP client if this backend made it (a shared one is the caller's)."""
+        if self._owns_client:
+            await self._client.aclose()
 
     def _url(self, path: str) -> str:
         return urljoin(self._base, path)
@@ -62,7 +65,7 @@ class JobApiBackend:
         headers = {**self._headers, **kwargs.pop("headers", {})}
         try:
             response = await self._client.request(
-                method, self._url(path), headers=headers, **kwargs
+                method, self._url(path), headers=headers, timeout=self._timeout, **kwargs
             )
         except httpx.TimeoutException as exc:
             raise BackendError(f"{method} {path}: timed out", transient=True) from exc
@@ -202,7 +205,9 @@ class JobApiBackend:
         dest.parent.mkdir(parents=True, exist_ok=True)
         received = 0
         try:
-            async with self._client.stream("GET", url, headers=self._headers) as response:
+            async with self._client.stream(
+                "GET", url, headers=self._headers, timeout=self._timeout
+            ) as response:
                 if response.status_code != 200:
                     raise BackendError(
                         f"fetch: HTTP {response.status_code}", transient=response.status_code >= 500
