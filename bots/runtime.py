@@ -15,6 +15,7 @@ from core.notify import Notifier, NotifierRouter
 from core.retention import Retention
 from core.service import Service
 from core.store import Store
+from core.takecheck import TakeChecks
 from core.worker import Worker
 
 # Until the store has measured real runs, the preview renderer is quick and providers slow
@@ -81,6 +82,14 @@ async def open_runtime(
                     failpoints=failpoints,
                     eta=service.eta_for,
                     # Where per-job files live: results, preview renders, upload re-encodes.
+                    take_checks=TakeChecks(
+                        settings.takecheck,
+                        {
+                            n: settings.presets[n]
+                            for n in settings.backend_chain
+                            if n in settings.presets
+                        },
+                    ),
                     retention=Retention(
                         store=store,
                         settings=settings.retention,

@@ -241,6 +241,7 @@ class TakeCheckSettings(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
+    enabled: bool = True  # off: no preset's takes are checked (each preset has take_check)
     silent_below_dbfs: float = Field(-50.0, le=0)  # whole-track RMS under this: silent
     max_duration_error: float = Field(0.35, gt=0)  # |made - asked| / asked over this: cut
     frozen_below: float = Field(1.5, ge=0)  # mean pixel change (0-255) under this: frozen

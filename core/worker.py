@@ -28,6 +28,7 @@ from core.models import EventKind, Job, JobEvent, JobState
 from core.notify import NotifierRouter
 from core.retention import Retention
 from core.store import Claimed, Store
+from core.takecheck import TakeChecks
 from core.transitions import Transitions
 
 log = logging.getLogger(__name__)
@@ -91,6 +92,7 @@ class Worker:
         clock: Callable[[], float] = time.time,
         eta: Callable[[int], float] | None = None,
         retention: Retention | None = None,
+        take_checks: TakeChecks | None = None,
     ) -> None:
         self._store = store
         self._backend = backend
@@ -124,6 +126,9 @@ class Worker:
             transitions=self._transitions,
             owner=self.owner,
             track=self._track,
+            take_checks=take_checks,
+            wake=self.wake,
+            clock=clock,
         )
 
     def backend_for(self, job: Job) -> VideoBackend:

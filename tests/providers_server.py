@@ -28,6 +28,7 @@ class ServedJob:
     canceled: bool = False
     polls: int = 0
     cancel_after: str | None = None
+    video: bytes | None = None  # this job's result, if not the server's video
 
 
 @dataclass
@@ -56,6 +57,7 @@ class ProviderServer:
     result_body: bytes | None = None  # instead of the video (e.g. not a video)
     advertise_bytes: int | None = None  # Content-Length claimed without sending it
     redirect_to: str | None = None  # the result URL redirects here
+    job_videos: list[bytes] = field(default_factory=list)  # results of the next new jobs
     # What the server saw.
     jobs: dict[str, ServedJob] = field(default_factory=dict)
     submit_requests: int = 0  # every submit POST received, refused or not
@@ -173,6 +175,8 @@ class ProviderServer:
     ) -> ServedJob:
         job_id = job_id or f"{protocol[0]}{next(self._ids)}"
         job = ServedJob(job_id, protocol, model, payload, time.monotonic())
+        if self.job_videos:
+            job.video = self.job_videos.pop(0)
         self.jobs[job.id] = job
         return job
 
@@ -188,7 +192,9 @@ class ProviderServer:
             await response.prepare(request)
             await response.write(self.video[:1024])
             return response  # (the client refuses on the header and closes)
-        body = self.result_body if self.result_body is not None else self.video
+        job = self.jobs.get(request.match_info["id"])
+        video = job.video if job is not None and job.video is not None else self.video
+        body = self.result_body if self.result_body is not None else video
         return web.Response(body=body, content_type="video/mp4")
 
     # --- fal -----------------------------------------------------------------------------

@@ -24,6 +24,13 @@ from tests.providers_server import ProviderServer
 LINE = 'The girl smiles and says: "You did not think I would give up?"'
 
 
+def local_request(key: str, line: str = LINE) -> VideoRequest:
+    return VideoRequest(
+        user=UserRef("cli", "local"), image=photo_jpeg(), line=line,
+        address=DeliveryAddress("cli", "local"), source_key=key,
+    )  # fmt: skip
+
+
 @dataclass
 class Recorder:
     events: list[JobEvent] = field(default_factory=list)
@@ -215,6 +222,7 @@ async def test_actorbot_generate_with_a_preset(
         ACTORBOT_PROVIDERS__FAL__RESULT_HOSTS='["localhost"]',
         ACTORBOT_PROVIDERS__FAL__ALLOW_INSECURE="true",
         ACTORBOT_PROVIDERS__FAL__POLL_INTERVAL_SECONDS="0.05",
+        ACTORBOT_TAKECHECK__ENABLED="false",  # the 1 s test clip is no performance
     )
     try:
         process = await asyncio.create_subprocess_exec(
@@ -240,14 +248,11 @@ async def test_runtime_shares_one_client_and_learns_the_eta_per_preset(
     server = ProviderServer(video=tiny_mp4)
     await server.start()
     settings = make_settings(
-        tmp_path, backend=["kling-2.6-pro", "seedance-2"], providers=server.provider_settings()
+        tmp_path,
+        backend=["kling-2.6-pro", "seedance-2"],
+        providers=server.provider_settings(),
+        takecheck={"enabled": False},  # the 1 s test clip is no performance
     )
-
-    def request(key: str) -> VideoRequest:
-        return VideoRequest(
-            user=UserRef("cli", "local"), image=photo_jpeg(), line=LINE,
-            address=DeliveryAddress("cli", "local"), source_key=key,
-        )  # fmt: skip
 
     try:
         async with open_runtime(settings, {"cli": Recorder()}) as runtime:
@@ -255,16 +260,85 @@ async def test_runtime_shares_one_client_and_learns_the_eta_per_preset(
             for backend in runtime.backends:
                 assert isinstance(backend, ProviderBackend) and backend.client is runtime.client
             # Nothing measured yet: the preset's own guess (Kling: 240 s), not the preview's.
-            first = await runtime.service.submit(request("a"))
+            first = await runtime.service.submit(local_request("a"))
             assert first.eta_seconds == settings.presets["kling-2.6-pro"].expected_run_seconds
             await runtime.worker.run_until_idle()
             [done] = await runtime.store.jobs_by_ids([first.jobs[0].id])
             assert done.state is JobState.DONE and done.backend == "kling-2.6-pro"
             assert done.finished_at is not None and done.started_at is not None
             # Then what this preset's takes really took.
-            second = await runtime.service.submit(request("b"))
+            second = await runtime.service.submit(local_request("b"))
             assert second.eta_seconds == pytest.approx(done.finished_at - done.started_at)
             client = runtime.client
         assert client.is_closed
     finally:
         await server.stop()
+
+
+async def test_a_silent_take_gets_one_free_retake_and_says_so(tmp_path: Path) -> None:
+    from bots.runtime import open_runtime
+    from bots.telegram.render import caption
+    from tests.test_takecheck import clip
+
+    silent = clip(tmp_path / "silent.mp4", seconds=5, loud=0.0).read_bytes()
+    good = clip(tmp_path / "good.mp4", seconds=5).read_bytes()
+    server = ProviderServer(video=good, job_videos=[silent])
+    await server.start()
+    settings = make_settings(
+        tmp_path,
+        backend="kling-2.6-pro",
+        providers=server.provider_settings(),
+        quotas={"exempt_platforms": []},  # charge the local user: count debits
+    )
+    recorder = Recorder()
+    try:
+        async with open_runtime(settings, {"cli": recorder}) as runtime:
+            admission = await runtime.service.submit(local_request("silent", LINE + " --5s"))
+            await runtime.worker.run_until_idle()
+            [job] = await runtime.store.jobs_by_ids([admission.jobs[0].id])
+            ledger = await runtime.store.read(
+                lambda db: db.execute(
+                    "SELECT reason, delta FROM ledger WHERE job_id IS NOT NULL"
+                ).fetchall()
+            )
+    finally:
+        await server.stop()
+    assert job.state is JobState.DONE and job.retake_reason == "silent"
+    # Two provider jobs, the second one delivered; the user was charged once, no refund.
+    assert server.submit_requests == 2 and len(server.jobs) == 2
+    assert recorder.delivered == {job.id: good}
+    assert [reason for reason, _ in ledger] == ["debit"]
+    text = caption(job, "en")
+    assert "Take 2 of 2 tried: the first one came back silent." in text
+    assert "Made with kling-2.6-pro." in text
+    assert "第一次生成的视频是无声的" in caption(job, "zh")
+
+
+async def test_two_failed_takes_fail_with_one_refund(tmp_path: Path) -> None:
+    from bots.runtime import open_runtime
+    from tests.test_takecheck import clip
+
+    frozen = clip(tmp_path / "frozen.mp4", seconds=5, moving=False).read_bytes()
+    server = ProviderServer(video=frozen)
+    await server.start()
+    settings = make_settings(
+        tmp_path, backend="seedance-2", providers=server.provider_settings(),
+        quotas={"exempt_platforms": []},
+    )  # fmt: skip
+    recorder = Recorder()
+    try:
+        async with open_runtime(settings, {"cli": recorder}) as runtime:
+            admission = await runtime.service.submit(local_request("frozen", LINE + " --5s"))
+            await runtime.worker.run_until_idle()
+            [job] = await runtime.store.jobs_by_ids([admission.jobs[0].id])
+            ledger = await runtime.store.read(
+                lambda db: db.execute(
+                    "SELECT reason, delta FROM ledger WHERE job_id IS NOT NULL"
+                ).fetchall()
+            )
+    finally:
+        await server.stop()
+    assert job.state is JobState.FAILED and job.error_key == "job.take_failed.frozen"
+    assert server.submit_requests == 2 and recorder.delivered == {}
+    [(debit, charged), (refund, paid_back)] = ledger
+    assert (debit, refund, paid_back) == ("debit", "refund", -charged)

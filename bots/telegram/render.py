@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-from core.i18n import normalize_locale, render
+from core.i18n import normalize_locale, render, result_notes
 from core.models import EventKind, Job, JobEvent
 
 CAPTION_LIMIT = 1024  # characters in a media caption
@@ -125,12 +125,13 @@ def clip(text: str, limit: int) -> str:
 def caption(job: Job, locale: str | None) -> str:
     """Return the caption of a result video: the line, its length and which take it is."""
     take, takes = take_numbers(job)
+    notes = "".join("\n" + note for note in result_notes(job.backend, job.retake_reason, locale))
     tail = render("tg.caption", locale, line="", seconds=job.seconds, take=take, takes=takes)
-    room = CAPTION_LIMIT - len(tail)
+    room = CAPTION_LIMIT - len(tail) - len(notes)
     return render(
         "tg.caption", locale, line=clip(job.line, room), seconds=job.seconds, take=take,
         takes=takes,
-    )  # fmt: skip
+    ) + notes  # fmt: skip
 
 
 def album_captions(jobs: list[Job], locale: str | None) -> list[str | None]:
