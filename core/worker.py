@@ -21,7 +21,7 @@ from pathlib import Path
 
 from config.settings import WorkerSettings
 from core.backends.base import BackendState, RenderSpec, VideoBackend, capabilities_of
-from core.errors import BackendError
+from core.errors import BackendError, ContentFiltered
 from core.failpoints import Failpoints
 from core.finishing import Finisher
 from core.models import EventKind, Job, JobEvent, JobState
@@ -443,14 +443,31 @@ class Worker:
                         job, JobState.SUBMITTING, expect={JobState.SUBMITTING}, resubmitted=1
                     )
                     resubmitted = True
-            if handle is None:
+            while handle is None:
                 if job.deadline_at is not None and self._clock() >= job.deadline_at:
                     # A retry that waited past the deadline is not worth paying for.
                     return await self._deadline_passed(job, None)
+                following = self._following(backend)
                 try:
-                    handle = await self._submit(job, backend, spec)
+                    handle = await self._submit(job, backend, spec, bounded=following is not None)
                 except BackendError as exc:
-                    return await self._transitions.fail(job, exc.key, detail=str(exc))
+                    if following is None or not self._may_fall_back(backend, exc):
+                        return await self._transitions.fail(job, exc.key, detail=str(exc))
+                    # No provider accepted it: the next preset makes it. Stored first, so a
+                    # restart looks for the take where it was last sent.
+                    log.warning(
+                        "job %s: %s did not take it (%s); falling back to %s",
+                        job.id, backend.name, exc, following.name,
+                    )  # fmt: skip
+                    job = await self._transitions.move(
+                        job, JobState.SUBMITTING, expect={JobState.SUBMITTING},
+                        backend=following.name,
+                    )  # fmt: skip
+                    if job.state is not JobState.SUBMITTING:
+                        return job  # (canceled or failed meanwhile)
+                    backend = following
+                    await slot.move_to(self._semaphores[backend.name])
+                    continue
                 self._failpoints.hit("worker.after_submit")
             job = await self._transitions.move(
                 job, JobState.RUNNING, expect={JobState.SUBMITTING},
@@ -461,7 +478,31 @@ class Worker:
         assert handle is not None
         return await self._await_backend(job, backend, handle, slot)
 
-    async def _submit(self, job: Job, backend: VideoBackend, spec: RenderSpec) -> str:
+    def _following(self, backend: VideoBackend) -> VideoBackend | None:
+        """Return the preset after ``backend`` in the fallback order, if any."""
+        names = [each.name for each in self._chain]
+        index = names.index(backend.name) if backend.name in names else len(names)
+        return self._chain[index + 1] if index + 1 < len(self._chain) else None
+
+    @staticmethod
+    def _may_fall_back(backend: VideoBackend, exc: BackendError) -> bool:
+        """Return whether a failed submit may go to the next preset.
+
+        Only when no provider accepted the take, for a provider-side reason: an outage or
+        a rate limit past its retries (transient), or a refused key. Never on a content
+        refusal, bad input, or an outcome that is not known (a job may exist: a possible
+        orphan is never sent elsewhere too).
+        """
+        if isinstance(exc, ContentFiltered):
+            return False
+        # Only a backend that settles unknown outcomes itself promises that a transient
+        # error created nothing.
+        settled = capabilities_of(backend).settles_unknown_submit
+        return settled and (exc.transient or exc.provider_refused)
+
+    async def _submit(
+        self, job: Job, backend: VideoBackend, spec: RenderSpec, *, bounded: bool = False
+    ) -> str:
         """Submit, retrying a transient failure with the same idempotency key.
 
         A submit whose outcome is unknown may have created a provider job: every retry
@@ -469,7 +510,8 @@ class Worker:
         under the same key only if there is none, so the provider returns that job instead
         of a second, paid one. A new key is used only after the provider confirmed a
         failure. Both calls are retried alike until the job's deadline: a model server
-        that cannot be reached for a while (a restart) delays the job, it does not fail it.
+        that cannot be reached for a while (a restart) delays the job, it does not fail it
+        -- unless ``bounded`` (a fallback preset waits): then ``max_attempts`` tries.
         """
         # A backend that settles an unknown outcome itself raises a transient error only
         # when no job was created: nothing to look up before trying again.
@@ -488,6 +530,8 @@ class Worker:
                 deadline = job.deadline_at or 0.0
                 if not exc.transient or self._clock() + delay >= deadline:
                     raise
+                if bounded and attempt >= self._settings.max_attempts:
+                    raise  # another preset is waiting: do not wait out the deadline here
                 log.warning(
                     "job %s: submit failed (%s); retry %d in %.1fs", job.id, exc, attempt, delay
                 )

@@ -46,6 +46,7 @@ class ProviderServer:
     lose_with_status: int | None = None  # ... or answer this status instead (e.g. 500)
     unlisted: bool = False  # the listing does not show jobs (a lost submit stays lost)
     refuse_content: bool = False  # the provider's content policy refuses every job
+    refuse_content_on_submit: bool = False  # ... already at submit (fal: 422)
     # Poll knobs.
     poll_failures: list[int] = field(default_factory=list)  # statuses for the next polls
     malformed_polls: int = 0
@@ -231,6 +232,9 @@ class ProviderServer:
         if refused is not None:
             return refused
         payload = await request.json()
+        if self.refuse_content_on_submit:
+            detail = [{"type": "content_policy_violation", "msg": "flagged", "loc": ["body"]}]
+            return web.json_response({"detail": detail}, status=422)
         job = self._new_job("fal", model, payload)
         lost = await self._lose_answer()
         if lost is not None:

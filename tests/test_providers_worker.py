@@ -342,3 +342,99 @@ async def test_two_failed_takes_fail_with_one_refund(tmp_path: Path) -> None:
     assert server.submit_requests == 2 and recorder.delivered == {}
     [(debit, charged), (refund, paid_back)] = ledger
     assert (debit, refund, paid_back) == ("debit", "refund", -charged)
+
+
+def closed_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@contextlib.asynccontextmanager
+async def chain_runtime(
+    tmp_path: Path, server: ProviderServer, fal: dict[str, Any] | None = None
+) -> AsyncIterator[Any]:
+    from bots.runtime import open_runtime
+
+    providers = server.provider_settings()
+    providers["fal"].update(fal or {})
+    settings = make_settings(
+        tmp_path,
+        backend=["kling-2.6-pro", "seedance-2"],
+        providers=providers,
+        takecheck={"enabled": False},  # the 1 s test clip is no performance
+    )
+    async with open_runtime(settings, {"cli": Recorder()}) as runtime:
+        yield runtime
+
+
+async def test_first_preset_down_the_second_makes_the_video(
+    tmp_path: Path, tiny_mp4: bytes
+) -> None:
+    from bots.telegram.render import caption
+
+    server = ProviderServer(video=tiny_mp4)
+    await server.start()
+    try:
+        # fal refuses connections: nothing was ever accepted there.
+        down = {"queue_url": f"http://127.0.0.1:{closed_port()}/fal"}
+        async with chain_runtime(tmp_path, server, down) as runtime:
+            admission = await runtime.service.submit(local_request("a"))
+            await runtime.worker.run_until_idle()
+            [job] = await runtime.store.jobs_by_ids([admission.jobs[0].id])
+    finally:
+        await server.stop()
+    assert job.state is JobState.DONE and job.backend == "seedance-2"
+    assert [j.protocol for j in server.jobs.values()] == ["replicate"]
+    assert server.submit_requests == 1
+    # The user is told which model made it.
+    assert "Made with seedance-2." in caption(job, "en")
+
+
+async def test_an_expired_key_falls_back(tmp_path: Path, tiny_mp4: bytes) -> None:
+    server = ProviderServer(video=tiny_mp4)
+    await server.start()
+    try:
+        async with chain_runtime(tmp_path, server, {"key": "expired"}) as runtime:
+            admission = await runtime.service.submit(local_request("a"))
+            await runtime.worker.run_until_idle()
+            [job] = await runtime.store.jobs_by_ids([admission.jobs[0].id])
+    finally:
+        await server.stop()
+    assert job.state is JobState.DONE and job.backend == "seedance-2"
+    assert [j.protocol for j in server.jobs.values()] == ["replicate"]
+    assert server.auth_failures >= 1
+
+
+async def test_a_content_refusal_never_falls_back(tmp_path: Path, tiny_mp4: bytes) -> None:
+    server = ProviderServer(video=tiny_mp4, refuse_content_on_submit=True)
+    await server.start()
+    try:
+        async with chain_runtime(tmp_path, server) as runtime:
+            admission = await runtime.service.submit(local_request("a"))
+            await runtime.worker.run_until_idle()
+            [job] = await runtime.store.jobs_by_ids([admission.jobs[0].id])
+    finally:
+        await server.stop()
+    assert job.state is JobState.FAILED and job.error_key == "job.filtered"
+    # One submit, to the first preset only: the same photo is not shown to another provider.
+    assert server.submit_requests == 1 and server.jobs == {}
+
+
+async def test_no_fallback_once_a_provider_accepted_the_take(
+    tmp_path: Path, tiny_mp4: bytes
+) -> None:
+    # Accepted by fal, then the provider loses it (404) on every retry: no second preset.
+    server = ProviderServer(video=tiny_mp4, poll_failures=[404] * 100)
+    await server.start()
+    try:
+        async with chain_runtime(tmp_path, server) as runtime:
+            admission = await runtime.service.submit(local_request("a"))
+            await runtime.worker.run_until_idle()
+            [job] = await runtime.store.jobs_by_ids([admission.jobs[0].id])
+    finally:
+        await server.stop()
+    assert job.state is JobState.FAILED and job.backend == "kling-2.6-pro"
+    assert {j.protocol for j in server.jobs.values()} == {"fal"}
