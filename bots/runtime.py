@@ -8,6 +8,7 @@ from dataclasses import dataclass
 
 import httpx
 
+from bots.provider_webhooks import WebhookReceiver
 from config.settings import Settings
 from core.backends import VideoBackend, create_backends
 from core.failpoints import Failpoints
@@ -37,6 +38,7 @@ class Runtime:
     worker: Worker
     client: httpx.AsyncClient  # every backend's HTTP calls share its connection pool
     backends: tuple[VideoBackend, ...] = ()
+    webhooks: WebhookReceiver | None = None  # provider callbacks, when enabled
 
 
 def first_guess_run_seconds(settings: Settings) -> float:
@@ -97,9 +99,18 @@ async def open_runtime(
                     ),
                 )
                 service.set_wake(worker.wake)
-                yield Runtime(
-                    settings, store, backend, router, service, worker, client, tuple(backends)
-                )
+                webhooks = None
+                if settings.webhooks.enabled:
+                    webhooks = WebhookReceiver(settings.webhooks, backends)
+                    await webhooks.start()
+                try:
+                    yield Runtime(
+                        settings, store, backend, router, service, worker, client,
+                        tuple(backends), webhooks,
+                    )  # fmt: skip
+                finally:
+                    if webhooks is not None:
+                        await webhooks.stop()
             finally:
                 for each in backends:
                     await each.aclose()

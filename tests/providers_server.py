@@ -29,6 +29,7 @@ class ServedJob:
     polls: int = 0
     cancel_after: str | None = None
     video: bytes | None = None  # this job's result, if not the server's video
+    webhook: str | None = None  # where the client asked to be called back
 
 
 @dataclass
@@ -236,6 +237,7 @@ class ProviderServer:
             detail = [{"type": "content_policy_violation", "msg": "flagged", "loc": ["body"]}]
             return web.json_response({"detail": detail}, status=422)
         job = self._new_job("fal", model, payload)
+        job.webhook = request.query.get("fal_webhook")
         lost = await self._lose_answer()
         if lost is not None:
             return lost
@@ -316,6 +318,7 @@ class ProviderServer:
         model = f"{request.match_info['owner']}/{request.match_info['name']}"
         job = self._new_job("replicate", model, body["input"])
         job.cancel_after = request.headers.get("Cancel-After")
+        job.webhook = body.get("webhook")
         lost = await self._lose_answer()
         if lost is not None:
             return lost

@@ -11,10 +11,11 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import logging
 import time
 from abc import ABC, abstractmethod
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -47,6 +48,7 @@ class _Polling:
     interval: float = 0.0
     next_poll: float = 0.0
     malformed: int = 0
+    woken: asyncio.Event = field(default_factory=asyncio.Event)  # a webhook came for it
 
 
 class ProviderBackend(ABC):
@@ -65,6 +67,7 @@ class ProviderBackend(ABC):
         deadline_seconds: float = 900.0,
         secret_setting: str,
         auth: dict[str, str],
+        webhook_url: str = "",
     ) -> None:
         self.name = name
         self.preset = preset
@@ -87,7 +90,10 @@ class ProviderBackend(ABC):
             timeout=settings.download_timeout_seconds,
         )
         self.deadline_seconds = deadline_seconds
+        # Where the provider may call us back when a job ends (empty: polling only).
+        self.webhook_url = webhook_url
         self._polling: dict[str, _Polling] = {}
+        self._polled_ids: dict[str, str] = {}  # provider job id -> handle, for webhooks
         self._next_poll_slot = 0.0  # the provider-wide poll budget, as a schedule
         self._held: set[str] = set()  # provider job ids this process already handed out
         # One lookup at a time: two takes with the same input must not adopt the same job.
@@ -196,16 +202,22 @@ class ProviderBackend(ABC):
     async def wait(self, handle: str, timeout: float) -> BackendStatus:
         """Poll until the job's state changes or ``timeout`` passes, backing off while idle."""
         give_up = time.monotonic() + timeout
-        polling = self._polling.setdefault(
-            handle, _Polling(interval=self.settings.poll_interval_seconds)
-        )
+        polling = self._polling.get(handle)
+        if polling is None:
+            polling = self._polling[handle] = _Polling(interval=self.settings.poll_interval_seconds)
+            self._polled_ids[self._job_id_of(handle)] = handle
         while True:
             now = time.monotonic()
             if polling.last is not None and now < polling.next_poll:
-                # Not due yet: the worker asks more often than a slow job deserves.
+                # Not due yet: the worker asks more often than a slow job deserves. A
+                # webhook (wake) makes it due at once.
                 if give_up <= now:
                     return polling.last
-                await asyncio.sleep(min(polling.next_poll, give_up) - now)
+                polling.woken.clear()
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(
+                        polling.woken.wait(), min(polling.next_poll, give_up) - now
+                    )
                 continue
             slot = max(now, self._next_poll_slot)
             if slot > give_up:
@@ -222,7 +234,7 @@ class ProviderBackend(ABC):
             except Malformed as exc:
                 polling.malformed += 1
                 if polling.malformed >= self.settings.malformed_polls:
-                    self._polling.pop(handle, None)
+                    self._forget(handle)
                     raise BackendError(
                         f"{self.provider}: {polling.malformed} malformed replies in a row ({exc})",
                         transient=False,
@@ -242,18 +254,37 @@ class ProviderBackend(ABC):
             polling.last = status
             polling.next_poll = time.monotonic() + polling.interval
             if status.is_final:
-                self._polling.pop(handle, None)
+                self._forget(handle)
                 return status
             if changed or time.monotonic() >= give_up:
                 return status
 
     async def cancel(self, handle: str) -> None:
         """Ask the provider to stop the job (best effort; finished jobs are not an error)."""
-        self._polling.pop(handle, None)
+        self._forget(handle)
         await self._cancel(handle)
 
     async def _cancel(self, handle: str) -> None:
         return None
+
+    def _forget(self, handle: str) -> None:
+        if self._polling.pop(handle, None) is not None:
+            self._polled_ids.pop(self._job_id_of(handle), None)
+
+    def wake(self, provider_job_id: str) -> bool:
+        """Poll this provider job at once (a verified webhook said it changed).
+
+        Only a poll is brought forward: the job's state still comes from the provider's
+        API, so a callback can never finish, fail or alter a job by itself. Returns whether
+        this backend is polling that job.
+        """
+        handle = self._polled_ids.get(provider_job_id)
+        polling = None if handle is None else self._polling.get(handle)
+        if polling is None:
+            return False
+        polling.next_poll = 0.0
+        polling.woken.set()
+        return True
 
     async def fetch(self, handle: str, dest: Path, max_bytes: int) -> None:
         """Download the finished video under the provider's host list and caps."""

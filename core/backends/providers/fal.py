@@ -81,6 +81,7 @@ class FalBackend(ProviderBackend):
         settings: FalSettings,
         client: httpx.AsyncClient | None = None,
         deadline_seconds: float = 900.0,
+        webhook_url: str = "",
     ) -> None:
         super().__init__(
             name=name,
@@ -90,6 +91,7 @@ class FalBackend(ProviderBackend):
             deadline_seconds=deadline_seconds,
             secret_setting="providers.fal.key",
             auth={"Authorization": f"Key {settings.key.get_secret_value()}"},
+            webhook_url=webhook_url,
         )
         self._queue = settings.queue_url.rstrip("/")
         self._api = settings.api_url.rstrip("/")
@@ -122,8 +124,10 @@ class FalBackend(ProviderBackend):
     async def _submit_once(self, spec: RenderSpec) -> str:
         fields = model_input(self.preset, spec)
         payload = {**fields, self.preset.image_field: data_uri(spec.image_jpeg)}
+        # fal calls the webhook when the request ends (fal_client's ``webhook_url``).
+        params = {"fal_webhook": self.webhook_url} if self.webhook_url else {}
         response = await self.http.request(
-            "POST", f"{self._queue}/{self.preset.model}", json=payload, safe=False
+            "POST", f"{self._queue}/{self.preset.model}", json=payload, params=params, safe=False
         )
         if response.status_code == 422:
             body = _body(response)

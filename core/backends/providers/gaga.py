@@ -71,6 +71,7 @@ class GagaBackend(ProviderBackend):
         settings: GagaSettings,
         client: httpx.AsyncClient | None = None,
         deadline_seconds: float = 900.0,
+        webhook_url: str = "",
     ) -> None:
         super().__init__(
             name=name,
@@ -80,6 +81,7 @@ class GagaBackend(ProviderBackend):
             deadline_seconds=deadline_seconds,
             secret_setting="providers.gaga.key",
             auth={"Authorization": f"Bearer {settings.key.get_secret_value()}"},
+            webhook_url=webhook_url,
         )
         self._api = settings.api_url.rstrip("/")
 

@@ -65,6 +65,7 @@ class ReplicateBackend(ProviderBackend):
         settings: ReplicateSettings,
         client: httpx.AsyncClient | None = None,
         deadline_seconds: float = 900.0,
+        webhook_url: str = "",
     ) -> None:
         super().__init__(
             name=name,
@@ -74,6 +75,7 @@ class ReplicateBackend(ProviderBackend):
             deadline_seconds=deadline_seconds,
             secret_setting="providers.replicate.token",
             auth={"Authorization": f"Bearer {settings.token.get_secret_value()}"},
+            webhook_url=webhook_url,
         )
         self._api = settings.api_url.rstrip("/")
 
@@ -134,10 +136,13 @@ class ReplicateBackend(ProviderBackend):
     async def _submit_once(self, spec: RenderSpec) -> str:
         fields = model_input(self.preset, spec)
         payload = {**fields, self.preset.image_field: await self._image(spec.image_jpeg)}
+        body: dict[str, Any] = {"input": payload}
+        if self.webhook_url:
+            body.update(webhook=self.webhook_url, webhook_events_filter=["completed"])
         response = await self.http.request(
             "POST",
             f"{self._api}/v1/models/{self.preset.model}/predictions",
-            json={"input": payload},
+            json=body,
             # Replicate stops the prediction itself at our deadline (aborted if not started).
             headers={"Cancel-After": f"{max(1, int(self.deadline_seconds))}s"},
             safe=False,
