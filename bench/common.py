@@ -55,8 +55,8 @@ class SimulatedBackend:
         self.peak = max(self.peak, self.running)
         return spec.job_id
 
-    async def find(self, job_id: str) -> str | None:
-        return job_id if job_id in self._started else None
+    async def find(self, spec: RenderSpec) -> str | None:
+        return spec.job_id if spec.job_id in self._started else None
 
     async def wait(self, handle: str, timeout: float) -> BackendStatus:
         left = self._started[handle] + self._latency - time.monotonic()

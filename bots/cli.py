@@ -22,7 +22,7 @@ from bots.logs import configure_logging
 from bots.runtime import Runtime, open_runtime
 from config.settings import ConfigError, Settings, load_settings
 from core.errors import ActorbotError, DeliveryError, UserError
-from core.i18n import normalize_locale, render
+from core.i18n import normalize_locale, render, result_notes
 from core.models import DeliveryAddress, EventKind, Job, JobEvent, UserRef, VideoRequest
 
 log = logging.getLogger(__name__)
@@ -142,7 +142,9 @@ async def _follow(
             elif event.kind is EventKind.DELIVERING:
                 progress.update(row, description=f"{label}: saving", completed=1.0)
             elif event.kind is EventKind.DELIVERED:
-                progress.update(row, description=f"{label}: done", total=1.0, completed=1.0)
+                notes = " ".join(result_notes(job.backend, job.retake_reason, locale))
+                done = f"{label}: done" + (f" ({escape(notes)})" if notes else "")
+                progress.update(row, description=done, total=1.0, completed=1.0)
                 results[job.id] = True
             elif event.kind in (EventKind.FAILED, EventKind.CANCELED):
                 message = render(event.error_key or "job.canceled", locale, **event.error_params)

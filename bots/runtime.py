@@ -1,4 +1,4 @@
-"""The composition root: build store, backend, worker and service from settings."""
+"""The composition root: build store, backends, worker and service from settings."""
 
 from __future__ import annotations
 
@@ -6,16 +6,21 @@ from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 
+import httpx
+
+from bots.provider_webhooks import WebhookReceiver
 from config.settings import Settings
-from core.backends import VideoBackend, create_backend
+from core.backends import VideoBackend, create_backends
 from core.failpoints import Failpoints
 from core.notify import Notifier, NotifierRouter
 from core.retention import Retention
 from core.service import Service
 from core.storage import Storage, open_storage
+from core.takecheck import TakeChecks
 from core.worker import Worker
 
-# Until the store has measured real runs, the preview renderer is quick and providers slow.
+# Until the store has measured real runs, the preview renderer is quick and providers slow
+# (a preset says how slow: its expected_run_seconds).
 _FIRST_GUESS_RUN_SECONDS = {"preview": 8.0, "jobapi": 120.0}
 # Directories under data_dir whose entries are named after jobs (see core/retention.py).
 _WORK_DIRS = ("results", "preview", "telegram")
@@ -27,51 +32,87 @@ class Runtime:
 
     settings: Settings
     storage: Storage
-    backend: VideoBackend
+    backend: VideoBackend  # the first of ``backends``: it takes every new job
     router: NotifierRouter
     service: Service
     worker: Worker
+    client: httpx.AsyncClient  # every backend's HTTP calls share its connection pool
+    backends: tuple[VideoBackend, ...] = ()
+    webhooks: WebhookReceiver | None = None  # provider callbacks, when enabled
+
+
+def first_guess_run_seconds(settings: Settings) -> float:
+    """Return the run time ETAs assume before the store has measured one."""
+    name = settings.backend_chain[0]
+    preset = settings.presets.get(name)
+    if preset is not None:
+        return preset.expected_run_seconds
+    return _FIRST_GUESS_RUN_SECONDS.get(name, 60.0)
 
 
 @asynccontextmanager
 async def open_runtime(
     settings: Settings, notifiers: Mapping[str, Notifier]
 ) -> AsyncIterator[Runtime]:
-    """Open the store and backend, wire the worker and service, and close them on exit."""
+    """Open the store and backends, wire the worker and service, and close them on exit."""
     storage = await open_storage(settings)
     try:
-        backend = create_backend(settings)
-        try:
-            router = NotifierRouter(notifiers)
-            failpoints = Failpoints(settings.debug.failpoints)
-            service = Service(
-                storage=storage,
-                notifier=router,
-                images=settings.images,
-                prompts=settings.prompts,
-                slots=backend.slots,
-                default_run_seconds=_FIRST_GUESS_RUN_SECONDS.get(backend.name, 60.0),
-                failpoints=failpoints,
-                quotas=settings.quotas,
-            )
-            worker = Worker(
-                store=storage.jobs,
-                backend=backend,
-                notifier=router,
-                settings=settings.worker,
-                results_dir=settings.data_dir / "results",
-                failpoints=failpoints,
-                eta=service.eta_for,
-                # Where per-job files live: results, preview renders, upload re-encodes.
-                retention=Retention(
+        async with httpx.AsyncClient() as client:
+            backends = create_backends(settings, client)
+            backend = backends[0]
+            try:
+                router = NotifierRouter(notifiers)
+                failpoints = Failpoints(settings.debug.failpoints)
+                service = Service(
+                    storage=storage,
+                    notifier=router,
+                    images=settings.images,
+                    prompts=settings.prompts,
+                    slots=backend.slots,
+                    default_run_seconds=first_guess_run_seconds(settings),
+                    failpoints=failpoints,
+                    quotas=settings.quotas,
+                    run_backend=backend.name,
+                )
+                worker = Worker(
                     store=storage.jobs,
-                    settings=settings.retention,
-                    work_dirs=[settings.data_dir / name for name in _WORK_DIRS],
-                ),
-            )
-            service.set_wake(worker.wake)
-            yield Runtime(settings, storage, backend, router, service, worker)
-        finally:
-            await backend.aclose()
+                    backend=backend,
+                    fallbacks=backends[1:],
+                    notifier=router,
+                    settings=settings.worker,
+                    results_dir=settings.data_dir / "results",
+                    failpoints=failpoints,
+                    eta=service.eta_for,
+                    # Where per-job files live: results, preview renders, upload re-encodes.
+                    take_checks=TakeChecks(
+                        settings.takecheck,
+                        {
+                            n: settings.presets[n]
+                            for n in settings.backend_chain
+                            if n in settings.presets
+                        },
+                    ),
+                    retention=Retention(
+                        store=storage.jobs,
+                        settings=settings.retention,
+                        work_dirs=[settings.data_dir / name for name in _WORK_DIRS],
+                    ),
+                )
+                service.set_wake(worker.wake)
+                webhooks = None
+                if settings.webhooks.enabled:
+                    webhooks = WebhookReceiver(settings.webhooks, backends)
+                    await webhooks.start()
+                try:
+                    yield Runtime(
+                        settings, storage, backend, router, service, worker, client,
+                        tuple(backends), webhooks,
+                    )  # fmt: skip
+                finally:
+                    if webhooks is not None:
+                        await webhooks.stop()
+            finally:
+                for each in backends:
+                    await each.aclose()
     finally:
         await storage.close()

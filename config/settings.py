@@ -267,6 +267,7 @@ class TakeCheckSettings(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
+    enabled: bool = True  # off: no preset's takes are checked (each preset has take_check)
     silent_below_dbfs: float = Field(-50.0, le=0)  # whole-track RMS under this: silent
     max_duration_error: float = Field(0.35, gt=0)  # |made - asked| / asked over this: cut
     frozen_below: float = Field(1.5, ge=0)  # mean pixel change (0-255) under this: frozen
@@ -299,6 +300,21 @@ class TelegramSettings(BaseModel):
     rate_limit_retries: int = Field(3, ge=0)  # retries after a 429 (RetryAfter)
     overall_max_rate: float = Field(30, ge=0)  # messages per second, whole bot; 0: off
     group_max_rate: float = Field(20, ge=0)  # messages per minute per group; 0: off
+
+
+class WebhookSettings(BaseModel):
+    """Provider callbacks (Replicate, fal): they only wake a job, polling stays the truth."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    enabled: bool = False
+    listen: str = "127.0.0.1"
+    port: int = Field(8090, ge=0, lt=65536)  # 0: any free port (tests)
+    # Where providers reach the receiver, e.g. https://bot.example.com/hooks: Replicate
+    # calls {public_url}/replicate and fal {public_url}/fal.
+    public_url: HttpUrlText = ""
+    replicate_secret: SecretStr = SecretStr("")  # whsec_... from GET /v1/webhooks/default/secret
+    fal_public_keys: list[str] = []  # base64url Ed25519 keys ("x" of fal's JWKS)
 
 
 class RoleSettings(BaseModel):
@@ -380,6 +396,7 @@ class Settings(BaseSettings):
     providers: ProvidersSettings = ProvidersSettings()
     presets: dict[str, PresetSettings] = {}
     takecheck: TakeCheckSettings = TakeCheckSettings()
+    webhooks: WebhookSettings = WebhookSettings()
     telegram: TelegramSettings = TelegramSettings()
     quotas: QuotaSettings = QuotaSettings()
     debug: DebugSettings = DebugSettings()
@@ -405,6 +422,8 @@ class Settings(BaseSettings):
                     "telegram.webhook_secret: 1 to 256 of the characters A-Z a-z 0-9 _ -"
                     " (Telegram's rule)"
                 )
+        if self.webhooks.enabled and not self.webhooks.public_url:
+            problems.append("webhooks.public_url: required when webhooks.enabled is true")
         if telegram.local_mode and not telegram.base_url:
             problems.append(
                 "telegram.base_url: required with telegram.local_mode (a self-hosted Bot API"

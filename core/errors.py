@@ -55,10 +55,20 @@ class RequestRejected(UserError):
 class BackendError(ActorbotError):
     """A video backend failed; ``transient`` errors are retried with backoff."""
 
-    def __init__(self, message: str, *, transient: bool, key: str = "job.backend_failed") -> None:
+    def __init__(
+        self,
+        message: str,
+        *,
+        transient: bool,
+        key: str = "job.backend_failed",
+        provider_refused: bool = False,
+    ) -> None:
         super().__init__(message)
         self.transient = transient
         self.key = key
+        # The provider turned the call away for a reason of its own (an expired or revoked
+        # key) before accepting anything: another provider may still take the job.
+        self.provider_refused = provider_refused
 
 
 class ContentFiltered(BackendError):

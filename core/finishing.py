@@ -11,6 +11,7 @@ import asyncio
 import enum
 import logging
 import os
+import time
 from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -23,6 +24,7 @@ from core.media import probe_video
 from core.models import EventKind, Job, JobEvent, JobState
 from core.notify import NotifierRouter
 from core.storage import JobStore
+from core.takecheck import TakeChecks, check_take
 from core.transitions import Transitions
 
 log = logging.getLogger(__name__)
@@ -46,7 +48,7 @@ class Finisher:
         self,
         *,
         store: JobStore,
-        backend: VideoBackend,
+        backend_for: Callable[[Job], VideoBackend],
         notifier: NotifierRouter,
         settings: WorkerSettings,
         results_dir: Path,
@@ -54,9 +56,12 @@ class Finisher:
         transitions: Transitions,
         owner: str,
         track: Callable[[asyncio.Task[None]], None],
+        take_checks: TakeChecks | None = None,
+        wake: Callable[[], None] = lambda: None,
+        clock: Callable[[], float] = time.time,
     ) -> None:
         self._store = store
-        self._backend = backend
+        self._backend_for = backend_for  # the backend that made a job's result
         self._notifier = notifier
         self._settings = settings
         self._results_dir = results_dir
@@ -64,6 +69,9 @@ class Finisher:
         self._transitions = transitions
         self._owner = owner
         self._track = track  # hands sweep tasks to the worker, so that stop() cancels them
+        self._take_checks = take_checks
+        self._wake = wake  # tells the worker a re-take is waiting
+        self._clock = clock
         # Downloads and uploads of finished takes, bounded: a burst of finished takes must
         # not saturate the network, the platform's rate limits or the event loop.
         self.limit = asyncio.Semaphore(settings.finish_concurrency)
@@ -79,7 +87,8 @@ class Finisher:
         partial = final.with_suffix(".part")
         for attempt in range(1, _FETCH_ATTEMPTS + 1):
             try:
-                await self._backend.fetch(job.handle, partial, self._settings.max_result_bytes)
+                backend = self._backend_for(job)
+                await backend.fetch(job.handle, partial, self._settings.max_result_bytes)
                 self._failpoints.hit("worker.after_fetch")
                 await asyncio.get_running_loop().run_in_executor(
                     self._media_checks, probe_video, partial
@@ -90,9 +99,50 @@ class Finisher:
                 if not exc.transient or attempt == _FETCH_ATTEMPTS:
                     return await self._transitions.fail(job, exc.key, detail=str(exc))
                 await asyncio.sleep(self._settings.backoff_base_seconds * attempt)
+        reason = await self._check(job, partial)
+        if reason is not None:
+            partial.unlink(missing_ok=True)
+            return await self._failed_check(job, reason)
         os.replace(partial, final)
         return await self._transitions.move(
             job, JobState.DELIVERING, expect={JobState.DOWNLOADING}, result_path=str(final)
+        )
+
+    async def _check(self, job: Job, video: Path) -> str | None:
+        """Return why a take is unusable (silent, cut off, frozen), if its preset checks."""
+        checks = self._take_checks
+        expected = None if checks is None else checks.expected_seconds(job)
+        if checks is None or expected is None:
+            return None
+        return await asyncio.get_running_loop().run_in_executor(
+            self._media_checks, check_take, video, expected, checks.settings
+        )
+
+    async def _failed_check(self, job: Job, reason: str) -> Job:
+        """Make one free re-take of a failed take; a second failure fails it with a refund.
+
+        The re-take is a new provider job of the same take: no new debit (the take was
+        charged once, at admission) and, if it fails too, one refund. Delivering the
+        "better" of two broken takes was ruled out: both failed the same checks, and a
+        silent or frozen clip is not worth a credit.
+        """
+        if job.retake_reason is None:
+            log.warning("job %s: the take failed its check (%s); one free re-take", job.id, reason)
+            retake = await self._transitions.move(
+                job,
+                JobState.QUEUED,
+                expect={JobState.DOWNLOADING},
+                handle=None,
+                retake_reason=reason,
+                not_before=self._clock(),
+                error_detail=f"take check: {reason}",
+                lease_owner=None,
+                lease_expires=0,
+            )
+            self._wake()
+            return retake
+        return await self._transitions.fail(
+            job, f"job.take_failed.{reason}", detail=f"take check failed twice: {reason}"
         )
 
     async def deliver(self, job: Job) -> None:

@@ -9,6 +9,8 @@ from __future__ import annotations
 import logging
 from typing import Any
 
+from config.settings import BUILTIN_BACKENDS
+
 log = logging.getLogger(__name__)
 
 LOCALES = ("en", "zh")
@@ -66,7 +68,7 @@ CATALOG: dict[str, dict[str, str]] = {
         "job.queued": "Queued: ready in {eta}.",
         "job.queued_next": "Queued: you are next, ready in {eta}.",
         "job.started": "Generating…",
-        "job.started_waiting": "Generating… (position {position} at the video service)",
+        "job.provider_queue": "Generating… in the provider's queue: {place}",
         "job.delivering": "Uploading…",
         "job.delivered": "Done: {seconds} s, take {take}/{takes}.",
         "job.delivered_unconfirmed": "Done: {seconds} s, take {take}/{takes} (sent; delivery not confirmed).",
@@ -79,6 +81,17 @@ CATALOG: dict[str, dict[str, str]] = {
         "job.undeliverable": "The video was made but could not be delivered here.",
         "job.too_large_to_deliver": "The video is too large to send here ({size_mb:.1f} MB; the limit is {limit_mb:.0f} MB). You were not charged.",
         "job.interrupted": "The service restarted while this take was running; it could not be resumed. You were not charged.",
+        "take.note.no_audio": "Take 2 of 2 tried: the first one came back without sound.",
+        "take.note.silent": "Take 2 of 2 tried: the first one came back silent.",
+        "take.note.duration": "Take 2 of 2 tried: the first one came back cut off.",
+        "take.note.frozen": "Take 2 of 2 tried: the first one came back as a still picture.",
+        "take.note.unreadable": "Take 2 of 2 tried: the first one could not be played.",
+        "job.take_failed.no_audio": "Both tries came back without sound, so nothing was sent. You were not charged.",
+        "job.take_failed.silent": "Both tries came back silent, so nothing was sent. You were not charged.",
+        "job.take_failed.duration": "Both tries came back cut off, so nothing was sent. You were not charged. A shorter line may help.",
+        "job.take_failed.frozen": "Both tries came back as a still picture, so nothing was sent. You were not charged.",
+        "job.take_failed.unreadable": "Both tries came back unplayable, so nothing was sent. You were not charged.",
+        "job.made_with": "Made with {model}.",
         "eta.under_minute": "under a minute",
         "eta.minutes": "about {minutes} min",
         "eta.hours": "about {hours} h",
@@ -182,7 +195,7 @@ CATALOG: dict[str, dict[str, str]] = {
         "job.queued": "排队中：预计还需{eta}。",
         "job.queued_next": "排队中：下一个就是你，预计还需{eta}。",
         "job.started": "生成中…",
-        "job.started_waiting": "生成中…（在视频服务排第 {position} 位）",
+        "job.provider_queue": "生成中…在服务商的队列中：第 {place} 位",
         "job.delivering": "上传中…",
         "job.delivered": "完成：{seconds} 秒，第 {take}/{takes} 条。",
         "job.delivered_unconfirmed": "完成：{seconds} 秒，第 {take}/{takes} 条（已发送，未收到送达确认）。",
@@ -195,6 +208,17 @@ CATALOG: dict[str, dict[str, str]] = {
         "job.undeliverable": "视频已生成，但无法发送到这里。",
         "job.too_large_to_deliver": "视频太大，无法在这里发送（{size_mb:.1f} MB，上限 {limit_mb:.0f} MB）。未扣除额度。",
         "job.interrupted": "服务在生成过程中重启，无法继续这一条。未扣除额度。",
+        "take.note.no_audio": "共尝试 2 次：第一次生成的视频没有声音。",
+        "take.note.silent": "共尝试 2 次：第一次生成的视频是无声的。",
+        "take.note.duration": "共尝试 2 次：第一次生成的视频被截断了。",
+        "take.note.frozen": "共尝试 2 次：第一次生成的视频画面是静止的。",
+        "take.note.unreadable": "共尝试 2 次：第一次生成的视频无法播放。",
+        "job.take_failed.no_audio": "两次生成的视频都没有声音，因此没有发送。未扣除额度。",
+        "job.take_failed.silent": "两次生成的视频都是无声的，因此没有发送。未扣除额度。",
+        "job.take_failed.duration": "两次生成的视频都被截断了，因此没有发送。未扣除额度。台词短一些可能会有帮助。",
+        "job.take_failed.frozen": "两次生成的视频画面都是静止的，因此没有发送。未扣除额度。",
+        "job.take_failed.unreadable": "两次生成的视频都无法播放，因此没有发送。未扣除额度。",
+        "job.made_with": "由 {model} 生成。",
         "eta.under_minute": "不到 1 分钟",
         "eta.minutes": "约 {minutes} 分钟",
         "eta.hours": "约 {hours} 小时",
@@ -280,3 +304,14 @@ def render(key: str, locale: str | None = None, **params: Any) -> str:
             exc,
         )
         return template
+
+
+def result_notes(backend: str | None, retake_reason: str | None, locale: str | None) -> list[str]:
+    """Return the notes under a delivered take: a free re-take and the model that made it."""
+    notes = []
+    if retake_reason:
+        notes.append(render(f"take.note.{retake_reason}", locale))
+    if backend and backend not in BUILTIN_BACKENDS:
+        # A hosted preset (perhaps a fallback one): the user is told which model made it.
+        notes.append(render("job.made_with", locale, model=backend))
+    return notes

@@ -131,6 +131,9 @@ class Job:
     deadline_at: float | None
     # DONE without the platform's confirmation: the upload left, its answer never came.
     delivery_unconfirmed: bool = False
+    backend: str | None = None  # the preset (or builtin backend) it is on; None: not yet
+    # Why the first result failed its take check; set once its free re-take started.
+    retake_reason: str | None = None
 
 
 class EventKind(StrEnum):

@@ -64,6 +64,7 @@ class Service:
         failpoints: Failpoints | None = None,
         quotas: QuotaSettings | None = None,
         clock: Callable[[], float] = time.time,
+        run_backend: str | None = None,
     ) -> None:
         self._store = storage.jobs
         self._notifier = notifier
@@ -72,6 +73,9 @@ class Service:
         self._slots = max(1, slots)
         self._wake = wake
         self._default_run_seconds = default_run_seconds
+        # ETAs learn from this backend's runs only: a hosted model takes minutes, and
+        # runs of another backend (before a config change) would mislead.
+        self._run_backend = run_backend
         self._run_seconds: float | None = None
         self._failpoints = failpoints or Failpoints()
         self._clock = clock
@@ -174,6 +178,7 @@ class Service:
             address=request.address,
             takes=takes,
             policy=self.quotas.policy(request.user, self._clock()),
+            run_backend=self._run_backend,
         )
         self._failpoints.hit("service.after_admission")
         self._wake()
@@ -192,7 +197,7 @@ class Service:
 
     async def eta_seconds(self, position: int) -> float:
         """Estimate when a job at this queue position will be finished."""
-        recent = await self._store.recent_run_seconds()
+        recent = await self._store.recent_run_seconds(backend=self._run_backend)
         run_seconds = recent if recent is not None else self._default_run_seconds
         self._run_seconds = run_seconds
         return self.eta_for(position, run_seconds)

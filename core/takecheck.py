@@ -9,12 +9,16 @@ It is pure (a file in, a reason out) and runs in a worker thread: PyAV decoding 
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
 
 import av
 import numpy as np
 
-from config.settings import TakeCheckSettings
+from config.settings import PresetSettings, TakeCheckSettings
+from core.backends.presets import made_seconds
+from core.models import Job
 
 # Reasons, stable names for logs, metrics and message keys ("take.<reason>").
 NO_AUDIO = "no_audio"
@@ -22,6 +26,7 @@ SILENT = "silent"
 DURATION = "duration"
 FROZEN = "frozen"
 UNREADABLE = "unreadable"
+REASONS = (NO_AUDIO, SILENT, DURATION, FROZEN, UNREADABLE)
 
 _THUMB = (64, 36)  # frames are compared small and grey: cheap, and blind to noise
 
@@ -96,3 +101,18 @@ def check_take(path: Path, expected_seconds: float, settings: TakeCheckSettings)
     except (av.FFmpegError, OSError, ValueError):
         return UNREADABLE
     return None
+
+
+@dataclass(frozen=True)
+class TakeChecks:
+    """Which takes are checked before delivery: those of presets that ask for it."""
+
+    settings: TakeCheckSettings
+    presets: Mapping[str, PresetSettings]
+
+    def expected_seconds(self, job: Job) -> float | None:
+        """Return the length a job's take should have if it is to be checked, else None."""
+        preset = self.presets.get(job.backend or "")
+        if not self.settings.enabled or preset is None or not preset.take_check:
+            return None
+        return float(made_seconds(preset, job.seconds))

@@ -16,12 +16,12 @@ import random
 import socket
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from config.settings import WorkerSettings
-from core.backends.base import BackendState, RenderSpec, VideoBackend
-from core.errors import BackendError
+from core.backends.base import BackendState, RenderSpec, VideoBackend, capabilities_of
+from core.errors import BackendError, ContentFiltered
 from core.failpoints import Failpoints
 from core.finishing import Finisher
 from core.models import EventKind, Job, JobEvent, JobState
@@ -29,6 +29,7 @@ from core.notify import NotifierRouter
 from core.retention import Retention
 from core.storage import JobStore
 from core.storage.types import Claimed
+from core.takecheck import TakeChecks
 from core.transitions import Transitions
 
 log = logging.getLogger(__name__)
@@ -36,6 +37,9 @@ log = logging.getLogger(__name__)
 _BACKEND_PHASE = frozenset({JobState.SUBMITTING, JobState.RUNNING})
 _FINISH_PHASE = frozenset({JobState.DOWNLOADING, JobState.DELIVERING})
 _Image = tuple[bytes, int, int]  # prepared JPEG, width, height
+# Handles stored this long before a take's first claim are other takes' too (a lookup after
+# a restart excludes them): listings search from that claim on, with the same slack.
+_LOOKUP_WINDOW = 600.0
 
 
 class _Slot:
@@ -58,15 +62,30 @@ class _Slot:
         """Give the slot to another job without freeing it in between."""
         self.held = False
 
+    def of(self, semaphore: asyncio.Semaphore) -> bool:
+        """Return whether this is a slot of ``semaphore``'s backend."""
+        return self._semaphore is semaphore
+
+    async def move_to(self, semaphore: asyncio.Semaphore) -> None:
+        """Give this slot back and wait for one of another backend (a fallback preset)."""
+        self.release()
+        self._semaphore = semaphore
+        await self.acquire()
+
 
 class Worker:
-    """Runs jobs from the store through one backend and hands results to the notifiers."""
+    """Runs jobs from the store through its backends and hands results to the notifiers.
+
+    ``backend`` takes every new job; ``fallbacks`` (presets in order) take a job only when
+    the one before refused it before accepting it, for a provider-side reason.
+    """
 
     def __init__(
         self,
         *,
         store: JobStore,
         backend: VideoBackend,
+        fallbacks: Sequence[VideoBackend] = (),
         notifier: NotifierRouter,
         settings: WorkerSettings,
         results_dir: Path,
@@ -74,6 +93,7 @@ class Worker:
         clock: Callable[[], float] = time.time,
         eta: Callable[[int], float] | None = None,
         retention: Retention | None = None,
+        take_checks: TakeChecks | None = None,
     ) -> None:
         self._store = store
         self._backend = backend
@@ -85,7 +105,11 @@ class Worker:
         self._eta = eta
         self._retention = retention
         self.owner = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
-        self._slots = asyncio.Semaphore(backend.slots)
+        self._chain = (backend, *fallbacks)
+        self._backends = {each.name: each for each in self._chain}
+        # Each backend has its own slots; new jobs are claimed for the first one's.
+        self._semaphores = {each.name: asyncio.Semaphore(each.slots) for each in self._chain}
+        self._slots = self._semaphores[backend.name]
         self._wake = asyncio.Event()
         self._queue_changed = asyncio.Event()
         self._tasks: set[asyncio.Task[None]] = set()
@@ -95,7 +119,7 @@ class Worker:
         self._transitions = Transitions(store=store, notifier=notifier, clock=clock)
         self._finisher = Finisher(
             store=store,
-            backend=backend,
+            backend_for=self.backend_for,
             notifier=notifier,
             settings=settings,
             results_dir=results_dir,
@@ -103,7 +127,14 @@ class Worker:
             transitions=self._transitions,
             owner=self.owner,
             track=self._track,
+            take_checks=take_checks,
+            wake=self.wake,
+            clock=clock,
         )
+
+    def backend_for(self, job: Job) -> VideoBackend:
+        """Return the backend a job is on (its stored preset, else the first one)."""
+        return self._backends.get(job.backend or "", self._backend)
 
     @property
     def platforms(self) -> tuple[str, ...]:
@@ -304,7 +335,12 @@ class Worker:
     async def _drive(
         self, job: Job, holds_slot: bool, recovered: bool, image: _Image | None
     ) -> None:
-        slot = _Slot(self._slots, held=holds_slot)
+        semaphore = self._semaphores[self.backend_for(job).name]
+        if holds_slot and semaphore is not self._slots:
+            # Claimed with a slot of the first backend, but it is on a fallback preset.
+            self._slots.release()
+            holds_slot = False
+        slot = _Slot(semaphore, held=holds_slot)
         try:
             if job.state in _BACKEND_PHASE:
                 if not slot.held:
@@ -333,17 +369,23 @@ class Worker:
             log.exception("job %s crashed in state %s", job.id, job.state.value)
             if job.handle is not None and job.state in _BACKEND_PHASE:
                 # Failing it here must not leave the provider running (and charging).
-                await self._cancel_at_provider(job, job.handle)
+                await self._cancel_at_provider(job, job.handle, self.backend_for(job))
             await self._transitions.fail(
                 job, "job.backend_failed", detail=f"internal error: {exc!r}"
             )
         finally:
             slot.release()
 
-    async def _spec(self, job: Job, image: _Image | None) -> RenderSpec:
+    async def _spec(self, job: Job, image: _Image | None, *, recovered: bool) -> RenderSpec:
+        """Build what the backend is sent, from stored data only (the same after a restart)."""
         if image is None:
             image = await self._store.request_image(job.request_id)
         jpeg, width, height = image
+        taken: frozenset[str] = frozenset()
+        started = job.started_at or 0.0
+        if recovered:
+            # A lookup must not adopt a provider job another take holds.
+            taken = frozenset(await self._store.handles_since(started - _LOOKUP_WINDOW))
         return RenderSpec(
             # One key per attempt: a retry after a failed attempt is a new provider job,
             # while a crash inside one attempt reconciles to the same one.
@@ -357,22 +399,40 @@ class Worker:
             seconds=job.seconds,
             seed=job.seed,
             voice=job.voice,
+            submitted_after=started,
+            taken=taken,
         )
 
     async def _backend_phase(
         self, job: Job, recovered: bool, slot: _Slot, image: _Image | None
     ) -> Job:
         handle = job.handle
+        backend = self.backend_for(job)
         if job.state is JobState.SUBMITTING:
             self._failpoints.hit("worker.after_claim")
-            spec = await self._spec(job, image)
+            spec = await self._spec(job, image, recovered=recovered)
             resubmitted = job.resubmitted
             if recovered:
                 # The submit may have reached the backend before the crash.
                 try:
-                    handle = await self._reconcile(job, spec.job_id)
+                    handle = await self._reconcile(job, backend, spec)
                 except BackendError as exc:
                     return await self._transitions.fail(job, exc.key, detail=str(exc))
+                if handle is None and not capabilities_of(backend).idempotent_submit:
+                    # A second submit could be a second paid job: settle it instead, and
+                    # name the provider job that may exist (the job id, never a key).
+                    log.error(
+                        "job %s: possible orphan at %s: the submit for %s may have reached"
+                        " the provider before the crash and no lookup finds it; not"
+                        " resubmitting (failed with a refund)",
+                        job.id, backend.name, spec.job_id,
+                    )  # fmt: skip
+                    return await self._transitions.fail(
+                        job,
+                        "job.interrupted",
+                        detail="submit outcome unknown after a restart; possible orphan,"
+                        " not resubmitted",
+                    )
                 if handle is None:
                     if job.resubmitted:
                         # Resubmit once, never in a loop of crashes: that could pay many times.
@@ -384,25 +444,66 @@ class Worker:
                         job, JobState.SUBMITTING, expect={JobState.SUBMITTING}, resubmitted=1
                     )
                     resubmitted = True
-            if handle is None:
+            while handle is None:
                 if job.deadline_at is not None and self._clock() >= job.deadline_at:
                     # A retry that waited past the deadline is not worth paying for.
                     return await self._deadline_passed(job, None)
+                following = self._following(backend)
                 try:
-                    handle = await self._submit(job, spec)
+                    handle = await self._submit(job, backend, spec, bounded=following is not None)
                 except BackendError as exc:
-                    return await self._transitions.fail(job, exc.key, detail=str(exc))
+                    if following is None or not self._may_fall_back(backend, exc):
+                        return await self._transitions.fail(job, exc.key, detail=str(exc))
+                    # No provider accepted it: the next preset makes it. Stored first, so a
+                    # restart looks for the take where it was last sent.
+                    log.warning(
+                        "job %s: %s did not take it (%s); falling back to %s",
+                        job.id, backend.name, exc, following.name,
+                    )  # fmt: skip
+                    job = await self._transitions.move(
+                        job, JobState.SUBMITTING, expect={JobState.SUBMITTING},
+                        backend=following.name,
+                    )  # fmt: skip
+                    if job.state is not JobState.SUBMITTING:
+                        return job  # (canceled or failed meanwhile)
+                    backend = following
+                    await slot.move_to(self._semaphores[backend.name])
+                    continue
                 self._failpoints.hit("worker.after_submit")
             job = await self._transitions.move(
                 job, JobState.RUNNING, expect={JobState.SUBMITTING},
-                handle=handle, resubmitted=resubmitted,
+                handle=handle, resubmitted=resubmitted, backend=backend.name,
             )  # fmt: skip
             self._failpoints.hit("worker.after_handle_stored")
             await self._notifier.notify(JobEvent(EventKind.STARTED, job))
         assert handle is not None
-        return await self._await_backend(job, handle, slot)
+        return await self._await_backend(job, backend, handle, slot)
 
-    async def _submit(self, job: Job, spec: RenderSpec) -> str:
+    def _following(self, backend: VideoBackend) -> VideoBackend | None:
+        """Return the preset after ``backend`` in the fallback order, if any."""
+        names = [each.name for each in self._chain]
+        index = names.index(backend.name) if backend.name in names else len(names)
+        return self._chain[index + 1] if index + 1 < len(self._chain) else None
+
+    @staticmethod
+    def _may_fall_back(backend: VideoBackend, exc: BackendError) -> bool:
+        """Return whether a failed submit may go to the next preset.
+
+        Only when no provider accepted the take, for a provider-side reason: an outage or
+        a rate limit past its retries (transient), or a refused key. Never on a content
+        refusal, bad input, or an outcome that is not known (a job may exist: a possible
+        orphan is never sent elsewhere too).
+        """
+        if isinstance(exc, ContentFiltered):
+            return False
+        # Only a backend that settles unknown outcomes itself promises that a transient
+        # error created nothing.
+        settled = capabilities_of(backend).settles_unknown_submit
+        return settled and (exc.transient or exc.provider_refused)
+
+    async def _submit(
+        self, job: Job, backend: VideoBackend, spec: RenderSpec, *, bounded: bool = False
+    ) -> str:
         """Submit, retrying a transient failure with the same idempotency key.
 
         A submit whose outcome is unknown may have created a provider job: every retry
@@ -410,22 +511,28 @@ class Worker:
         under the same key only if there is none, so the provider returns that job instead
         of a second, paid one. A new key is used only after the provider confirmed a
         failure. Both calls are retried alike until the job's deadline: a model server
-        that cannot be reached for a while (a restart) delays the job, it does not fail it.
+        that cannot be reached for a while (a restart) delays the job, it does not fail it
+        -- unless ``bounded`` (a fallback preset waits): then ``max_attempts`` tries.
         """
+        # A backend that settles an unknown outcome itself raises a transient error only
+        # when no job was created: nothing to look up before trying again.
+        look_first = not capabilities_of(backend).settles_unknown_submit
         attempt = 0
         while True:
             try:
-                if attempt:
-                    found = await self._backend.find(spec.job_id)
+                if attempt and look_first:
+                    found = await backend.find(spec)
                     if found is not None:
                         return found
-                return await self._backend.submit(spec)
+                return await backend.submit(spec)
             except BackendError as exc:
                 attempt += 1
                 delay = self._backoff(attempt)
                 deadline = job.deadline_at or 0.0
                 if not exc.transient or self._clock() + delay >= deadline:
                     raise
+                if bounded and attempt >= self._settings.max_attempts:
+                    raise  # another preset is waiting: do not wait out the deadline here
                 log.warning(
                     "job %s: submit failed (%s); retry %d in %.1fs", job.id, exc, attempt, delay
                 )
@@ -446,7 +553,8 @@ class Worker:
         Going through the claim loop would cost a wake-up of that loop on a busy event
         loop; when many jobs finish together that delay leaves slots idle.
         """
-        if self._stopping or not slot.held:
+        if self._stopping or not slot.held or not slot.of(self._slots):
+            # (new jobs are claimed for the first backend's slots only)
             slot.release()
             return
         try:
@@ -464,12 +572,12 @@ class Worker:
         self._queue_changed.set()
         self._spawn(item.job, holds_slot=True, image=(item.image_jpeg, item.width, item.height))
 
-    async def _reconcile(self, job: Job, key: str) -> str | None:
-        """Ask the backend whether a submit with this key exists, retrying while it is down."""
+    async def _reconcile(self, job: Job, backend: VideoBackend, spec: RenderSpec) -> str | None:
+        """Ask the backend whether a submit for ``spec`` exists, retrying while it is down."""
         attempt = 0
         while True:
             try:
-                return await self._backend.find(key)
+                return await backend.find(spec)
             except BackendError as exc:
                 deadline = job.deadline_at or 0.0
                 if not exc.transient or self._clock() >= deadline:
@@ -486,7 +594,12 @@ class Worker:
         )
         return delay * random.uniform(0.5, 1.0)
 
-    async def _await_backend(self, job: Job, handle: str, slot: _Slot) -> Job:
+    async def _await_backend(
+        self, job: Job, backend: VideoBackend, handle: str, slot: _Slot
+    ) -> Job:
+        # Only a provider's own queue is shown as a place in a queue (a local renderer
+        # counts its waiting renders from 0: not the user's business).
+        provider_queue = capabilities_of(backend).provider_queue
         last_progress_event = 0.0
         deadline = job.deadline_at or (self._clock() + self._settings.job_deadline_seconds)
         while True:
@@ -495,7 +608,7 @@ class Worker:
             # was down (or waited for a slot) is delivered, not thrown away.
             timeout = max(0.0, min(self._settings.status_interval_seconds, remaining))
             try:
-                status = await self._backend.wait(handle, timeout)
+                status = await backend.wait(handle, timeout)
             except BackendError as exc:
                 if not exc.transient:
                     return await self._transitions.fail(job, exc.key, detail=str(exc))
@@ -504,7 +617,7 @@ class Worker:
                     log.warning("job %s: polling failed (%s); retrying", job.id, exc)
                     await asyncio.sleep(min(timeout, self._settings.backoff_base_seconds))
                     continue
-                return await self._deadline_passed(job, handle)
+                return await self._deadline_passed(job, handle, backend)
             if status.is_final:
                 # The backend is done with it: start the next job before bookkeeping.
                 await self._refill(slot)
@@ -521,7 +634,7 @@ class Worker:
                 )
             now = self._clock()
             if now >= deadline:
-                return await self._deadline_passed(job, handle)
+                return await self._deadline_passed(job, handle, backend)
             if now - last_progress_event >= self._settings.status_interval_seconds:
                 last_progress_event = now
                 await self._notifier.notify(
@@ -529,29 +642,37 @@ class Worker:
                         EventKind.PROGRESS,
                         job,
                         progress=status.progress,
-                        position=status.queue_position,
+                        position=status.queue_position if provider_queue else None,
                     )
                 )
 
-    async def _deadline_passed(self, job: Job, handle: str | None) -> Job:
+    async def _deadline_passed(
+        self, job: Job, handle: str | None, backend: VideoBackend | None = None
+    ) -> Job:
         """Stop the job at the provider (best effort), fail it and say why."""
         if handle is not None:
-            await self._cancel_at_provider(job, handle)
+            await self._cancel_at_provider(job, handle, backend or self.backend_for(job))
         minutes = max(1, round(self._settings.job_deadline_seconds / 60))
         return await self._transitions.fail(
             job, "job.deadline", {"minutes": minutes}, detail="deadline passed"
         )
 
-    async def _cancel_at_provider(self, job: Job, handle: str) -> None:
+    async def _cancel_at_provider(self, job: Job, handle: str, backend: VideoBackend) -> None:
         """Ask the provider to stop a job, retrying a transient failure a few times.
 
         Best effort, as the job is failed anyway: if the provider cannot be reached the
         job may run on there (and be charged), so the log line names its handle.
         """
+        if not capabilities_of(backend).cancel:
+            log.warning(
+                "job %s: %s has no cancel; provider job %s may run to its end",
+                job.id, backend.name, handle,
+            )  # fmt: skip
+            return
         attempts = self._settings.max_attempts
         for attempt in range(1, attempts + 1):
             try:
-                await self._backend.cancel(handle)
+                await backend.cancel(handle)
                 return
             except BackendError as exc:
                 if not exc.transient or attempt == attempts:

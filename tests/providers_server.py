@@ -28,6 +28,8 @@ class ServedJob:
     canceled: bool = False
     polls: int = 0
     cancel_after: str | None = None
+    video: bytes | None = None  # this job's result, if not the server's video
+    webhook: str | None = None  # where the client asked to be called back
 
 
 @dataclass
@@ -45,6 +47,7 @@ class ProviderServer:
     lose_with_status: int | None = None  # ... or answer this status instead (e.g. 500)
     unlisted: bool = False  # the listing does not show jobs (a lost submit stays lost)
     refuse_content: bool = False  # the provider's content policy refuses every job
+    refuse_content_on_submit: bool = False  # ... already at submit (fal: 422)
     # Poll knobs.
     poll_failures: list[int] = field(default_factory=list)  # statuses for the next polls
     malformed_polls: int = 0
@@ -56,6 +59,7 @@ class ProviderServer:
     result_body: bytes | None = None  # instead of the video (e.g. not a video)
     advertise_bytes: int | None = None  # Content-Length claimed without sending it
     redirect_to: str | None = None  # the result URL redirects here
+    job_videos: list[bytes] = field(default_factory=list)  # results of the next new jobs
     # What the server saw.
     jobs: dict[str, ServedJob] = field(default_factory=dict)
     submit_requests: int = 0  # every submit POST received, refused or not
@@ -173,6 +177,8 @@ class ProviderServer:
     ) -> ServedJob:
         job_id = job_id or f"{protocol[0]}{next(self._ids)}"
         job = ServedJob(job_id, protocol, model, payload, time.monotonic())
+        if self.job_videos:
+            job.video = self.job_videos.pop(0)
         self.jobs[job.id] = job
         return job
 
@@ -188,7 +194,9 @@ class ProviderServer:
             await response.prepare(request)
             await response.write(self.video[:1024])
             return response  # (the client refuses on the header and closes)
-        body = self.result_body if self.result_body is not None else self.video
+        job = self.jobs.get(request.match_info["id"])
+        video = job.video if job is not None and job.video is not None else self.video
+        body = self.result_body if self.result_body is not None else video
         return web.Response(body=body, content_type="video/mp4")
 
     # --- fal -----------------------------------------------------------------------------
@@ -225,7 +233,11 @@ class ProviderServer:
         if refused is not None:
             return refused
         payload = await request.json()
+        if self.refuse_content_on_submit:
+            detail = [{"type": "content_policy_violation", "msg": "flagged", "loc": ["body"]}]
+            return web.json_response({"detail": detail}, status=422)
         job = self._new_job("fal", model, payload)
+        job.webhook = request.query.get("fal_webhook")
         lost = await self._lose_answer()
         if lost is not None:
             return lost
@@ -306,6 +318,7 @@ class ProviderServer:
         model = f"{request.match_info['owner']}/{request.match_info['name']}"
         job = self._new_job("replicate", model, body["input"])
         job.cancel_after = request.headers.get("Cancel-After")
+        job.webhook = body.get("webhook")
         lost = await self._lose_answer()
         if lost is not None:
             return lost

@@ -452,8 +452,8 @@ async def test_submit_wait_fetch(tmp_path: Path, preview_settings: PreviewSettin
     try:
         handle = await backend.submit(make_spec(job_id="job/42"))
         assert handle.startswith("job_42-")
-        assert await backend.find("job/42") == handle
-        assert await backend.find("job/43") is None
+        assert await backend.find(make_spec(job_id="job/42")) == handle
+        assert await backend.find(make_spec(job_id="job/43")) is None
         status = await wait_final(backend, handle)
         assert status.state is BackendState.SUCCEEDED
         assert status.progress == 1.0
@@ -464,7 +464,7 @@ async def test_submit_wait_fetch(tmp_path: Path, preview_settings: PreviewSettin
         # A finished job answers at once, whatever the timeout.
         assert (await backend.wait(handle, timeout=30)).state is BackendState.SUCCEEDED
         # Fetched jobs leave memory, not the disk: recovery can still find and fetch it.
-        assert await backend.find("job/42") == handle
+        assert await backend.find(make_spec(job_id="job/42")) == handle
         await backend.fetch(handle, tmp_path / "again.mp4", max_bytes=50_000_000)
         assert (tmp_path / "again.mp4").stat().st_size == dest.stat().st_size
     finally:
@@ -494,8 +494,8 @@ async def test_find_after_a_restart(tmp_path: Path, preview_settings: PreviewSet
     await backend.aclose()
     again = PreviewBackend(work_dir=tmp_path, settings=preview_settings)
     try:
-        assert await again.find("job-7") == handle
-        assert await again.find("job-") is None
+        assert await again.find(make_spec(job_id="job-7")) == handle
+        assert await again.find(make_spec(job_id="job-")) is None
     finally:
         await again.aclose()
 
@@ -541,7 +541,7 @@ async def test_cancel_stops_the_render_and_removes_its_files(
         assert not (tmp_path / handle).exists()
         with pytest.raises(BackendError):
             await backend.fetch(handle, tmp_path / "x.mp4", max_bytes=10**9)
-        assert await backend.find("job-1") is None
+        assert await backend.find(make_spec(job_id="job-1")) is None
         await backend.cancel(handle)  # again: not an error
         await backend.cancel("never-submitted")
     finally:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import AsyncIterator
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -228,6 +229,27 @@ async def test_lost_submit_adopts_our_own_job_not_a_siblings(
         second = await backend.submit(spec(job_id="t2", seed=2))
         assert first != second and len(server.jobs) == 2
         assert server.jobs[backend._job_id_of(second)].input["seed"] == 2
+
+
+@pytest.mark.parametrize("preset", ["kling-2.6-pro", "seedance-2"])
+async def test_find_after_a_restart_matches_the_input_rebuilt_from_the_store(
+    tmp_path: Path, tiny_mp4: bytes, preset: str
+) -> None:
+    # Over 1 MB: Replicate gets it through the Files API and lists it as a file URL.
+    big = photo_jpeg(3000, 3000) + b"\0" * 1_000_000
+    async with served(tmp_path, tiny_mp4, preset) as (server, backend):
+        handle = await backend.submit(spec(jpeg=big))
+        # Another take of the same line already holds a provider job with the same input.
+        sibling = await backend.submit(spec(job_id="job2-1", jpeg=big))
+        settings = provider_settings(tmp_path, server, preset, reconcile_seconds=0.1)
+        restarted = create_backend(settings, backend.client)  # nothing in memory
+        assert isinstance(restarted, ProviderBackend)
+        rebuilt = replace(spec(jpeg=big), taken=frozenset({sibling}))
+        assert await restarted.find(rebuilt) == handle
+        # A job that no listing shows is not found (after a bounded look).
+        taken = frozenset({handle, sibling})
+        assert await restarted.find(replace(rebuilt, taken=taken)) is None
+        assert server.submit_requests == 2
 
 
 @pytest.mark.parametrize("preset", PRESETS)

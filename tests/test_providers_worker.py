@@ -18,10 +18,17 @@ from core.notify import NotifierRouter
 from core.service import Service
 from core.storage import JobStore, open_storage
 from core.worker import Worker
-from tests.conftest import make_settings, photo_jpeg
+from tests.conftest import db_rows, make_settings, photo_jpeg
 from tests.providers_server import ProviderServer
 
 LINE = 'The girl smiles and says: "You did not think I would give up?"'
+
+
+def local_request(key: str, line: str = LINE) -> VideoRequest:
+    return VideoRequest(
+        user=UserRef("cli", "local"), image=photo_jpeg(), line=line,
+        address=DeliveryAddress("cli", "local"), source_key=key,
+    )  # fmt: skip
 
 
 @dataclass
@@ -34,6 +41,9 @@ class Recorder:
 
     async def deliver(self, job: Job, video: Path) -> None:
         self.delivered[job.id] = video.read_bytes()
+
+
+CHARGES = "SELECT reason, delta FROM ledger WHERE job_id IS NOT NULL"
 
 
 @dataclass
@@ -170,6 +180,20 @@ async def test_a_job_past_its_deadline_is_canceled_at_the_provider_once(
         assert len(h.server.cancels) == 1 and h.server.submit_requests == 1
 
 
+async def test_a_backend_without_cancel_is_not_asked_to_cancel_at_the_deadline(
+    tmp_path: Path, tiny_mp4: bytes, caplog: pytest.LogCaptureFixture
+) -> None:
+    async with take_harness(
+        tmp_path, tiny_mp4, "gaga-1", worker={"job_deadline_seconds": 1.0}, never_finish=True
+    ) as h:
+        [job] = await h.run()
+        assert job.state is JobState.FAILED and job.error_key == "job.deadline"
+        assert h.server.submit_requests == 1
+    # No cancel call: the log says the provider job may run to its end, naming its handle.
+    [line] = [r.getMessage() for r in caplog.records if "has no cancel" in r.getMessage()]
+    assert job.id in line and str(next(iter(h.server.jobs))) in line
+
+
 def test_presets_command_lists_lengths_prices_and_voice(tmp_path: Path) -> None:
     from tests.test_cli import actorbot
 
@@ -202,6 +226,7 @@ async def test_actorbot_generate_with_a_preset(
         ACTORBOT_PROVIDERS__FAL__RESULT_HOSTS='["localhost"]',
         ACTORBOT_PROVIDERS__FAL__ALLOW_INSECURE="true",
         ACTORBOT_PROVIDERS__FAL__POLL_INTERVAL_SECONDS="0.05",
+        ACTORBOT_TAKECHECK__ENABLED="false",  # the 1 s test clip is no performance
     )
     try:
         process = await asyncio.create_subprocess_exec(
@@ -216,3 +241,200 @@ async def test_actorbot_generate_with_a_preset(
     assert (tmp_path / "out.mp4").read_bytes() == tiny_mp4
     assert server.submit_requests == 1
     assert fal["key"].encode() not in out + err
+
+
+async def test_runtime_shares_one_client_and_learns_the_eta_per_preset(
+    tmp_path: Path, tiny_mp4: bytes
+) -> None:
+    from bots.runtime import open_runtime
+    from core.backends.providers.common import ProviderBackend
+
+    server = ProviderServer(video=tiny_mp4)
+    await server.start()
+    settings = make_settings(
+        tmp_path,
+        backend=["kling-2.6-pro", "seedance-2"],
+        providers=server.provider_settings(),
+        takecheck={"enabled": False},  # the 1 s test clip is no performance
+    )
+
+    try:
+        async with open_runtime(settings, {"cli": Recorder()}) as runtime:
+            assert [b.name for b in runtime.backends] == ["kling-2.6-pro", "seedance-2"]
+            for backend in runtime.backends:
+                assert isinstance(backend, ProviderBackend) and backend.client is runtime.client
+            # Nothing measured yet: the preset's own guess (Kling: 240 s), not the preview's.
+            first = await runtime.service.submit(local_request("a"))
+            assert first.eta_seconds == settings.presets["kling-2.6-pro"].expected_run_seconds
+            await runtime.worker.run_until_idle()
+            [done] = await runtime.storage.jobs.jobs_by_ids([first.jobs[0].id])
+            assert done.state is JobState.DONE and done.backend == "kling-2.6-pro"
+            assert done.finished_at is not None and done.started_at is not None
+            # Then what this preset's takes really took.
+            second = await runtime.service.submit(local_request("b"))
+            assert second.eta_seconds == pytest.approx(done.finished_at - done.started_at)
+            client = runtime.client
+        assert client.is_closed
+    finally:
+        await server.stop()
+
+
+async def test_a_silent_take_gets_one_free_retake_and_says_so(tmp_path: Path) -> None:
+    from bots.runtime import open_runtime
+    from bots.telegram.render import caption
+    from tests.test_takecheck import clip
+
+    silent = clip(tmp_path / "silent.mp4", seconds=5, loud=0.0).read_bytes()
+    good = clip(tmp_path / "good.mp4", seconds=5).read_bytes()
+    server = ProviderServer(video=good, job_videos=[silent])
+    await server.start()
+    settings = make_settings(
+        tmp_path,
+        backend="kling-2.6-pro",
+        providers=server.provider_settings(),
+        quotas={"exempt_platforms": []},  # charge the local user: count debits
+    )
+    recorder = Recorder()
+    try:
+        async with open_runtime(settings, {"cli": recorder}) as runtime:
+            admission = await runtime.service.submit(local_request("silent", LINE + " --5s"))
+            await runtime.worker.run_until_idle()
+            [job] = await runtime.storage.jobs.jobs_by_ids([admission.jobs[0].id])
+            ledger = db_rows(
+                settings.store_path, "SELECT reason, delta FROM ledger WHERE job_id IS NOT NULL"
+            )
+    finally:
+        await server.stop()
+    assert job.state is JobState.DONE and job.retake_reason == "silent"
+    # Two provider jobs, the second one delivered; the user was charged once, no refund.
+    assert server.submit_requests == 2 and len(server.jobs) == 2
+    assert recorder.delivered == {job.id: good}
+    assert [reason for reason, _ in ledger] == ["debit"]
+    text = caption(job, "en")
+    assert "Take 2 of 2 tried: the first one came back silent." in text
+    assert "Made with kling-2.6-pro." in text
+    assert "第一次生成的视频是无声的" in caption(job, "zh")
+
+
+async def test_two_failed_takes_fail_with_one_refund(tmp_path: Path) -> None:
+    from bots.runtime import open_runtime
+    from tests.test_takecheck import clip
+
+    frozen = clip(tmp_path / "frozen.mp4", seconds=5, moving=False).read_bytes()
+    server = ProviderServer(video=frozen)
+    await server.start()
+    settings = make_settings(
+        tmp_path, backend="seedance-2", providers=server.provider_settings(),
+        quotas={"exempt_platforms": []},
+    )  # fmt: skip
+    recorder = Recorder()
+    try:
+        async with open_runtime(settings, {"cli": recorder}) as runtime:
+            admission = await runtime.service.submit(local_request("frozen", LINE + " --5s"))
+            await runtime.worker.run_until_idle()
+            [job] = await runtime.storage.jobs.jobs_by_ids([admission.jobs[0].id])
+            ledger = db_rows(
+                settings.store_path, "SELECT reason, delta FROM ledger WHERE job_id IS NOT NULL"
+            )
+    finally:
+        await server.stop()
+    assert job.state is JobState.FAILED and job.error_key == "job.take_failed.frozen"
+    assert server.submit_requests == 2 and recorder.delivered == {}
+    [(debit, charged), (refund, paid_back)] = ledger
+    assert (debit, refund, paid_back) == ("debit", "refund", -charged)
+
+
+def closed_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@contextlib.asynccontextmanager
+async def chain_runtime(
+    tmp_path: Path, server: ProviderServer, fal: dict[str, Any] | None = None
+) -> AsyncIterator[Any]:
+    from bots.runtime import open_runtime
+
+    providers = server.provider_settings()
+    providers["fal"].update(fal or {})
+    settings = make_settings(
+        tmp_path,
+        backend=["kling-2.6-pro", "seedance-2"],
+        providers=providers,
+        takecheck={"enabled": False},  # the 1 s test clip is no performance
+    )
+    async with open_runtime(settings, {"cli": Recorder()}) as runtime:
+        yield runtime
+
+
+async def test_first_preset_down_the_second_makes_the_video(
+    tmp_path: Path, tiny_mp4: bytes
+) -> None:
+    from bots.telegram.render import caption
+
+    server = ProviderServer(video=tiny_mp4)
+    await server.start()
+    try:
+        # fal refuses connections: nothing was ever accepted there.
+        down = {"queue_url": f"http://127.0.0.1:{closed_port()}/fal"}
+        async with chain_runtime(tmp_path, server, down) as runtime:
+            admission = await runtime.service.submit(local_request("a"))
+            await runtime.worker.run_until_idle()
+            [job] = await runtime.storage.jobs.jobs_by_ids([admission.jobs[0].id])
+    finally:
+        await server.stop()
+    assert job.state is JobState.DONE and job.backend == "seedance-2"
+    assert [j.protocol for j in server.jobs.values()] == ["replicate"]
+    assert server.submit_requests == 1
+    # The user is told which model made it.
+    assert "Made with seedance-2." in caption(job, "en")
+
+
+async def test_an_expired_key_falls_back(tmp_path: Path, tiny_mp4: bytes) -> None:
+    server = ProviderServer(video=tiny_mp4)
+    await server.start()
+    try:
+        async with chain_runtime(tmp_path, server, {"key": "expired"}) as runtime:
+            admission = await runtime.service.submit(local_request("a"))
+            await runtime.worker.run_until_idle()
+            [job] = await runtime.storage.jobs.jobs_by_ids([admission.jobs[0].id])
+    finally:
+        await server.stop()
+    assert job.state is JobState.DONE and job.backend == "seedance-2"
+    assert [j.protocol for j in server.jobs.values()] == ["replicate"]
+    assert server.auth_failures >= 1
+
+
+async def test_a_content_refusal_never_falls_back(tmp_path: Path, tiny_mp4: bytes) -> None:
+    server = ProviderServer(video=tiny_mp4, refuse_content_on_submit=True)
+    await server.start()
+    try:
+        async with chain_runtime(tmp_path, server) as runtime:
+            admission = await runtime.service.submit(local_request("a"))
+            await runtime.worker.run_until_idle()
+            [job] = await runtime.storage.jobs.jobs_by_ids([admission.jobs[0].id])
+    finally:
+        await server.stop()
+    assert job.state is JobState.FAILED and job.error_key == "job.filtered"
+    # One submit, to the first preset only: the same photo is not shown to another provider.
+    assert server.submit_requests == 1 and server.jobs == {}
+
+
+async def test_no_fallback_once_a_provider_accepted_the_take(
+    tmp_path: Path, tiny_mp4: bytes
+) -> None:
+    # Accepted by fal, then the provider loses it (404) on every retry: no second preset.
+    server = ProviderServer(video=tiny_mp4, poll_failures=[404] * 100)
+    await server.start()
+    try:
+        async with chain_runtime(tmp_path, server) as runtime:
+            admission = await runtime.service.submit(local_request("a"))
+            await runtime.worker.run_until_idle()
+            [job] = await runtime.storage.jobs.jobs_by_ids([admission.jobs[0].id])
+    finally:
+        await server.stop()
+    assert job.state is JobState.FAILED and job.backend == "kling-2.6-pro"
+    assert {j.protocol for j in server.jobs.values()} == {"fal"}

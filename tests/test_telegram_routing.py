@@ -150,7 +150,13 @@ def test_event_texts() -> None:
     # No clock in the text: it would stand still between events ("Generating… (0 s)").
     assert status_line(JobEvent(EventKind.PROGRESS, job()), "en") == "Generating…"
     waiting = JobEvent(EventKind.PROGRESS, job(), position=37)
-    assert status_line(waiting, "en") == "Generating… (position 20+ at the video service)"
+    assert status_line(waiting, "en") == "Generating… in the provider's queue: 20+"
+    # The provider's own queue, as such, in both languages.
+    third = JobEvent(EventKind.PROGRESS, job(), position=3)
+    assert status_line(third, "en") == "Generating… in the provider's queue: 3rd"
+    assert status_line(third, "zh") == "生成中…在服务商的队列中：第 3 位"
+    next_up = JobEvent(EventKind.PROGRESS, job(), position=1)
+    assert status_line(next_up, "en") == "Generating… in the provider's queue: 1st"
     failed = JobEvent(
         EventKind.FAILED, job(), error_key="job.deadline", error_params={"minutes": 15}
     )

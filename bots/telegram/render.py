@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-from core.i18n import render
+from core.i18n import normalize_locale, render, result_notes
 from core.models import EventKind, Job, JobEvent
 
 CAPTION_LIMIT = 1024  # characters in a media caption
@@ -52,6 +52,16 @@ def coarse_count(count: int) -> str:
     return f"{max((step for step in _COUNT_STEPS if step <= count), default=_EXACT_COUNT)}+"
 
 
+def place(position: int, locale: str | None) -> str:
+    """Return a place in a queue: ``3rd`` in English, ``3`` in Chinese, ``20+`` when far."""
+    if position > _EXACT_COUNT:
+        return coarse_count(position)
+    if normalize_locale(locale) != "en":
+        return str(position)
+    suffix = {1: "st", 2: "nd", 3: "rd"}.get(position, "th")
+    return f"{position}{suffix}"
+
+
 def take_numbers(job: Job) -> tuple[int, int]:
     """Return which take of its line a job is, and of how many, counting earlier re-takes."""
     offset = int(job.address.extra.get(TAKE_OFFSET, 0))
@@ -69,9 +79,10 @@ def status_line(event: JobEvent, locale: str | None) -> str:
     if kind is EventKind.QUEUED:
         return queued_line(event.position, event.eta_seconds, locale)
     if kind in (EventKind.STARTED, EventKind.PROGRESS):
-        if event.position is not None and event.position > 1:
-            # The provider queues it: where, is news; how long so far, is not.
-            return render("job.started_waiting", locale, position=coarse_count(event.position))
+        if event.position is not None and event.position >= 1:
+            # The provider queues it (its own queue, not ours): where, is news; how long
+            # so far, is not.
+            return render("job.provider_queue", locale, place=place(event.position, locale))
         return render("job.started", locale)
     if kind is EventKind.DELIVERING:
         # The chat shows "sending video…" while it uploads and the video follows in
@@ -114,12 +125,13 @@ def clip(text: str, limit: int) -> str:
 def caption(job: Job, locale: str | None) -> str:
     """Return the caption of a result video: the line, its length and which take it is."""
     take, takes = take_numbers(job)
+    notes = "".join("\n" + note for note in result_notes(job.backend, job.retake_reason, locale))
     tail = render("tg.caption", locale, line="", seconds=job.seconds, take=take, takes=takes)
-    room = CAPTION_LIMIT - len(tail)
+    room = CAPTION_LIMIT - len(tail) - len(notes)
     return render(
         "tg.caption", locale, line=clip(job.line, room), seconds=job.seconds, take=take,
         takes=takes,
-    )  # fmt: skip
+    ) + notes  # fmt: skip
 
 
 def album_captions(jobs: list[Job], locale: str | None) -> list[str | None]:

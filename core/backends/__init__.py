@@ -22,15 +22,28 @@ __all__ = [
     "VideoBackend",
     "capabilities_of",
     "create_backend",
+    "create_backends",
 ]
 
 
-def create_backend(settings: Settings, client: httpx.AsyncClient | None = None) -> VideoBackend:
-    """Build the backend named by ``settings.backend``.
+def create_backends(
+    settings: Settings, client: httpx.AsyncClient | None = None
+) -> list[VideoBackend]:
+    """Build one backend per entry of ``settings.backend``, in fallback order.
 
-    A preset (or the first of a fallback list, until the worker learns to fall back) is
-    served by its provider's backend over ``client``, one shared connection pool.
+    Presets are served by their provider's backend over ``client``, one shared connection
+    pool that the caller closes.
     """
+    chain = settings.backend_chain
+    if chain[0] not in BUILTIN_BACKENDS:
+        from core.backends.providers import provider_backend
+
+        return [provider_backend(settings, name, client) for name in chain]
+    return [create_backend(settings, client)]
+
+
+def create_backend(settings: Settings, client: httpx.AsyncClient | None = None) -> VideoBackend:
+    """Build the (first) backend named by ``settings.backend``."""
     chain = settings.backend_chain
     if chain[0] not in BUILTIN_BACKENDS:
         from core.backends.providers import provider_backend
@@ -39,7 +52,7 @@ def create_backend(settings: Settings, client: httpx.AsyncClient | None = None) 
     if settings.backend == "jobapi":
         from core.backends.jobapi import JobApiBackend
 
-        return JobApiBackend(settings=settings.jobapi)
+        return JobApiBackend(settings=settings.jobapi, client=client)
     from core.backends.preview import PreviewBackend
 
     return PreviewBackend(work_dir=settings.data_dir / "preview", settings=settings.preview)

@@ -33,6 +33,10 @@ class RenderSpec:
     seconds: int  # 5 or 10
     seed: int
     voice: str | None
+    # For a lookup after a restart (find): when this take was first claimed (epoch seconds;
+    # 0: unknown), and the handles other takes already hold, which it must not adopt.
+    submitted_after: float = 0.0
+    taken: frozenset[str] = frozenset()
 
 
 @dataclass(frozen=True)
@@ -91,8 +95,12 @@ class VideoBackend(Protocol):
         """Start a job and return its handle (kept in the store before anything else)."""
         ...
 
-    async def find(self, job_id: str) -> str | None:
-        """Return the handle of a job submitted earlier with this id, if the backend can tell."""
+    async def find(self, spec: RenderSpec) -> str | None:
+        """Return the handle of a job submitted earlier for ``spec``, if the backend can tell.
+
+        ``spec`` is rebuilt from the store after a restart, so a backend matches on what it
+        would have sent (``spec.job_id``, the model's fields), never on state in memory.
+        """
         ...
 
     async def wait(self, handle: str, timeout: float) -> BackendStatus:

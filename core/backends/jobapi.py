@@ -31,7 +31,8 @@ class JobApiBackend:
 
     name = "jobapi"
     # The job API de-duplicates on Idempotency-Key and lists jobs by client reference.
-    capabilities = BackendCapabilities(idempotent_submit=True, lookup=True)
+    # The model server's queue_position is its own queue (docs/jobapi.md).
+    capabilities = BackendCapabilities(idempotent_submit=True, lookup=True, provider_queue=True)
 
     def __init__(
         self, *, settings: JobApiSettings, client: httpx.AsyncClient | None = None
@@ -45,13 +46,16 @@ class JobApiBackend:
         token = settings.token.get_secret_value()
         if token:
             headers["Authorization"] = f"Bearer {token}"
-        self._client = client or httpx.AsyncClient(timeout=settings.request_timeout_seconds)
+        self._owns_client = client is None
+        self._client = client or httpx.AsyncClient()
+        self._timeout = settings.request_timeout_seconds
         self._headers = headers
         self._last: dict[str, BackendState] = {}
 
     async def aclose(self) -> None:
-        """Close the HTTP client."""
-        await self._client.aclose()
+        """Close the HTTP client if this backend made it (a shared one is the caller's)."""
+        if self._owns_client:
+            await self._client.aclose()
 
     def _url(self, path: str) -> str:
         return urljoin(self._base, path)
@@ -61,7 +65,7 @@ class JobApiBackend:
         headers = {**self._headers, **kwargs.pop("headers", {})}
         try:
             response = await self._client.request(
-                method, self._url(path), headers=headers, **kwargs
+                method, self._url(path), headers=headers, timeout=self._timeout, **kwargs
             )
         except httpx.TimeoutException as exc:
             raise BackendError(f"{method} {path}: timed out", transient=True) from exc
@@ -113,7 +117,7 @@ class JobApiBackend:
             if not exc.transient:
                 raise
             # The job may exist even though the answer was lost: never pay twice.
-            handle = await self.find(spec.job_id)
+            handle = await self.find(spec)
             if handle is not None:
                 log.info("submit for %s failed (%s) but the job exists", spec.job_id, exc)
                 return handle
@@ -134,9 +138,9 @@ class JobApiBackend:
             raise BackendError("malformed reply: no job id", transient=True)
         return job_id
 
-    async def find(self, job_id: str) -> str | None:
+    async def find(self, spec: RenderSpec) -> str | None:
         """Look a job up by the client reference it was submitted with."""
-        response = await self._request("GET", "v1/jobs", params={"client_ref": job_id})
+        response = await self._request("GET", "v1/jobs", params={"client_ref": spec.job_id})
         if response.status_code != 200:
             return None
         jobs = self._json(response).get("jobs")
@@ -201,7 +205,9 @@ class JobApiBackend:
         dest.parent.mkdir(parents=True, exist_ok=True)
         received = 0
         try:
-            async with self._client.stream("GET", url, headers=self._headers) as response:
+            async with self._client.stream(
+                "GET", url, headers=self._headers, timeout=self._timeout
+            ) as response:
                 if response.status_code != 200:
                     raise BackendError(
                         f"fetch: HTTP {response.status_code}", transient=response.status_code >= 500

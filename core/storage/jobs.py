@@ -38,6 +38,7 @@ class JobStore(Protocol):
         address: DeliveryAddress,
         takes: Sequence[NewTake],
         policy: AdmissionPolicy | None = None,
+        run_backend: str | None = None,
     ) -> Admitted:
         """Decide quotas on a snapshot, debit and insert a request with its takes, atomically."""
         ...
@@ -84,8 +85,15 @@ class JobStore(Protocol):
         """Return how many jobs for these platforms are not finished yet."""
         ...
 
-    async def recent_run_seconds(self, limit: int = 20) -> float | None:
-        """Return the mean start-to-finish time of recently finished jobs."""
+    async def recent_run_seconds(self, limit: int = 20, backend: str | None = None) -> float | None:
+        """Return the mean start-to-finish time of recently finished jobs (of one backend)."""
+        ...
+
+    async def handles_since(self, since: float) -> set[str]:
+        """Return the provider handles stored for jobs touched since ``since``.
+
+        A lookup of a lost submit must not adopt a provider job another take already holds.
+        """
         ...
 
     async def next_wakeup(self, platforms: Sequence[str]) -> float | None:

@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from config.settings import PreviewSettings
-from core.backends.base import BackendState, BackendStatus, RenderSpec
+from core.backends.base import BackendCapabilities, BackendState, BackendStatus, RenderSpec
 from core.backends.preview import fonts
 from core.backends.preview.render import RenderCanceled, render_preview
 from core.errors import BackendError
@@ -71,6 +71,8 @@ class PreviewBackend:
     """
 
     name = "preview"
+    # Its own disk is the listing: a submit under a job id it already has returns that job.
+    capabilities = BackendCapabilities(idempotent_submit=True, lookup=True)
 
     def __init__(self, *, work_dir: Path, settings: PreviewSettings) -> None:
         self.slots = settings.slots
@@ -90,10 +92,14 @@ class PreviewBackend:
         """Store the spec under work_dir and start rendering it; return the new handle."""
         if self._closed:
             raise BackendError("preview backend is closed", transient=True)
+        existing = await self.find(spec)
+        if existing is not None:
+            return existing
         return await asyncio.to_thread(self._submit, spec)
 
-    async def find(self, job_id: str) -> str | None:
-        """Return the handle of the newest work dir made for ``job_id``, if any."""
+    async def find(self, spec: RenderSpec) -> str | None:
+        """Return the handle of the newest work dir made for ``spec.job_id``, if any."""
+        job_id = spec.job_id
         with self._lock:
             known = [
                 job
@@ -173,7 +179,9 @@ class PreviewBackend:
         job_dir = self._work_dir / handle
         job_dir.mkdir(parents=True, exist_ok=False)
         (job_dir / IMAGE_FILE).write_bytes(spec.image_jpeg)
-        meta = {key: value for key, value in asdict(spec).items() if key != "image_jpeg"}
+        # (the lookup hints are not part of the render)
+        skip = {"image_jpeg", "submitted_after", "taken"}
+        meta = {key: value for key, value in asdict(spec).items() if key not in skip}
         # spec.json goes last and atomically: a directory without it was never submitted.
         _write_json(job_dir / SPEC_FILE, meta)
         with self._lock:

@@ -11,13 +11,13 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import logging
 import time
 from abc import ABC, abstractmethod
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
 
 import httpx
 
@@ -32,7 +32,7 @@ log = logging.getLogger(__name__)
 _BACKOFF_GROWTH = 1.3  # an unchanged job is polled less and less often ...
 _BACKOFF_MAX_FACTOR = 6.0  # ... down to one poll per six intervals
 _RECONCILE_INTERVAL = 5.0
-_REMEMBER_SENT = timedelta(hours=2)  # a lost submit older than this is not looked for
+_LOOK_BACK = timedelta(hours=2)  # a take of unknown age: listings are searched this far back
 
 
 def data_uri(jpeg: bytes) -> str:
@@ -48,6 +48,7 @@ class _Polling:
     interval: float = 0.0
     next_poll: float = 0.0
     malformed: int = 0
+    woken: asyncio.Event = field(default_factory=asyncio.Event)  # a webhook came for it
 
 
 class ProviderBackend(ABC):
@@ -66,6 +67,7 @@ class ProviderBackend(ABC):
         deadline_seconds: float = 900.0,
         secret_setting: str,
         auth: dict[str, str],
+        webhook_url: str = "",
     ) -> None:
         self.name = name
         self.preset = preset
@@ -88,17 +90,30 @@ class ProviderBackend(ABC):
             timeout=settings.download_timeout_seconds,
         )
         self.deadline_seconds = deadline_seconds
+        # Where the provider may call us back when a job ends (empty: polling only).
+        self.webhook_url = webhook_url
         self._polling: dict[str, _Polling] = {}
+        self._polled_ids: dict[str, str] = {}  # provider job id -> handle, for webhooks
         self._next_poll_slot = 0.0  # the provider-wide poll budget, as a schedule
         self._held: set[str] = set()  # provider job ids this process already handed out
-        # What we sent per job id (without the image) and when: listings are matched on it.
-        self._sent: dict[str, tuple[dict[str, Any], datetime]] = {}
+        # One lookup at a time: two takes with the same input must not adopt the same job.
+        self._finding = asyncio.Lock()
 
-    def _remember(self, job_id: str, fields: dict[str, Any]) -> None:
-        now = datetime.now(UTC)
-        for old in [k for k, (_, when) in self._sent.items() if now - when > _REMEMBER_SENT]:
-            del self._sent[old]
-        self._sent[job_id] = (fields, now)
+    def sent_since(self, spec: RenderSpec) -> datetime:
+        """Return the earliest time a provider job for ``spec`` can have been created."""
+        if spec.submitted_after > 0:
+            return datetime.fromtimestamp(spec.submitted_after, UTC)
+        return datetime.now(UTC) - _LOOK_BACK
+
+    def _taken(self, spec: RenderSpec) -> set[str]:
+        """Return the provider job ids ``spec`` must not adopt (other takes hold them)."""
+        taken = set(self._held)
+        for handle in spec.taken:
+            try:
+                taken.add(self._job_id_of(handle))
+            except BackendError:
+                continue  # another backend's handle (a fallback preset)
+        return taken
 
     # --- what each protocol supplies ---------------------------------------------------
 
@@ -107,8 +122,12 @@ class ProviderBackend(ABC):
         """Send the submit; raise OutcomeUnknown when it may have created a job."""
 
     @abstractmethod
-    async def _lookup(self, job_id: str) -> str | None:
-        """Find the handle of our job ``job_id`` in the provider's listing, if it has one."""
+    async def _lookup(self, spec: RenderSpec, taken: set[str]) -> str | None:
+        """Find our job for ``spec`` in the provider's listing (not one in ``taken``).
+
+        Matched on the model's fields rebuilt from ``spec`` (never the image: the provider
+        may list it as an uploaded file's URL), so it works after a restart.
+        """
 
     @abstractmethod
     async def _status(self, handle: str, last: BackendStatus | None) -> BackendStatus:
@@ -129,61 +148,76 @@ class ProviderBackend(ABC):
         try:
             handle = await self._submit_once(spec)
         except OutcomeUnknown as exc:
-            handle = await self._settle(spec.job_id, exc)
+            found = await self._search(spec)
+            if found is None:
+                raise self._orphan(spec.job_id, exc) from exc
+            handle = found
+            log.warning("%s: submit for %s was lost (%s); adopted it", self.name, spec.job_id, exc)
         self._held.add(self._job_id_of(handle))
-        self._sent.pop(spec.job_id, None)
         return handle
 
-    async def _settle(self, job_id: str, cause: BackendError) -> str:
+    async def _search(self, spec: RenderSpec) -> str | None:
         """Look for the job a lost submit may have created, for a bounded time."""
+        if not self.capabilities.lookup:
+            return None
         give_up = time.monotonic() + self.settings.reconcile_seconds
-        while True:
-            try:
-                handle = await self._lookup(job_id)
-            except BackendError as exc:
-                if not exc.transient:
-                    raise
-                log.warning("%s: listing for %s failed (%s)", self.name, job_id, exc)
-                handle = None
-            if handle is not None:
-                log.warning("%s: submit for %s was lost (%s); adopted it", self.name, job_id, cause)
-                return handle
-            left = give_up - time.monotonic()
-            if left <= 0:
-                break
-            await asyncio.sleep(min(_RECONCILE_INTERVAL, left))
+        async with self._finding:
+            while True:
+                try:
+                    handle = await self._lookup(spec, self._taken(spec))
+                except BackendError as exc:
+                    if not exc.transient:
+                        raise
+                    log.warning("%s: listing for %s failed (%s)", self.name, spec.job_id, exc)
+                    handle = None
+                if handle is not None:
+                    self._held.add(self._job_id_of(handle))
+                    return handle
+                left = give_up - time.monotonic()
+                if left <= 0:
+                    return None
+                await asyncio.sleep(min(_RECONCILE_INTERVAL, left))
+
+    def _orphan(self, job_id: str, cause: BackendError) -> BackendError:
+        """Return the failure of a submit that may have made a job no listing shows."""
         # Never a second paid job: fail the take (the worker refunds) and name the orphan.
         log.error(
             "%s: possible orphan: submit for job %s (%s) may have created a %s job that "
             "no listing shows; not resubmitting",
             self.name, job_id, cause, self.provider,
         )  # fmt: skip
-        raise BackendError(
+        return BackendError(
             f"{self.provider}: submit outcome unknown ({cause}); possible orphan, not resubmitted",
             transient=False,
         )
 
-    async def find(self, job_id: str) -> str | None:
-        """Return the handle of a job submitted earlier under ``job_id``, if listed."""
-        handle = await self._lookup(job_id)
-        if handle is not None:
-            self._held.add(self._job_id_of(handle))
-            self._sent.pop(job_id, None)
-        return handle
+    async def find(self, spec: RenderSpec) -> str | None:
+        """Return the handle of a job submitted earlier for ``spec``, looking a bounded time.
+
+        ``spec`` may be rebuilt from the store after a restart: the listing is matched on
+        the model's fields it yields, from the take's first claim on.
+        """
+        return await self._search(spec)
 
     async def wait(self, handle: str, timeout: float) -> BackendStatus:
         """Poll until the job's state changes or ``timeout`` passes, backing off while idle."""
         give_up = time.monotonic() + timeout
-        polling = self._polling.setdefault(
-            handle, _Polling(interval=self.settings.poll_interval_seconds)
-        )
+        polling = self._polling.get(handle)
+        if polling is None:
+            polling = self._polling[handle] = _Polling(interval=self.settings.poll_interval_seconds)
+            self._polled_ids[self._job_id_of(handle)] = handle
         while True:
             now = time.monotonic()
             if polling.last is not None and now < polling.next_poll:
-                # Not due yet: the worker asks more often than a slow job deserves.
+                # Not due yet: the worker asks more often than a slow job deserves. A
+                # webhook (wake) makes it due at once.
                 if give_up <= now:
                     return polling.last
-                await asyncio.sleep(min(polling.next_poll, give_up) - now)
+                polling.woken.clear()
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(
+                        polling.woken.wait(), min(polling.next_poll, give_up) - now
+                    )
                 continue
             slot = max(now, self._next_poll_slot)
             if slot > give_up:
@@ -200,7 +234,7 @@ class ProviderBackend(ABC):
             except Malformed as exc:
                 polling.malformed += 1
                 if polling.malformed >= self.settings.malformed_polls:
-                    self._polling.pop(handle, None)
+                    self._forget(handle)
                     raise BackendError(
                         f"{self.provider}: {polling.malformed} malformed replies in a row ({exc})",
                         transient=False,
@@ -220,18 +254,37 @@ class ProviderBackend(ABC):
             polling.last = status
             polling.next_poll = time.monotonic() + polling.interval
             if status.is_final:
-                self._polling.pop(handle, None)
+                self._forget(handle)
                 return status
             if changed or time.monotonic() >= give_up:
                 return status
 
     async def cancel(self, handle: str) -> None:
         """Ask the provider to stop the job (best effort; finished jobs are not an error)."""
-        self._polling.pop(handle, None)
+        self._forget(handle)
         await self._cancel(handle)
 
     async def _cancel(self, handle: str) -> None:
         return None
+
+    def _forget(self, handle: str) -> None:
+        if self._polling.pop(handle, None) is not None:
+            self._polled_ids.pop(self._job_id_of(handle), None)
+
+    def wake(self, provider_job_id: str) -> bool:
+        """Poll this provider job at once (a verified webhook said it changed).
+
+        Only a poll is brought forward: the job's state still comes from the provider's
+        API, so a callback can never finish, fail or alter a job by itself. Returns whether
+        this backend is polling that job.
+        """
+        handle = self._polled_ids.get(provider_job_id)
+        polling = None if handle is None else self._polling.get(handle)
+        if polling is None:
+            return False
+        polling.next_poll = 0.0
+        polling.woken.set()
+        return True
 
     async def fetch(self, handle: str, dest: Path, max_bytes: int) -> None:
         """Download the finished video under the provider's host list and caps."""

@@ -81,6 +81,7 @@ class FalBackend(ProviderBackend):
         settings: FalSettings,
         client: httpx.AsyncClient | None = None,
         deadline_seconds: float = 900.0,
+        webhook_url: str = "",
     ) -> None:
         super().__init__(
             name=name,
@@ -90,6 +91,7 @@ class FalBackend(ProviderBackend):
             deadline_seconds=deadline_seconds,
             secret_setting="providers.fal.key",
             auth={"Authorization": f"Key {settings.key.get_secret_value()}"},
+            webhook_url=webhook_url,
         )
         self._queue = settings.queue_url.rstrip("/")
         self._api = settings.api_url.rstrip("/")
@@ -121,10 +123,11 @@ class FalBackend(ProviderBackend):
 
     async def _submit_once(self, spec: RenderSpec) -> str:
         fields = model_input(self.preset, spec)
-        self._remember(spec.job_id, fields)
         payload = {**fields, self.preset.image_field: data_uri(spec.image_jpeg)}
+        # fal calls the webhook when the request ends (fal_client's ``webhook_url``).
+        params = {"fal_webhook": self.webhook_url} if self.webhook_url else {}
         response = await self.http.request(
-            "POST", f"{self._queue}/{self.preset.model}", json=payload, safe=False
+            "POST", f"{self._queue}/{self.preset.model}", json=payload, params=params, safe=False
         )
         if response.status_code == 422:
             body = _body(response)
@@ -148,11 +151,9 @@ class FalBackend(ProviderBackend):
             # Accepted (2xx) but unreadable: the job exists, we just cannot name it.
             raise OutcomeUnknown(str(exc)) from exc
 
-    async def _lookup(self, job_id: str) -> str | None:
-        sent = self._sent.get(job_id)
-        if sent is None:
-            return None  # nothing to match on (e.g. after a restart)
-        fields, when = sent
+    async def _lookup(self, spec: RenderSpec, taken: set[str]) -> str | None:
+        fields = model_input(self.preset, spec)
+        when = self.sent_since(spec)
         params: dict[str, Any] = {
             "endpoint_id": self.preset.model,
             "expand": "payloads",
@@ -179,7 +180,7 @@ class FalBackend(ProviderBackend):
                 payload = item.get("json_input")
                 if (
                     isinstance(request_id, str)
-                    and request_id not in self._held
+                    and request_id not in taken
                     and isinstance(payload, dict)
                     and all(payload.get(k) == v for k, v in fields.items())
                 ):

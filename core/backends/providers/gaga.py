@@ -71,6 +71,7 @@ class GagaBackend(ProviderBackend):
         settings: GagaSettings,
         client: httpx.AsyncClient | None = None,
         deadline_seconds: float = 900.0,
+        webhook_url: str = "",
     ) -> None:
         super().__init__(
             name=name,
@@ -80,6 +81,7 @@ class GagaBackend(ProviderBackend):
             deadline_seconds=deadline_seconds,
             secret_setting="providers.gaga.key",
             auth={"Authorization": f"Bearer {settings.key.get_secret_value()}"},
+            webhook_url=webhook_url,
         )
         self._api = settings.api_url.rstrip("/")
 
@@ -141,7 +143,7 @@ class GagaBackend(ProviderBackend):
             raise OutcomeUnknown("gaga generations: no id in an accepted reply")
         return generation
 
-    async def _lookup(self, job_id: str) -> str | None:
+    async def _lookup(self, spec: RenderSpec, taken: set[str]) -> str | None:
         return None  # no listing has been observed
 
     async def _generation(self, handle: str) -> dict[str, Any] | None:

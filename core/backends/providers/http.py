@@ -167,6 +167,8 @@ class ProviderHttp:
                 raise OutcomeUnknown(f"{what}: HTTP {status} after sending")
             if status in (401, 403):
                 raise BackendError(
-                    f"{what}: HTTP {status} (check {self._secret_setting})", transient=False
+                    f"{what}: HTTP {status} (check {self._secret_setting})",
+                    transient=False,
+                    provider_refused=True,
                 )
             return response

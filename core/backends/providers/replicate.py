@@ -16,6 +16,7 @@ from __future__ import annotations
 import json
 import logging
 import re
+from datetime import datetime, timedelta
 from typing import Any
 
 import httpx
@@ -37,6 +38,7 @@ log = logging.getLogger(__name__)
 
 DATA_URI_LIMIT = 1_000_000  # Replicate takes data: URIs for files under 1 MB
 _LISTING_PAGES = 3
+_CLOCK_SKEW = timedelta(minutes=2)  # between our clock and Replicate's created_at
 # Replicate's moderation failures: "flagged as sensitive (E005)" and model-side wording.
 _REFUSAL = re.compile(r"\bE005\b|sensitive|content polic|safety|moderat|nsfw", re.IGNORECASE)
 _STATES = {
@@ -63,6 +65,7 @@ class ReplicateBackend(ProviderBackend):
         settings: ReplicateSettings,
         client: httpx.AsyncClient | None = None,
         deadline_seconds: float = 900.0,
+        webhook_url: str = "",
     ) -> None:
         super().__init__(
             name=name,
@@ -72,6 +75,7 @@ class ReplicateBackend(ProviderBackend):
             deadline_seconds=deadline_seconds,
             secret_setting="providers.replicate.token",
             auth={"Authorization": f"Bearer {settings.token.get_secret_value()}"},
+            webhook_url=webhook_url,
         )
         self._api = settings.api_url.rstrip("/")
 
@@ -132,11 +136,13 @@ class ReplicateBackend(ProviderBackend):
     async def _submit_once(self, spec: RenderSpec) -> str:
         fields = model_input(self.preset, spec)
         payload = {**fields, self.preset.image_field: await self._image(spec.image_jpeg)}
-        self._remember(spec.job_id, fields)
+        body: dict[str, Any] = {"input": payload}
+        if self.webhook_url:
+            body.update(webhook=self.webhook_url, webhook_events_filter=["completed"])
         response = await self.http.request(
             "POST",
             f"{self._api}/v1/models/{self.preset.model}/predictions",
-            json={"input": payload},
+            json=body,
             # Replicate stops the prediction itself at our deadline (aborted if not started).
             headers={"Cancel-After": f"{max(1, int(self.deadline_seconds))}s"},
             safe=False,
@@ -156,11 +162,9 @@ class ReplicateBackend(ProviderBackend):
         except Malformed as exc:
             raise OutcomeUnknown(str(exc)) from exc
 
-    async def _lookup(self, job_id: str) -> str | None:
-        sent = self._sent.get(job_id)
-        if sent is None:
-            return None
-        fields, _ = sent
+    async def _lookup(self, spec: RenderSpec, taken: set[str]) -> str | None:
+        fields = model_input(self.preset, spec)
+        since = self.sent_since(spec) - _CLOCK_SKEW
         url: str | None = f"{self._api}/v1/predictions"
         for _ in range(_LISTING_PAGES):
             if url is None or not same_origin(url, self._api):
@@ -176,8 +180,11 @@ class ReplicateBackend(ProviderBackend):
             if not isinstance(results, list):
                 raise Malformed("replicate listing: no results")
             for item in results:
-                if not isinstance(item, dict) or item.get("id") in self._held:
+                if not isinstance(item, dict) or item.get("id") in taken:
                     continue
+                created = _created_at(item)
+                if created is not None and created < since:
+                    return None  # newest first: everything further on is older still
                 model = item.get("model")
                 given = item.get("input")
                 if (
@@ -236,3 +243,15 @@ class ReplicateBackend(ProviderBackend):
             log.warning(
                 "replicate: cancel of %s answered HTTP %d", urls["id"], response.status_code
             )
+
+
+def _created_at(item: dict[str, Any]) -> datetime | None:
+    """Return a listed prediction's ``created_at``, if it is a readable ISO 8601 time."""
+    value = item.get("created_at")
+    if not isinstance(value, str):
+        return None
+    try:
+        created = datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError:
+        return None
+    return created if created.tzinfo is not None else None

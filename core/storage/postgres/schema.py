@@ -123,7 +123,9 @@ MIGRATIONS: tuple[str, ...] = (
         result_path text,
         charged integer NOT NULL DEFAULT 0,      -- credits to refund if it fails; 0 once refunded
         charge_period text,
-        delivery_unconfirmed boolean NOT NULL DEFAULT false
+        delivery_unconfirmed boolean NOT NULL DEFAULT false,
+        backend text,
+        retake_reason text
     );
     ALTER SEQUENCE job_seq OWNED BY jobs.seq;
     -- Claim order: an account's oldest claimable take (the walk over accounts_waiting

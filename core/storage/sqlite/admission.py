@@ -36,6 +36,7 @@ class NewRequest:
     address: DeliveryAddress
     takes: Sequence[NewTake]
     job_ids: Sequence[str]
+    run_backend: str | None = None  # whose recent run times answer the ETA
 
 
 @dataclass(frozen=True)
@@ -53,9 +54,12 @@ def next_ticket(db: sqlite3.Connection) -> int:
     return int(db.execute(sql.NEXT_TICKET).fetchone()[0])
 
 
-def recent_run_seconds(db: sqlite3.Connection, limit: int = 20) -> float | None:
-    """Return the mean start-to-finish time of recently finished jobs."""
-    row = db.execute(sql.RECENT_RUN_SECONDS, (limit,)).fetchone()
+def recent_run_seconds(
+    db: sqlite3.Connection, limit: int = 20, backend: str | None = None
+) -> float | None:
+    """Return the mean start-to-finish time of recently finished jobs (of one backend)."""
+    # Per backend when given: a hosted model takes minutes where the preview takes seconds.
+    row = db.execute(sql.RECENT_RUN_SECONDS, (backend, backend, limit)).fetchone()
     return None if row is None or row[0] is None else float(row[0])
 
 
@@ -164,7 +168,8 @@ def admit(
         ],
     )
     position = queue_position(db, account_id, account.queued + 1, ticket, used, limits.weight)
-    return Outcome(user_id, position, recent_run_seconds(db), credits)
+    run_seconds = recent_run_seconds(db, backend=request.run_backend)
+    return Outcome(user_id, position, run_seconds, credits)
 
 
 def queue_position(

@@ -62,6 +62,7 @@ class SqliteJobs:
         address: DeliveryAddress,
         takes: Sequence[NewTake],
         policy: AdmissionPolicy | None = None,
+        run_backend: str | None = None,
     ) -> Admitted:
         """Decide quotas on a snapshot, debit and insert a request with its takes, atomically.
 
@@ -73,7 +74,7 @@ class SqliteJobs:
         request = admission.NewRequest(
             id=new_id(), user=user, source_key=source_key, line=line, image_jpeg=image_jpeg,
             image_size=image_size, address=address, takes=takes,
-            job_ids=[new_id() for _ in takes],
+            job_ids=[new_id() for _ in takes], run_backend=run_backend,
         )  # fmt: skip
         rules = policy or AdmissionPolicy(now=now)
         out = await self._db.write(partial(admission.admit, request=request, rules=rules, now=now))
@@ -146,9 +147,16 @@ class SqliteJobs:
         row = await self._one(query, tuple(platforms))
         return int(row[0]) if row else 0
 
-    async def recent_run_seconds(self, limit: int = 20) -> float | None:
-        """Return the mean start-to-finish time of recently finished jobs."""
-        return await self._db.read(partial(admission.recent_run_seconds, limit=limit))
+    async def recent_run_seconds(self, limit: int = 20, backend: str | None = None) -> float | None:
+        """Return the mean start-to-finish time of recently finished jobs (of one backend)."""
+        return await self._db.read(
+            partial(admission.recent_run_seconds, limit=limit, backend=backend)
+        )
+
+    async def handles_since(self, since: float) -> set[str]:
+        """Return the provider handles stored for jobs touched since ``since``."""
+        rows = await self._db.read(lambda db: db.execute(sql.HANDLES_SINCE, (since,)).fetchall())
+        return {str(row[0]) for row in rows}
 
     async def next_wakeup(self, platforms: Sequence[str]) -> float | None:
         """Return when the earliest waiting job for these platforms becomes claimable."""

@@ -294,4 +294,11 @@ MIGRATIONS: tuple[str, ...] = (
     DROP TRIGGER jobs_count_gone;
     DROP TRIGGER jobs_refund;
     """,
+    # Hosted providers: the preset (or builtin backend) a take is on, for fallback across
+    # presets and per-preset run times; and why a finished take failed its check, once its
+    # free re-take was started (core/finishing.py).
+    """
+    ALTER TABLE jobs ADD COLUMN backend TEXT;
+    ALTER TABLE jobs ADD COLUMN retake_reason TEXT;
+    """,
 )

@@ -20,7 +20,8 @@ JOB_ROW = (
     "id", "request_id", "user_id", "take", "takes", "state", "line", "speech", "language",
     "seconds", "seed", "voice", "attempts", "handle", "created_at", "updated_at",
     "started_at", "finished_at", "error_key", "error_params", "error_detail", "result_path",
-    "resubmitted", "not_before", "deadline_at", "delivery_unconfirmed",
+    "resubmitted", "not_before", "deadline_at", "delivery_unconfirmed", "backend",
+    "retake_reason",
 )  # fmt: skip
 JOB_COLUMNS = ", ".join(f"j.{name}" for name in JOB_ROW) + ", r.address"
 _JOB_FROM = "FROM jobs j JOIN requests r ON r.id = j.request_id"
@@ -69,10 +70,13 @@ VALUES (?, ?, ?, ?, ?, ?, ?, ?, {QUEUED}, 0, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
 RECENT_RUN_SECONDS = f"""
 SELECT avg(finished_at - started_at) FROM (
     SELECT finished_at, started_at FROM jobs
-    WHERE state = {DONE} AND started_at IS NOT NULL ORDER BY finished_at DESC LIMIT ?)
+    WHERE state = {DONE} AND started_at IS NOT NULL AND (? IS NULL OR backend = ?)
+    ORDER BY finished_at DESC LIMIT ?)
 """
 
 USER_ID = "SELECT id FROM users WHERE platform = ? AND platform_user_id = ?"
+
+HANDLES_SINCE = "SELECT handle FROM jobs WHERE handle IS NOT NULL AND updated_at >= ?"
 
 # --- reading ------------------------------------------------------------------------------
 
