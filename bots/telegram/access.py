@@ -95,7 +95,7 @@ class AccessDesk:
             return render("access.pending", applicant.locale)
         for admin_id in self._settings.admin_ids:
             await self.offer(admin_id, request.account_id, applicant)
-        return render("tg.access_asked", applicant.locale)
+        return render("chat.access_asked", applicant.locale)
 
     async def offer(self, chat_id: int, account_id: int, applicant: Applicant) -> None:
         """Post an access request with Approve / Deny buttons to an admin's chat."""
@@ -126,7 +126,7 @@ class AccessDesk:
         """Approve or deny a waiting request (the caller checked the presser is an admin)."""
         ref = parse_access_ref(button.request_id)
         if ref is None:
-            await answer(query, render("tg.button_expired", locale))
+            await answer(query, render("chat.button_expired", locale))
             return
         account_id, chat_id, user_locale = ref
         approved = button.action == "approve"
@@ -135,14 +135,14 @@ class AccessDesk:
         async with self._deciding:
             waiting = {pending[0] for pending in await accounts.pending()}
             if account_id not in waiting:
-                await answer(query, render("tg.access_already", locale))
+                await answer(query, render("chat.access_already", locale))
                 return
             if approved:
                 await accounts.approve(account_id, actor=actor)
             else:
                 await accounts.deny(account_id, actor=actor)
         await answer(
-            query, render("tg.access_approved" if approved else "tg.access_denied", locale)
+            query, render("chat.access_approved" if approved else "chat.access_denied", locale)
         )
         message = query.message
         if isinstance(message, Message):
@@ -154,7 +154,7 @@ class AccessDesk:
                 )
             except TelegramError as exc:
                 log.info("could not mark the access request decided: %s", exc)
-        outcome = "access.approved" if approved else "tg.access_user_denied"
+        outcome = "access.approved" if approved else "chat.access_user_denied"
         try:
             await self._bot.send_message(int(chat_id), render(outcome, user_locale))
         except TelegramError as exc:

@@ -60,7 +60,7 @@ class Buttons:
         locale = user_locale(chosen, query.from_user)
         button = await self._chatstate.button(PLATFORM, query.data or "")
         if button is None:
-            await answer(query, render("tg.button_expired", locale))
+            await answer(query, render("chat.button_expired", locale))
             return
         presser = str(query.from_user.id)
         admin = query.from_user.id in self._settings.admin_ids
@@ -69,7 +69,7 @@ class Buttons:
             if admin:
                 await self._access.decide(query, button, locale)
             else:
-                await answer(query, render("tg.admin_only", locale), alert=True)
+                await answer(query, render("chat.admin_only", locale), alert=True)
             return
         if presser != button.owner and not admin:
             # Someone else's buttons do nothing; the alert is shown to the presser only.
@@ -82,7 +82,7 @@ class Buttons:
         elif button.action in ("retake", "switch") and button.job_id is not None:
             await self._retake(query, button.job_id, button.action, button.owner, locale)
         else:
-            await answer(query, render("tg.button_expired", locale))
+            await answer(query, render("chat.button_expired", locale))
 
     async def _cancel(
         self, query: CallbackQuery, request_id: str, admin: bool, locale: str
@@ -98,7 +98,7 @@ class Buttons:
             except RequestRejected as exc:
                 log.info("cancel of %s refused: %s", job.id, exc.key)
         text = (
-            render("tg.canceled", locale, count=canceled)
+            render("chat.canceled", locale, count=canceled)
             if canceled
             else render("request.not_cancelable", locale)
         )
@@ -116,7 +116,7 @@ class Buttons:
         # Reply to the request so that a selective ForceReply targets its sender.
         await self._bot.send_message(
             int(address.chat_id),
-            render("tg.new_line_prompt", locale),
+            render("chat.new_line_prompt", locale),
             reply_parameters=reply_to(address.reply_to),
             message_thread_id=None if address.thread_id is None else int(address.thread_id),
             reply_markup=ForceReply(selective=True),
@@ -127,7 +127,7 @@ class Buttons:
     ) -> None:
         base = await self._store.job(job_id)
         if base is None:
-            await answer(query, render("tg.button_expired", locale))
+            await answer(query, render("chat.button_expired", locale))
             return
         key = f"{PLATFORM}:cb:{query.id}"
         old = base.address
@@ -146,7 +146,7 @@ class Buttons:
             text = await self._refusal(exc, locale, None)
             await answer(query, text, alert=text is not None)
             return
-        await answer(query, render("tg.retake_started", locale))
+        await answer(query, render("chat.retake_started", locale))
         # Another take of the same line: it keeps that line's status message (no second
         # "Got it!") and numbers itself after the takes before it.
         _, before = take_numbers(base)

@@ -30,7 +30,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-# The command menu, in order; each has a description key tg.cmd.<name>.
+# The command menu, in order; each has a description key chat.cmd.<name>.
 MENU = ("gen", "help", "quota", "cancel", "history", "lang", "link", "start")
 # Commands that only make sense beside another chat platform.
 NEEDS_PEERS = frozenset({"link"})
@@ -51,7 +51,7 @@ _LANGUAGE_NAMES = {
 async def set_command_menus(bot: Bot, peers: Sequence[str] = ()) -> None:
     """Register the command menu in English (default) and Simplified Chinese."""
     for locale in LOCALES:
-        commands = [BotCommand(name, render(f"tg.cmd.{name}", locale)) for name in menu(peers)]
+        commands = [BotCommand(name, render(f"chat.cmd.{name}", locale)) for name in menu(peers)]
         # No language_code: the default list, shown to users of any other language.
         code = None if locale == "en" else locale
         try:
@@ -95,7 +95,7 @@ class Commands:
 
     async def _c_start(self, message: Message, args: str, locale: str, reply: ReplyOnce) -> None:
         assert message.from_user is not None
-        text = render("tg.start", locale)
+        text = render("chat.start", locale)
         if self._access.required:
             # A newcomer asks for access by starting the bot, not by a first refused request.
             asked = await self._access.ask(applicant_of(message.from_user, message.chat_id, locale))
@@ -105,21 +105,21 @@ class Commands:
     async def _c_access(self, message: Message, args: str, locale: str, reply: ReplyOnce) -> None:
         assert message.from_user is not None
         if not self._access.required:
-            await reply.send(render("tg.access_open", locale))
+            await reply.send(render("chat.access_open", locale))
             return
         asked = await self._access.ask(applicant_of(message.from_user, message.chat_id, locale))
-        await reply.send(asked or render("tg.access_open", locale))
+        await reply.send(asked or render("chat.access_open", locale))
 
     async def _c_pending(self, message: Message, args: str, locale: str, reply: ReplyOnce) -> None:
         assert message.from_user is not None
         if message.from_user.id not in self._settings.admin_ids:
-            await reply.send(render("tg.admin_only", locale))
+            await reply.send(render("chat.admin_only", locale))
             return
         waiting = [p for p in await self._service.accounts.pending() if p[1] == PLATFORM]
         if not waiting:
-            await reply.send(render("tg.pending_none", locale))
+            await reply.send(render("chat.pending_none", locale))
             return
-        await reply.send(render("tg.pending_count", locale, count=len(waiting)))
+        await reply.send(render("chat.pending_count", locale, count=len(waiting)))
         for account_id, _, user_id, name in waiting:
             chosen = await self._chatstate.locale(PLATFORM, user_id)
             # Where they asked is not stored: the outcome goes to their private chat.
@@ -127,26 +127,26 @@ class Commands:
             await self._access.offer(message.chat_id, account_id, applicant)
 
     async def _c_help(self, message: Message, args: str, locale: str, reply: ReplyOnce) -> None:
-        text = render("tg.help", locale, max_takes=self._prompts.max_takes)
+        text = render("chat.help", locale, max_takes=self._prompts.max_takes)
         if self._peers:
             names = ", ".join(peer.capitalize() for peer in self._peers)
-            text = f"{text}\n" + render("tg.help_link", locale, platforms=names)
+            text = f"{text}\n" + render("chat.help_link", locale, platforms=names)
         await reply.send(text)
 
     async def _c_lang(self, message: Message, args: str, locale: str, reply: ReplyOnce) -> None:
         assert message.from_user is not None
         chosen = _LANGUAGE_NAMES.get(args.strip().lower())
         if chosen is None:
-            await reply.send(render("tg.lang_usage", locale))
+            await reply.send(render("chat.lang_usage", locale))
             return
         await self._chatstate.set_locale(PLATFORM, str(message.from_user.id), chosen)
-        await reply.send(render("tg.lang_set", chosen))
+        await reply.send(render("chat.lang_set", chosen))
 
     async def _c_cancel(self, message: Message, args: str, locale: str, reply: ReplyOnce) -> None:
         assert message.from_user is not None
         user = user_ref(message.from_user, locale)
         canceled = await self._service.cancel_waiting(user, str(message.chat_id))
-        key = "tg.canceled" if canceled else "tg.nothing_to_cancel"
+        key = "chat.canceled" if canceled else "chat.nothing_to_cancel"
         await reply.send(render(key, locale, count=canceled))
 
     async def _c_history(self, message: Message, args: str, locale: str, reply: ReplyOnce) -> None:
@@ -155,7 +155,7 @@ class Commands:
             PLATFORM, str(message.from_user.id), self._settings.history_size
         )
         if not items:
-            await reply.send(render("tg.history_empty", locale))
+            await reply.send(render("chat.history_empty", locale))
             return
         # Re-sent by Telegram's file id: nothing is uploaded again.
         thread = thread_of(message)
@@ -206,7 +206,7 @@ class Commands:
         """Run an admin action on a user named by id, or by replying to their message."""
         assert message.from_user is not None
         if message.from_user.id not in self._settings.admin_ids:
-            await reply.send(render("tg.admin_only", locale))
+            await reply.send(render("chat.admin_only", locale))
             return
         words = args.split()
         replied = message.reply_to_message
@@ -215,7 +215,7 @@ class Commands:
         elif words and words[0].isdigit():
             target = words.pop(0)
         else:
-            await reply.send(render("tg.admin_usage", locale))
+            await reply.send(render("chat.admin_usage", locale))
             return
         accounts = self._service.accounts
         user = UserRef(PLATFORM, target)
@@ -226,20 +226,20 @@ class Commands:
             return
         if action == "grant":
             if not words or not words[0].isdigit():
-                await reply.send(render("tg.admin_usage", locale))
+                await reply.send(render("chat.admin_usage", locale))
                 return
             await accounts.grant(account, int(words[0]), actor=actor)
         elif action == "ban":
             await accounts.ban(account, actor=actor, reason=" ".join(words))
         else:
             await accounts.unban(account, actor=actor)
-        await reply.send(render("tg.admin_done", locale, action=action, user_id=target))
+        await reply.send(render("chat.admin_done", locale, action=action, user_id=target))
 
     async def _c_stats(self, message: Message, args: str, locale: str, reply: ReplyOnce) -> None:
         assert message.from_user is not None
         if message.from_user.id not in self._settings.admin_ids:
-            await reply.send(render("tg.admin_only", locale))
+            await reply.send(render("chat.admin_only", locale))
             return
         counts = await self._store.count_by_state()
         summary = stats_summary({state.value: count for state, count in counts.items()})
-        await reply.send(render("tg.stats", locale, summary=summary))
+        await reply.send(render("chat.stats", locale, summary=summary))

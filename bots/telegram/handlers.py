@@ -163,14 +163,14 @@ class Handlers:
                     PLATFORM, chat, user_id, self._d.settings.photo_memory_seconds
                 )
                 if remembered is None:
-                    await reply.send(render("tg.need_photo", locale))
+                    await reply.send(render("chat.need_photo", locale))
                     return
             if intent.line is None:
                 prompt = ForceReply(
                     selective=True,
-                    input_field_placeholder=render("tg.ask_line_placeholder", locale)[:64],
+                    input_field_placeholder=render("chat.ask_line_placeholder", locale)[:64],
                 )
-                await reply.send(render("tg.ask_line", locale), markup=prompt)
+                await reply.send(render("chat.ask_line", locale), markup=prompt)
                 return
             # The cheap checks come before any answer: a refused request costs its refusal
             # alone, and nothing at all once the user was warned about a flood.
@@ -183,7 +183,7 @@ class Handlers:
                 return
             # A 403 here ends the handler before admission: nothing is stored or charged.
             ack_id = await reply.send(
-                render("tg.ack_album" if intent.album else "tg.ack", locale), quote=True
+                render("chat.ack_album" if intent.album else "chat.ack", locale), quote=True
             )
         address = address_for(message, user_id=user_id, locale=locale, status_message_id=ack_id)
         await self._admit(
@@ -238,7 +238,7 @@ class Handlers:
             return None
         except TelegramError as exc:
             log.warning("could not fetch the photo for %s: %s", key, exc)
-            await self._refuse(address, render("tg.fetch_failed", locale), ack_id)
+            await self._refuse(address, render("chat.fetch_failed", locale), ack_id)
             return None
         for index, job in enumerate(admission.jobs):
             position = (
@@ -314,4 +314,4 @@ class Handlers:
                 return
             locale = user_locale(None, update.effective_user)
             with contextlib.suppress(TelegramError):
-                await update.effective_message.reply_text(render("tg.internal_error", locale))
+                await update.effective_message.reply_text(render("chat.internal_error", locale))
