@@ -249,6 +249,15 @@ def set_account(db: sqlite3.Connection, account_id: int, **columns: object) -> N
     db.execute(f"UPDATE accounts SET {assignments} WHERE id = ?", (*columns.values(), account_id))
 
 
+def decide_access(db: sqlite3.Connection, account_id: int, access: str) -> bool:
+    """Set a pending account's access; return False when it was not (or no longer) pending."""
+    # Conditional on 'pending': of two admins deciding at once, only the first one counts.
+    cursor = db.execute(
+        "UPDATE accounts SET access = ? WHERE id = ? AND access = 'pending'", (access, account_id)
+    )
+    return cursor.rowcount > 0
+
+
 def cancel_waiting(db: sqlite3.Connection, account_id: int, key: str, now: float) -> list[str]:
     """Cancel an account's waiting takes (the refund trigger pays them back)."""
     rows = db.execute(

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from dataclasses import dataclass
 
@@ -69,8 +68,6 @@ class AccessDesk:
         self._service = service
         self._chatstate = chatstate
         self._settings = settings
-        # Two admins pressing at once: the first decides, the second hears "already decided".
-        self._deciding = asyncio.Lock()
 
     @property
     def required(self) -> bool:
@@ -132,15 +129,9 @@ class AccessDesk:
         approved = button.action == "approve"
         actor = f"{PLATFORM}:{query.from_user.id}"
         accounts = self._service.accounts
-        async with self._deciding:
-            waiting = {pending[0] for pending in await accounts.pending()}
-            if account_id not in waiting:
-                await answer(query, render("chat.access_already", locale))
-                return
-            if approved:
-                await accounts.approve(account_id, actor=actor)
-            else:
-                await accounts.deny(account_id, actor=actor)
+        if not await accounts.decide_access(account_id, approve=approved, actor=actor):
+            await answer(query, render("chat.access_already", locale))
+            return
         await answer(
             query, render("chat.access_approved" if approved else "chat.access_denied", locale)
         )
