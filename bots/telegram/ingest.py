@@ -111,10 +111,10 @@ class Ingest:
         """Return the first answer already sent for an update (set on replays)."""
         return self._first_replies.get(key)
 
-    async def record_first_reply(self, key: str, message_id: int) -> None:
+    async def record_first_reply(self, key: str, message_id: str) -> None:
         """Remember the first answer, so a replay after a crash does not send it again."""
-        self._first_replies[key] = str(message_id)
-        await self._chatstate.inbox_first_reply(PLATFORM, key, str(message_id))
+        self._first_replies[key] = message_id
+        await self._chatstate.inbox_first_reply(PLATFORM, key, message_id)
 
     def failed(self, update: Update) -> bool:
         """Record that handling an update failed; return whether it will be tried again.

@@ -1,4 +1,7 @@
-"""Pure translation of core events and results into Telegram texts and button layouts."""
+"""Pure translation of core events and results into chat texts and button layouts.
+
+Platform limits (message and caption length) are passed in by the caller.
+"""
 
 from __future__ import annotations
 
@@ -7,9 +10,6 @@ from dataclasses import dataclass
 
 from core.i18n import render
 from core.models import EventKind, Job, JobEvent
-
-CAPTION_LIMIT = 1024  # characters in a media caption
-TEXT_LIMIT = 4096  # characters in a message
 
 
 @dataclass(frozen=True)
@@ -94,7 +94,7 @@ def queued_line(position: int | None, eta: float | None, locale: str | None) -> 
     return render(key, locale, eta=format_eta(eta, locale))
 
 
-def status_text(lines: dict[int, str], takes: int, locale: str | None) -> str:
+def status_text(lines: dict[int, str], takes: int, locale: str | None, limit: int) -> str:
     """Join the takes' lines into the status message text."""
     if takes <= 1:
         text = lines.get(1) or next(iter(lines.values()), "…")
@@ -103,7 +103,7 @@ def status_text(lines: dict[int, str], takes: int, locale: str | None) -> str:
             render("chat.take_line", locale, take=take, takes=takes, text=lines.get(take, "…"))
             for take in range(1, takes + 1)
         )
-    return clip(text, TEXT_LIMIT)
+    return clip(text, limit)
 
 
 def clip(text: str, limit: int) -> str:
@@ -111,25 +111,25 @@ def clip(text: str, limit: int) -> str:
     return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
-def caption(job: Job, locale: str | None) -> str:
+def caption(job: Job, locale: str | None, limit: int) -> str:
     """Return the caption of a result video: the line, its length and which take it is."""
     take, takes = take_numbers(job)
     tail = render("chat.caption", locale, line="", seconds=job.seconds, take=take, takes=takes)
-    room = CAPTION_LIMIT - len(tail)
+    room = limit - len(tail)
     return render(
         "chat.caption", locale, line=clip(job.line, room), seconds=job.seconds, take=take,
         takes=takes,
     )  # fmt: skip
 
 
-def album_captions(jobs: list[Job], locale: str | None) -> list[str | None]:
+def album_captions(jobs: list[Job], locale: str | None, limit: int) -> list[str | None]:
     """Return the captions of an album of takes: the first item speaks for all of them."""
     first = jobs[0]
     tail = render("chat.album_caption", locale, line="", seconds=first.seconds, count=len(jobs))
     text = render(
         "chat.album_caption",
         locale,
-        line=clip(first.line, CAPTION_LIMIT - len(tail)),
+        line=clip(first.line, limit - len(tail)),
         seconds=first.seconds,
         count=len(jobs),
     )
@@ -170,10 +170,12 @@ def access_buttons(locale: str | None) -> list[ButtonSpec]:
     ]
 
 
-def access_decided_text(request: str, approved: bool, admin: str, locale: str | None) -> str:
+def access_decided_text(
+    request: str, approved: bool, admin: str, locale: str | None, limit: int
+) -> str:
     """Return an access request's message once decided: the request, the outcome and by whom."""
     key = "chat.access_approved_by" if approved else "chat.access_denied_by"
-    return clip(render(key, locale, request=request, admin=admin), TEXT_LIMIT)
+    return clip(render(key, locale, request=request, admin=admin), limit)
 
 
 def stats_summary(counts: dict[str, int]) -> str:
