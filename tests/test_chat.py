@@ -19,6 +19,7 @@ import pytest
 from bots.chat.commands import ChatOptions
 from bots.chat.conversation import Conversation
 from bots.chat.delivery import ChatNotifier
+from bots.chat.inbox import Inbox
 from bots.chat.intents import Command, Generate, Person, Press, Said
 from bots.chat.platform import (
     AskReply,
@@ -149,7 +150,7 @@ class Recorder:
 
 
 @dataclass
-class Inbox:
+class Replies:
     """First replies kept in memory (the adapters keep them in the inbox table)."""
 
     replies: dict[str, str] = field(default_factory=dict)
@@ -169,7 +170,7 @@ class Chat:
     platform: Recorder
     board: StatusBoard
     conversation: Conversation
-    inbox: Inbox
+    inbox: Replies
     chatstate: ChatState
 
     async def say(self, person: Person, intent: Generate | Command, message_id: int = 1) -> Said:
@@ -191,7 +192,7 @@ async def chat(tmp_path: Path, **quotas: Any) -> AsyncIterator[Chat]:
         board = StatusBoard(
             platform, runtime.store, chatstate, private_interval=0.01, group_interval=0.01
         )
-        inbox = Inbox()
+        inbox = Replies()
         options = ChatOptions(
             admins=frozenset({ROOT.user_id}),
             photo_memory_seconds=3600,
@@ -441,3 +442,37 @@ async def test_a_deleted_status_message_is_posted_again(tmp_path: Path) -> None:
 async def _until(condition: Any) -> None:
     while not condition():
         await asyncio.sleep(0.01)
+
+
+async def test_the_inbox_handles_an_event_once_and_replays_what_was_cut_off(
+    tmp_path: Path,
+) -> None:
+    async with chat(tmp_path) as c:
+        handled: list[str] = []
+        release = asyncio.Event()
+
+        async def handle(event: str) -> None:
+            handled.append(event)
+            if event == "slow":
+                await release.wait()
+
+        def inbox() -> Inbox[str]:
+            return Inbox(
+                "test", c.chatstate, keyer=lambda e: None if e == "chatter" else e,
+                encode=str, decode=str, handle=handle, keep_handled_seconds=3600,
+            )  # fmt: skip
+
+        first = inbox()
+        await first.accept(["a", "chatter", "slow"])
+        await first.record_first_reply("slow", "77")
+        await asyncio.wait_for(_until(lambda: len(handled) == 2), 5)
+        await first.accept(["a"])  # redelivered by the platform
+        await first.drain(0.05)  # shutting down: "slow" is cut off
+        assert sorted(handled) == ["a", "slow"]
+        second = inbox()  # the next start
+        release.set()
+        assert await second.replay() == 1
+        await second.drain(5)
+        assert handled[-1] == "slow" and handled.count("a") == 1
+        [entry] = [e for e in [await c.chatstate.inbox_entry("test", "slow")] if e]
+        assert entry.first_reply == "77"  # a replay does not send the first answer again
