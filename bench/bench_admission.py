@@ -31,7 +31,7 @@ from core.models import DeliveryAddress, UserRef, VideoRequest
 from core.notify import NotifierRouter
 from core.prompts import parse_line
 from core.service import Service
-from core.store import Store
+from core.storage.sqlite import open_sqlite
 
 TARGET_PER_SECOND = 2000.0
 TARGET_OVERHEAD = 0.20
@@ -54,10 +54,10 @@ async def run(
 ) -> float:
     """Admit ``admissions`` requests from ``users`` users; return admissions per second."""
     with tempfile.TemporaryDirectory() as tmp:
-        store = await Store.open(Path(tmp) / "bench.sqlite3")
+        storage = await open_sqlite(Path(tmp) / "bench.sqlite3")
         prompts = PromptSettings()
         service = Service(
-            store=store,
+            storage=storage,
             notifier=NotifierRouter({}),
             images=ImageSettings(),
             prompts=prompts,
@@ -84,7 +84,7 @@ async def run(
         started = time.perf_counter()
         await asyncio.gather(*(client() for _ in range(concurrency)))
         elapsed = time.perf_counter() - started
-        await store.close()
+        await storage.close()
     return admissions / elapsed
 
 

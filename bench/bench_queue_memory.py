@@ -20,7 +20,8 @@ from core.models import DeliveryAddress, JobState, UserRef, VideoRequest
 from core.notify import NotifierRouter
 from core.prompts import ParsedLine, parse_line
 from core.service import Service
-from core.store import Store
+from core.storage import JobStore
+from core.storage.sqlite import open_sqlite
 from core.worker import Worker
 
 
@@ -29,13 +30,13 @@ async def main(jobs: int) -> None:
     image = prepared_jpeg()
     parsed = parse_line('She says: "We are even now."', settings.prompts)
     with tempfile.TemporaryDirectory() as tmp:
-        store = await Store.open(Path(tmp) / "bench.sqlite3")
+        storage = await open_sqlite(Path(tmp) / "bench.sqlite3")
         router = NotifierRouter({"bench": CountingAdapter()})
         # No free slot: everything admitted stays queued, as during a long outage.
         backend = SimulatedBackend(slots=1, latency=3600, video=tiny_mp4())
         # Quotas would refuse a queue this long ("busy"); this measures the queue itself.
         service = Service(
-            store=store,
+            storage=storage,
             notifier=router,
             images=settings.images,
             prompts=settings.prompts,
@@ -43,7 +44,7 @@ async def main(jobs: int) -> None:
             slots=1,
         )
         worker = Worker(
-            store=store,
+            store=storage.jobs,
             backend=backend,
             notifier=router,
             settings=settings.worker,
@@ -53,19 +54,19 @@ async def main(jobs: int) -> None:
         service.set_wake(worker.wake)
         running = asyncio.create_task(worker.run())
         try:
-            before, after, counts = await fill(service, store, jobs, parsed, image)
+            before, after, counts = await fill(service, storage.jobs, jobs, parsed, image)
         finally:
             await worker.stop()
             running.cancel()
             await asyncio.gather(running, return_exceptions=True)
-            await store.close()
+            await storage.close()
     print(f"jobs admitted: {jobs}, states: { {k.value: v for k, v in counts.items()} }")
     print(f"RSS before {before:.1f} MB, after {after:.1f} MB")
     print(f"extra RSS with {jobs} queued jobs: {after - before:.1f} MB (target <= 50 MB)")
 
 
 async def fill(
-    service: Service, store: Store, jobs: int, parsed: ParsedLine, image: bytes
+    service: Service, store: JobStore, jobs: int, parsed: ParsedLine, image: bytes
 ) -> tuple[float, float, dict[JobState, int]]:
     """Admit ``jobs`` requests and return RSS before and after, and the job counts."""
     await asyncio.sleep(0.2)

@@ -19,13 +19,15 @@ from bench.common import CountingAdapter, SimulatedBackend, prepared_jpeg, tiny_
 from config.settings import WorkerSettings
 from core.models import DeliveryAddress, JobState, UserRef
 from core.notify import NotifierRouter
-from core.store import NewTake, Store
+from core.storage.sqlite import open_sqlite
+from core.storage.types import NewTake
 from core.worker import Worker
 
 
 async def main(jobs: int, slots: int, latency: float) -> None:
     with tempfile.TemporaryDirectory() as tmp:
-        store = await Store.open(Path(tmp) / "bench.sqlite3")
+        storage = await open_sqlite(Path(tmp) / "bench.sqlite3")
+        store = storage.jobs
         image = prepared_jpeg()
         take = NewTake("line", "line", "en", 5, 1, None)
         for index in range(jobs):
@@ -52,7 +54,7 @@ async def main(jobs: int, slots: int, latency: float) -> None:
         await worker.run_until_idle()
         makespan = time.perf_counter() - started
         done = (await store.count_by_state()).get(JobState.DONE, 0)
-        await store.close()
+        await storage.close()
     ideal = jobs / slots * latency
     print(
         f"jobs={jobs} slots={slots} latency={latency:.3f}s done={done} peak_running={backend.peak}"

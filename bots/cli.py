@@ -156,10 +156,10 @@ async def _follow(
 async def _resume(settings: Settings, console: Console) -> int:
     files = FileNotifier()
     async with open_runtime(settings, {"cli": files}) as runtime:
-        pending = await runtime.store.count_unfinished(("cli",))
+        pending = await runtime.storage.jobs.count_unfinished(("cli",))
         console.print(f"Resuming {pending} unfinished local job(s)…")
         await runtime.worker.run_until_idle()
-        counts = await runtime.store.count_by_state()
+        counts = await runtime.storage.jobs.count_by_state()
     console.print(", ".join(f"{state.value}: {n}" for state, n in sorted(counts.items())))
     return EXIT_OK
 
@@ -290,6 +290,7 @@ def _secrets(settings: Settings) -> list[str]:
         settings.providers.fal.key.get_secret_value(),
         settings.providers.replicate.key.get_secret_value(),
         settings.providers.gaga.key.get_secret_value(),
+        *settings.store.secrets,  # the PostgreSQL URL and its password
         *adapter_secrets(settings),
     ]
 

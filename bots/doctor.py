@@ -13,7 +13,7 @@ from config.settings import Settings
 from core.backends.preview.fonts import find_font
 from core.backends.preview.tts import synthesize
 from core.errors import ActorbotError
-from core.store import Store
+from core.storage import open_storage
 
 Check = Callable[[Settings], Awaitable[str]]
 
@@ -54,11 +54,8 @@ async def _codecs(settings: Settings) -> str:
 
 
 async def _store(settings: Settings) -> str:
-    store = await Store.open(settings.store_path)
-    try:
-        counts = await store.count_by_state()
-    finally:
-        await store.close()
+    async with await open_storage(settings) as storage:
+        counts = await storage.jobs.count_by_state()
     summary = ", ".join(f"{state.value}: {n}" for state, n in sorted(counts.items())) or "empty"
     return f"{settings.store_path} ({summary})"
 

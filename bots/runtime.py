@@ -12,7 +12,7 @@ from core.failpoints import Failpoints
 from core.notify import Notifier, NotifierRouter
 from core.retention import Retention
 from core.service import Service
-from core.store import Store
+from core.storage import Storage, open_storage
 from core.worker import Worker
 
 # Until the store has measured real runs, the preview renderer is quick and providers slow.
@@ -26,7 +26,7 @@ class Runtime:
     """Everything one process runs, built once and closed together."""
 
     settings: Settings
-    store: Store
+    storage: Storage
     backend: VideoBackend
     router: NotifierRouter
     service: Service
@@ -38,14 +38,14 @@ async def open_runtime(
     settings: Settings, notifiers: Mapping[str, Notifier]
 ) -> AsyncIterator[Runtime]:
     """Open the store and backend, wire the worker and service, and close them on exit."""
-    store = await Store.open(settings.store_path)
+    storage = await open_storage(settings)
     try:
         backend = create_backend(settings)
         try:
             router = NotifierRouter(notifiers)
             failpoints = Failpoints(settings.debug.failpoints)
             service = Service(
-                store=store,
+                storage=storage,
                 notifier=router,
                 images=settings.images,
                 prompts=settings.prompts,
@@ -55,7 +55,7 @@ async def open_runtime(
                 quotas=settings.quotas,
             )
             worker = Worker(
-                store=store,
+                store=storage.jobs,
                 backend=backend,
                 notifier=router,
                 settings=settings.worker,
@@ -64,14 +64,14 @@ async def open_runtime(
                 eta=service.eta_for,
                 # Where per-job files live: results, preview renders, upload re-encodes.
                 retention=Retention(
-                    store=store,
+                    store=storage.jobs,
                     settings=settings.retention,
                     work_dirs=[settings.data_dir / name for name in _WORK_DIRS],
                 ),
             )
             service.set_wake(worker.wake)
-            yield Runtime(settings, store, backend, router, service, worker)
+            yield Runtime(settings, storage, backend, router, service, worker)
         finally:
             await backend.aclose()
     finally:
-        await store.close()
+        await storage.close()

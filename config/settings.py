@@ -6,7 +6,7 @@ import os
 import re
 from pathlib import Path
 from typing import Annotated, Any, Literal, Self
-from urllib.parse import urlsplit
+from urllib.parse import unquote, urlsplit
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import (
@@ -47,10 +47,36 @@ def _http_url(value: str) -> str:
 HttpUrlText = Annotated[str, AfterValidator(_http_url)]
 
 
-class StoreSettings(BaseModel):
-    """Where the SQLite database lives."""
+def _store_url(value: SecretStr) -> SecretStr:
+    """Accept an empty URL (SQLite) or a PostgreSQL one; the message never shows the value."""
+    url = value.get_secret_value()
+    if url:
+        parts = urlsplit(url)
+        if parts.scheme not in ("postgresql", "postgres") or not parts.netloc:
+            raise ValueError(
+                "must be empty (SQLite under data_dir) or a postgresql:// URL with a host"
+            )
+    return value
 
-    path: str = ""
+
+class StoreSettings(BaseModel):
+    """Where the database lives: a SQLite file (the default) or a PostgreSQL server."""
+
+    path: str = ""  # SQLite file; empty: <data_dir>/actorbot.sqlite3
+    # postgresql://user:password@host:port/db selects PostgreSQL; a secret (the password).
+    url: Annotated[SecretStr, AfterValidator(_store_url)] = SecretStr("")
+
+    @property
+    def engine(self) -> Literal["sqlite", "postgresql"]:
+        """Return which engine the settings select."""
+        return "postgresql" if self.url.get_secret_value() else "sqlite"
+
+    @property
+    def secrets(self) -> list[str]:
+        """Return what no log may show: the URL and its password, as written and decoded."""
+        url = self.url.get_secret_value()
+        password = urlsplit(url).password if url else None
+        return [url, password, unquote(password)] if password else [url] if url else []
 
 
 class ImageSettings(BaseModel):
@@ -362,6 +388,8 @@ class Settings(BaseSettings):
     def _features_have_their_settings(self) -> Self:
         """Refuse at start-up a configured feature that lacks a setting it needs."""
         problems = []
+        if self.store.engine == "postgresql" and self.store.path:
+            problems.append("store.path: SQLite only; leave it empty when store.url is set")
         if self.backend == "jobapi" and not self.jobapi.url:
             problems.append('jobapi.url: required when backend = "jobapi"')
         telegram = self.telegram

@@ -22,7 +22,7 @@ from core.failpoints import Failpoints
 from core.media import probe_video
 from core.models import EventKind, Job, JobEvent, JobState
 from core.notify import NotifierRouter
-from core.store import Store
+from core.storage import JobStore
 from core.transitions import Transitions
 
 log = logging.getLogger(__name__)
@@ -45,7 +45,7 @@ class Finisher:
     def __init__(
         self,
         *,
-        store: Store,
+        store: JobStore,
         backend: VideoBackend,
         notifier: NotifierRouter,
         settings: WorkerSettings,

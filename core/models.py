@@ -29,6 +29,37 @@ TERMINAL_STATES = frozenset({JobState.DONE, JobState.FAILED, JobState.CANCELED})
 ACTIVE_STATES = frozenset(
     {JobState.SUBMITTING, JobState.RUNNING, JobState.DOWNLOADING, JobState.DELIVERING}
 )
+# At the backend: these count against a user's in-flight cap.
+IN_FLIGHT_STATES = frozenset({JobState.SUBMITTING, JobState.RUNNING})
+
+
+@dataclass(frozen=True)
+class Account:
+    """One person (possibly with several platform identities) as the quotas see them."""
+
+    id: int
+    role: str
+    access: str  # none | pending | allowed | denied
+    banned_until: float | None  # None: not banned
+    ban_reason: str | None
+    queued: int  # takes waiting
+    in_flight: int  # takes at the backend (submitting or running)
+    ticket: int  # place in the round-robin: the smallest ticket starts next
+    turn_used: int  # takes started in the current turn
+    weight: int  # takes per turn
+
+
+@dataclass(frozen=True)
+class LedgerEntry:
+    """One change of a balance and why it happened."""
+
+    period: str
+    delta: int
+    reason: str  # allowance | debit | refund | grant | revoke
+    job_id: str | None
+    actor: str | None
+    note: str | None
+    created_at: float
 
 
 @dataclass(frozen=True)

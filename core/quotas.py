@@ -2,11 +2,15 @@
 
 - ``Quotas``: settings turned into decisions: what a take costs, when credits reset, what
   a role may do, and the per-user flood guard (in memory, checked before any write).
-- ``AdmissionPolicy``: the checks of one admission as plain data; the store runs them
-  inside the transaction that debits and inserts, so concurrent requests cannot overdraw.
+- ``AdmissionPolicy``: the checks of one admission as plain data. ``decide`` is a pure
+  function over an ``AdmissionSnapshot`` that the store reads inside the transaction that
+  debits and inserts, and writes the decision in that same transaction, so concurrent
+  requests cannot overdraw.
+- ``access_request`` and ``link_refusal``: the other decisions the store takes inside a
+  transaction, also pure over what it read.
 
 ``core.accounts`` holds what adapters call (balances, access, admin actions, ``/link``);
-the SQL lives in ``core.ledger``.
+the SQL lives in ``core.storage`` behind its protocols.
 
 Every refusal is a ``RequestRejected`` with a ``quota.*`` or ``access.*`` key whose
 parameters say when the quota resets or what the user can do.
@@ -17,7 +21,7 @@ from __future__ import annotations
 import math
 import secrets
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
 from datetime import time as clock_time
@@ -25,14 +29,74 @@ from zoneinfo import ZoneInfo
 
 from config.settings import QuotaSettings
 from core.errors import RequestRejected
-from core.ledger import NO_LIMITS, UNLIMITED, Account, Limits
-from core.models import UserRef
+from core.models import Account, UserRef
 
 # Unambiguous characters (no 0/O, 1/I/L): codes are typed by hand on another device.
 _CODE_ALPHABET = "ABCDEFGHJKMNPQRSTUVWXYZ23456789"
 _CODE_LENGTH = 8
 # banned_until for a ban without end (far beyond any real timestamp).
 BANNED_FOREVER = 1e18
+# "No cap": larger than any queue a store will ever hold.
+UNLIMITED = 1_000_000_000
+
+
+@dataclass(frozen=True)
+class Limits:
+    """What one role may do: credits per period, round-robin weight and caps."""
+
+    credits: int
+    weight: int
+    max_in_flight: int
+    max_queued: int
+
+
+NO_LIMITS = Limits(credits=0, weight=1, max_in_flight=UNLIMITED, max_queued=UNLIMITED)
+
+
+@dataclass(frozen=True)
+class RoleLimits:
+    """The limits of every role, with the defaults for a role without overrides."""
+
+    roles: Mapping[str, Limits]
+    default: Limits
+
+    def of(self, role: str) -> Limits:
+        """Return the limits of a role."""
+        return self.roles.get(role, self.default)
+
+
+@dataclass(frozen=True)
+class AdmissionSnapshot:
+    """What admission reads inside its transaction before it decides."""
+
+    account: Account
+    total_queued: int  # takes waiting in the whole queue (read only when enforcing)
+    chat_takes: int  # takes counted against the chat today (read only for the chat cap)
+    credits: int | None  # balance of the period; None: not started (or not read: free)
+
+
+@dataclass(frozen=True)
+class AdmissionDecision:
+    """What admission writes once every check passed."""
+
+    limits: Limits  # of the account's role: weight and in-flight cap go on the account
+    costs: tuple[int, ...]  # credits per take
+    open_with: int | None  # start the period with this allowance before the debit
+    count_chat: bool  # add the takes to the chat's day
+
+    @property
+    def cost(self) -> int:
+        """Return what the whole request costs."""
+        return sum(self.costs)
+
+
+@dataclass(frozen=True)
+class AccessRequest:
+    """Where a user's access stands after asking; ``new`` when admins should be asked."""
+
+    account_id: int
+    status: str  # allowed | pending | denied
+    new: bool
 
 
 @dataclass(frozen=True)
@@ -123,6 +187,36 @@ class AdmissionPolicy:
                 "quota.chat_full", limit=self.max_chat_takes, hours=hours, minutes=minutes
             )
 
+    def decide(self, snapshot: AdmissionSnapshot, seconds: Sequence[int]) -> AdmissionDecision:
+        """Check one admission of takes of these lengths; return what to write, or raise."""
+        account = snapshot.account
+        limits = self.limits(account.role)
+        self.check_access(account)
+        self.check_caps(
+            queued=account.queued,
+            total_queued=snapshot.total_queued,
+            takes=len(seconds),
+            limits=limits,
+        )
+        if self.counts_chats:
+            self.check_chat(snapshot.chat_takes, len(seconds))
+        costs = tuple(self.cost(length) for length in seconds)
+        open_with = None
+        if sum(costs):
+            credits = snapshot.credits
+            if credits is None:  # the period's first request: it starts with its allowance
+                credits = open_with = limits.credits
+            self.check_credits(credits, sum(costs))
+        return AdmissionDecision(limits, costs, open_with, self.counts_chats)
+
+    def access_request(self, account: Account, *, open_mode: bool) -> AccessRequest:
+        """Answer a request for access: refuse a ban, else say where it stands (pure)."""
+        self.check_access(account)  # banned?
+        if open_mode or account.access in ("allowed", "denied", "pending"):
+            status = "allowed" if open_mode else account.access
+            return AccessRequest(account.id, status, new=False)
+        return AccessRequest(account.id, "pending", new=True)
+
     def check_credits(self, credits: int, cost: int) -> None:
         """Refuse a request that costs more than the balance."""
         if cost > credits:
@@ -130,6 +224,21 @@ class AdmissionPolicy:
             raise RequestRejected(
                 "quota.no_credits", cost=cost, credits=credits, hours=hours, minutes=minutes
             )
+
+
+def link_refusal(
+    *, joining: Account, target: Account, shared_platform: bool, unfinished: bool, now: float
+) -> str | None:
+    """Return why ``joining`` may not join ``target`` (a message key), or None if it may."""
+    if joining.id == target.id:
+        return "access.link_already"
+    if shared_platform:  # one identity per platform and account
+        return "access.link_same_platform"
+    if any(a.banned_until is not None and a.banned_until > now for a in (joining, target)):
+        return "access.link_refused"
+    if unfinished:  # its refunds would go to the account it leaves
+        return "access.link_busy"
+    return None
 
 
 @dataclass
@@ -196,6 +305,7 @@ class Quotas:
         self._zone = ZoneInfo(settings.timezone)
         self._default = self._limits(settings, None)
         self._roles = {name: self._limits(settings, name) for name in settings.roles}
+        self.role_limits = RoleLimits(self._roles, self._default)
         self._flood = FloodGuard(
             burst=settings.flood_burst,
             refill_seconds=settings.flood_refill_seconds,

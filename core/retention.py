@@ -19,22 +19,19 @@ import asyncio
 import logging
 import re
 import shutil
-import sqlite3
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from functools import partial
 from pathlib import Path
 
 from config.settings import RetentionSettings
-from core.store import Store
+from core.storage import JobStore
 
 log = logging.getLogger(__name__)
 
 DAY = 86_400.0
-_JOB_FILE = re.compile(r"^\.?([0-9a-f]{16})(?![0-9a-f])")  # store.new_id() names
+_JOB_FILE = re.compile(r"^\.?([0-9a-f]{16})(?![0-9a-f])")  # storage.types.new_id() names
 _BATCH = 500  # ids per query and photos per write: keeps each write lock short
-_FINISHED = "('done', 'failed', 'canceled')"
 
 
 @dataclass(frozen=True)
@@ -51,7 +48,7 @@ class Retention:
     def __init__(
         self,
         *,
-        store: Store,
+        store: JobStore,
         settings: RetentionSettings,
         work_dirs: Sequence[Path],
         clock: Callable[[], float] = time.time,
@@ -90,9 +87,7 @@ class Retention:
         removable: list[Path] = []
         for start in range(0, len(ids), _BATCH):
             batch = ids[start : start + _BATCH]
-            finished = await self._store.read(
-                partial(_finished_before, job_ids=batch, cutoff=cutoff)
-            )
+            finished = await self._store.finished_before(batch, cutoff)
             for job_id in finished:
                 removable.extend(candidates[job_id])
         return await asyncio.to_thread(_remove, removable)
@@ -111,32 +106,12 @@ class Retention:
         return entries
 
     async def _sweep_images(self, cutoff: float) -> int:
-        def empty_some(db: sqlite3.Connection) -> int:
-            # Every take ended, the last one before the cutoff; the column stays NOT NULL.
-            return db.execute(
-                "UPDATE requests SET image = X'' WHERE id IN (SELECT r.id FROM requests r"
-                " WHERE length(r.image) > 0 AND NOT EXISTS (SELECT 1 FROM jobs j"
-                f" WHERE j.request_id = r.id AND (j.state NOT IN {_FINISHED}"
-                " OR coalesce(j.finished_at, j.updated_at) >= ?)) LIMIT ?)",
-                (cutoff, _BATCH),
-            ).rowcount
-
         total = 0
-        while (emptied := await self._store.write(empty_some)) > 0:
+        while (emptied := await self._store.empty_old_images(cutoff, _BATCH)) > 0:
             total += emptied
             if emptied < _BATCH:
                 break
         return total
-
-
-def _finished_before(db: sqlite3.Connection, job_ids: Sequence[str], cutoff: float) -> list[str]:
-    marks = ",".join("?" * len(job_ids))
-    rows = db.execute(
-        f"SELECT id FROM jobs WHERE id IN ({marks}) AND state IN {_FINISHED}"
-        " AND coalesce(finished_at, updated_at) < ?",
-        (*job_ids, cutoff),
-    ).fetchall()
-    return [str(row[0]) for row in rows]
 
 
 def _remove(paths: Sequence[Path]) -> int:

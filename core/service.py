@@ -17,7 +17,8 @@ from core.models import EventKind, Job, JobEvent, JobState, UserRef, VideoReques
 from core.notify import NotifierRouter
 from core.prompts import ParsedLine, parse_line, take_seeds
 from core.quotas import Quotas
-from core.store import NewTake, Store
+from core.storage import Storage
+from core.storage.types import NewTake
 
 # Used for ETAs until the store has finished jobs to measure.
 DEFAULT_RUN_SECONDS = 60.0
@@ -53,7 +54,7 @@ class Service:
     def __init__(
         self,
         *,
-        store: Store,
+        storage: Storage,
         notifier: NotifierRouter,
         images: ImageSettings,
         prompts: PromptSettings,
@@ -64,7 +65,7 @@ class Service:
         quotas: QuotaSettings | None = None,
         clock: Callable[[], float] = time.time,
     ) -> None:
-        self._store = store
+        self._store = storage.jobs
         self._notifier = notifier
         self._images = images
         self._prompts = prompts
@@ -75,7 +76,9 @@ class Service:
         self._failpoints = failpoints or Failpoints()
         self._clock = clock
         self.quotas = Quotas(quotas or QuotaSettings())
-        self.accounts = Accounts(store, self.quotas, notifier=notifier, clock=clock)
+        self.accounts = Accounts(
+            storage.accounts, storage.jobs, self.quotas, notifier=notifier, clock=clock
+        )
 
     def set_wake(self, wake: Callable[[], None]) -> None:
         """Connect the worker's wake-up, called after every admission."""

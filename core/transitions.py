@@ -9,7 +9,7 @@ from typing import Any
 
 from core.models import EventKind, Job, JobEvent, JobState
 from core.notify import NotifierRouter
-from core.store import Store
+from core.storage import JobStore
 
 log = logging.getLogger(__name__)
 
@@ -21,7 +21,7 @@ class Transitions:
     """Commits job state changes to the store and announces failures."""
 
     def __init__(
-        self, *, store: Store, notifier: NotifierRouter, clock: Callable[[], float]
+        self, *, store: JobStore, notifier: NotifierRouter, clock: Callable[[], float]
     ) -> None:
         self._store = store
         self._notifier = notifier

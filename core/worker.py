@@ -27,7 +27,8 @@ from core.finishing import Finisher
 from core.models import EventKind, Job, JobEvent, JobState
 from core.notify import NotifierRouter
 from core.retention import Retention
-from core.store import Claimed, Store
+from core.storage import JobStore
+from core.storage.types import Claimed
 from core.transitions import Transitions
 
 log = logging.getLogger(__name__)
@@ -64,7 +65,7 @@ class Worker:
     def __init__(
         self,
         *,
-        store: Store,
+        store: JobStore,
         backend: VideoBackend,
         notifier: NotifierRouter,
         settings: WorkerSettings,

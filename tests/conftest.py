@@ -2,19 +2,29 @@
 
 from __future__ import annotations
 
+import contextlib
 import io
 import ipaddress
+import os
 import socket
+import sqlite3
+import subprocess
+import uuid
+from collections.abc import AsyncIterator, Sequence
 from fractions import Fraction
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit, urlunsplit
 
+import asyncpg
 import av
 import numpy as np
 import pytest
 from PIL import Image
 
 from config.settings import Settings, load_settings
+from core.storage.postgres.connection import Pool, create_pool
+from core.storage.postgres.schema import migrate
 
 
 @pytest.fixture(autouse=True)
@@ -34,6 +44,18 @@ def _no_internet(monkeypatch: pytest.MonkeyPatch) -> None:
         return real_connect(self, address)
 
     monkeypatch.setattr(socket.socket, "connect", guarded)
+
+
+def db_rows(path: Path, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
+    """Read rows straight from a SQLite store's file, for tests that inspect the database."""
+    with contextlib.closing(sqlite3.connect(path)) as db:
+        return [tuple(row) for row in db.execute(sql, params)]
+
+
+def db_execute(path: Path, sql: str, params: Sequence[Any] = ()) -> None:
+    """Change a SQLite store's file behind its back, for tests that inject state."""
+    with contextlib.closing(sqlite3.connect(path)) as db, db:
+        db.execute(sql, params)
 
 
 def make_settings(tmp_path: Path, **overrides: Any) -> Settings:
@@ -108,3 +130,67 @@ def mute_mp4() -> bytes:
             container.mux(video.encode(frame))
         container.mux(video.encode())
     return buffer.getvalue()
+
+
+# --- PostgreSQL: one throwaway cluster per session, a fresh database per test ---------
+
+ROOT = Path(__file__).resolve().parent.parent
+PG_DSN_ENV = "ACTORBOT_TEST_PG_DSN"  # set by scripts/check.sh (scripts/postgres.sh start)
+
+
+def _pg_unavailable(reason: str) -> None:
+    # In CI PostgreSQL tests must run: a missing server fails them instead of skipping.
+    if os.environ.get("CI", "").lower() in ("true", "1", "yes"):
+        pytest.fail(f"PostgreSQL is required in CI: {reason}", pytrace=False)
+    pytest.skip(f"no PostgreSQL: {reason} (scripts/check.sh starts one)")
+
+
+@pytest.fixture(scope="session")
+def pg_cluster(request: pytest.FixtureRequest) -> str:
+    """Return the DSN of a loopback PostgreSQL cluster: $ACTORBOT_TEST_PG_DSN or our own."""
+    dsn = os.environ.get(PG_DSN_ENV)
+    if dsn:
+        return dsn
+    # Run straight from pytest: start one for this session, as check.sh would.
+    started = subprocess.run(
+        ["bash", str(ROOT / "scripts" / "postgres.sh"), "start"],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    if started.returncode != 0:
+        _pg_unavailable(started.stderr.strip().splitlines()[-1] if started.stderr else "?")
+    values = dict(line.split("=", 1) for line in started.stdout.split())
+    request.addfinalizer(
+        lambda: subprocess.run(
+            ["bash", str(ROOT / "scripts" / "postgres.sh"), "stop", values["ACTORBOT_TEST_PG_DIR"]],
+            check=False,
+        )
+    )
+    return values[PG_DSN_ENV]
+
+
+@pytest.fixture
+async def pg_dsn(pg_cluster: str) -> AsyncIterator[str]:
+    """Return the DSN of a new empty database, dropped after the test."""
+    name = f"test_{uuid.uuid4().hex[:16]}"
+    admin = await asyncpg.connect(pg_cluster)
+    try:
+        await admin.execute(f'CREATE DATABASE "{name}" TEMPLATE template0')
+        yield urlunsplit(urlsplit(pg_cluster)._replace(path=f"/{name}"))
+        # FORCE: a test that failed may have left connections open.
+        await admin.execute(f'DROP DATABASE "{name}" WITH (FORCE)')
+    finally:
+        await admin.close()
+
+
+@pytest.fixture
+async def pg_pool(pg_dsn: str) -> AsyncIterator[Pool]:
+    """Return a pool on a new database with the actorbot schema."""
+    pool = await create_pool(pg_dsn, max_size=10)
+    try:
+        async with pool.acquire() as conn:
+            await migrate(conn)
+        yield pool
+    finally:
+        await pool.close()

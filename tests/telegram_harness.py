@@ -13,7 +13,7 @@ from bots.runtime import Runtime, open_runtime
 from bots.telegram import TelegramBot, run_telegram
 from core.models import Job, JobState
 from tests.botapi_server import BotApiServer, User
-from tests.conftest import make_settings
+from tests.conftest import db_rows, make_settings
 from tests.jobapi_server import JobApiServer
 
 ANN = User(101, "Ann", "en")
@@ -33,9 +33,8 @@ class Harness:
 
     async def jobs(self) -> list[Job]:
         """Return every job in the store."""
-        return await self.runtime.store.jobs_by_ids(
-            [row[0] for row in await self.runtime.store.query("SELECT id FROM jobs")]
-        )
+        ids = db_rows(self.runtime.settings.store_path, "SELECT id FROM jobs")
+        return await self.runtime.storage.jobs.jobs_by_ids([row[0] for row in ids])
 
     async def finished(self, count: int = 1, timeout: float = 20.0) -> list[Job]:
         """Wait until ``count`` jobs exist and all are terminal; return them."""

@@ -36,11 +36,11 @@ from bots.chat.platform import (
 )
 from bots.chat.status import StatusBoard
 from bots.runtime import Runtime, open_runtime
-from core.chatstate import ChatState
 from core.errors import DeliveryError
 from core.i18n import render
 from core.models import DeliveryAddress, EventKind, Job, JobEvent, JobState
-from tests.conftest import make_settings, photo_jpeg
+from core.storage import ChatStore
+from tests.conftest import db_rows, make_settings, photo_jpeg
 
 LINE = "The girl smiles and says: \"You didn't really think I'd give up?\""
 ANN = Person("test", "101", "Ann", "ann", "en")
@@ -171,7 +171,7 @@ class Chat:
     board: StatusBoard
     conversation: Conversation
     inbox: Replies
-    chatstate: ChatState
+    chatstate: ChatStore
 
     async def say(self, person: Person, intent: Generate | Command, message_id: int = 1) -> Said:
         said = Said(Origin(Place(person.user_id), str(message_id)), person, f"m{message_id}")
@@ -179,8 +179,8 @@ class Chat:
         return said
 
     async def jobs(self) -> list[Job]:
-        rows = await self.runtime.store.query("SELECT id FROM jobs ORDER BY take")
-        return await self.runtime.store.jobs_by_ids([row[0] for row in rows])
+        rows = db_rows(self.runtime.settings.store_path, "SELECT id FROM jobs ORDER BY take")
+        return await self.runtime.storage.jobs.jobs_by_ids([row[0] for row in rows])
 
 
 @contextlib.asynccontextmanager
@@ -188,10 +188,8 @@ async def chat(tmp_path: Path, **quotas: Any) -> AsyncIterator[Chat]:
     settings = make_settings(tmp_path, quotas=quotas) if quotas else make_settings(tmp_path)
     async with open_runtime(settings, {}) as runtime:
         platform = Recorder(image=photo_jpeg())
-        chatstate = ChatState(runtime.store)
-        board = StatusBoard(
-            platform, runtime.store, chatstate, private_interval=0.01, group_interval=0.01
-        )
+        chatstate = runtime.storage.chats
+        board = StatusBoard(platform, chatstate, private_interval=0.01, group_interval=0.01)
         inbox = Replies()
         options = ChatOptions(
             admins=frozenset({ROOT.user_id}),
@@ -200,7 +198,7 @@ async def chat(tmp_path: Path, **quotas: Any) -> AsyncIterator[Chat]:
             max_takes=5,
         )
         conversation = Conversation(
-            platform=platform, service=runtime.service, store=runtime.store,
+            platform=platform, service=runtime.service, store=runtime.storage.jobs,
             chatstate=chatstate, board=board, inbox=inbox, options=options,
         )  # fmt: skip
         try:
@@ -369,9 +367,7 @@ def _job(**changes: Any) -> Job:
 
 async def test_status_changes_while_waiting_for_a_turn_are_sent_once(tmp_path: Path) -> None:
     async with chat(tmp_path) as c:
-        board = StatusBoard(
-            c.platform, c.runtime.store, c.chatstate, private_interval=0.3, group_interval=0.3
-        )
+        board = StatusBoard(c.platform, c.chatstate, private_interval=0.3, group_interval=0.3)
         await board.pace("101", group=False)  # the chat's turn is taken: the rest waits
         take = _job()
         for text in ("one", "two", "three"):

@@ -16,8 +16,14 @@ from core.errors import RequestRejected, UserError
 from core.i18n import CATALOG, DEFAULT_LOCALE, LOCALES
 from core.models import DeliveryAddress, JobState, UserRef, VideoRequest
 from core.prompts import MAX_SEED
-from core.store import Store
-from tests.test_quotas import admit, assert_ledger_explains_balances, db_rows, request, service
+from tests.test_quotas import (
+    QuotaService,
+    admit,
+    assert_ledger_explains_balances,
+    db_rows,
+    request,
+    service,
+)
 
 PLATFORMS = ["test"]
 
@@ -139,9 +145,9 @@ async def test_a_take_that_fails_twice_is_refunded_once(tmp_path: Path) -> None:
 # --- leases --------------------------------------------------------------------------------
 
 
-async def _lease(store: Store, job_id: str) -> tuple[str, float]:
-    [(owner, expires)] = await store.query(
-        "SELECT lease_owner, lease_expires FROM jobs WHERE id = ?", (job_id,)
+async def _lease(svc: QuotaService, job_id: str) -> tuple[str, float]:
+    [(owner, expires)] = await db_rows(
+        svc, "SELECT lease_owner, lease_expires FROM jobs WHERE id = ?", (job_id,)
     )
     return str(owner), float(expires)
 
@@ -164,21 +170,21 @@ async def test_heartbeat_renews_only_its_own_leases_and_expired_ones_are_adopted
             "C", platforms=PLATFORMS, lease_seconds=-1, deadline_seconds=900
         )
         assert alive and other and dead
-        _, other_before = await _lease(store, other.id)
+        _, other_before = await _lease(svc, other.id)
 
         await store.heartbeat("A", lease_seconds=10_000)
-        owner, expires = await _lease(store, alive.id)
+        owner, expires = await _lease(svc, alive.id)
         assert owner == "A" and expires > other_before + 5_000
-        assert await _lease(store, other.id) == ("B", other_before)
-        assert (await _lease(store, dead.id))[1] < other_before - 50
+        assert await _lease(svc, other.id) == ("B", other_before)
+        assert (await _lease(svc, dead.id))[1] < other_before - 50
 
         adopted = await store.adopt_stale("D", platforms=PLATFORMS, lease_seconds=100)
         assert [job.id for job in adopted] == [dead.id]
-        assert (await _lease(store, dead.id))[0] == "D"
-        assert (await _lease(store, alive.id))[0] == "A"
-        assert await _lease(store, other.id) == ("B", other_before)
+        assert (await _lease(svc, dead.id))[0] == "D"
+        assert (await _lease(svc, alive.id))[0] == "A"
+        assert await _lease(svc, other.id) == ("B", other_before)
         # The dead worker's heartbeat (it was only slow) renews nothing it lost.
-        adopted_lease = await _lease(store, dead.id)
+        adopted_lease = await _lease(svc, dead.id)
         await store.heartbeat("C", lease_seconds=10_000)
-        assert await _lease(store, dead.id) == adopted_lease
+        assert await _lease(svc, dead.id) == adopted_lease
         assert await store.adopt_stale("E", platforms=PLATFORMS, lease_seconds=100) == []

@@ -16,7 +16,7 @@ from core.backends import create_backend
 from core.models import DeliveryAddress, EventKind, Job, JobEvent, JobState, UserRef, VideoRequest
 from core.notify import NotifierRouter
 from core.service import Service
-from core.store import Store
+from core.storage import JobStore, open_storage
 from core.worker import Worker
 from tests.conftest import make_settings, photo_jpeg
 from tests.providers_server import ProviderServer
@@ -39,7 +39,7 @@ class Recorder:
 @dataclass
 class Take:
     server: ProviderServer
-    store: Store
+    store: JobStore
     service: Service
     recorder: Recorder
 
@@ -77,13 +77,14 @@ async def take_harness(
         providers=server.provider_settings(),
         worker=worker or {},
     )
-    store = await Store.open(settings.store_path)
+    storage = await open_storage(settings)
+    store = storage.jobs
     recorder = Recorder()
     router = NotifierRouter({"cli": recorder})
     async with httpx.AsyncClient() as client:
         backend = create_backend(settings, client)
         service = Service(
-            store=store, notifier=router, images=settings.images, prompts=settings.prompts,
+            storage=storage, notifier=router, images=settings.images, prompts=settings.prompts,
             slots=backend.slots,
         )  # fmt: skip
         runner = Worker(
@@ -100,7 +101,7 @@ async def take_harness(
             with contextlib.suppress(asyncio.CancelledError):
                 await task
             await backend.aclose()
-            await store.close()
+            await storage.close()
             await server.stop()
 
 

@@ -8,6 +8,7 @@ import io
 import sqlite3
 import tempfile
 from collections.abc import AsyncIterator
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -19,13 +20,16 @@ from PIL import Image
 from config.settings import PromptSettings, QuotaSettings, load_settings
 from core.errors import DeliveryError, RequestRejected, UserError
 from core.i18n import CATALOG, render
-from core.migrations import MIGRATIONS
-from core.models import DeliveryAddress, JobState, UserRef, VideoRequest
+from core.models import Account, DeliveryAddress, JobState, UserRef, VideoRequest
 from core.notify import NotifierRouter
 from core.prompts import parse_line
-from core.quotas import AdmissionPolicy, Quotas
+from core.quotas import AdmissionPolicy, AdmissionSnapshot, Quotas
 from core.service import Service
-from core.store import NewTake, Store
+from core.storage.sqlite import open_sqlite, sqlite_storage
+from core.storage.sqlite.database import Database
+from core.storage.sqlite.migrations import MIGRATIONS
+from core.storage.types import NewTake
+from tests import conftest
 from tests.test_worker import Harness, harness
 
 T0 = 1_750_000_000.0  # a fixed "now" for services with a controlled clock
@@ -49,16 +53,24 @@ class Clock:
         return self.now
 
 
+class QuotaService(Service):
+    """The real Service, with its SQLite database at hand for tests at the database level."""
+
+    database: Database
+    db_path: Path
+
+
 @contextlib.asynccontextmanager
 async def service(
     tmp_path: Path, clock: Clock | None = None, **quotas: Any
-) -> AsyncIterator[Service]:
+) -> AsyncIterator[QuotaService]:
     """Yield a Service on a fresh SQLite file, with quota settings overridden."""
     settings = load_settings(data_dir=tmp_path / "data", quotas=quotas)
-    store = await Store.open(settings.store_path)
+    database = await Database.open(settings.store_path)
+    storage = sqlite_storage(database)
     try:
-        yield Service(
-            store=store,
+        svc = QuotaService(
+            storage=storage,
             notifier=NotifierRouter({}),
             images=settings.images,
             prompts=settings.prompts,
@@ -66,8 +78,10 @@ async def service(
             quotas=settings.quotas,
             clock=clock or Clock(),
         )
+        svc.database, svc.db_path = database, settings.store_path
+        yield svc
     finally:
-        await store.close()
+        await storage.close()
 
 
 def request(user: str, key: str, *, platform: str = "test", chat: str = "chat1") -> VideoRequest:
@@ -85,11 +99,13 @@ async def admit(svc: Service, req: VideoRequest, line: str = LINE) -> Any:
     return await svc.admit_prepared(req, parsed, small_jpeg(), (64, 36))
 
 
-async def db_rows(svc: Service, sql: str, params: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
-    return [tuple(row) for row in await svc._store.query(sql, params)]
+async def db_rows(
+    svc: QuotaService, sql: str, params: tuple[Any, ...] = ()
+) -> list[tuple[Any, ...]]:
+    return conftest.db_rows(svc.db_path, sql, params)
 
 
-async def assert_ledger_explains_balances(svc: Service) -> None:
+async def assert_ledger_explains_balances(svc: QuotaService) -> None:
     """Every balance equals the sum of its ledger rows; none is negative."""
     balances = await db_rows(svc, "SELECT account_id, period, credits FROM balances")
     sums = await db_rows(svc, "SELECT account_id, period, sum(delta) FROM ledger GROUP BY 1, 2")
@@ -161,7 +177,7 @@ async def test_admission_canceled_while_waiting_for_the_writer_never_runs(
     tmp_path: Path,
 ) -> None:
     async with service(tmp_path) as svc:
-        async with svc._store.transaction():  # another writer holds the lock
+        async with svc.database.transaction():  # another writer holds the lock
             task = asyncio.create_task(admit(svc, request("u1", "a")))
             await asyncio.sleep(0.05)
             task.cancel()
@@ -504,7 +520,8 @@ claim_op = st.just(("claim", 0, 0))
 
 async def run_schedule(path: Path, ops: list[tuple[str, int, int]]) -> None:
     """Apply admissions and claims, then drain; check every waiting snapshot's promise."""
-    store = await Store.open(path)
+    storage = await open_sqlite(path)
+    store = storage.jobs
     owner: dict[str, int] = {}
     seq: dict[str, int] = {}
     started: list[str] = []
@@ -542,7 +559,7 @@ async def run_schedule(path: Path, ops: list[tuple[str, int, int]]) -> None:
         while await claim():
             pass
     finally:
-        await store.close()
+        await storage.close()
     start_at = {job_id: index for index, job_id in enumerate(started)}
     assert sorted(started) == sorted(owner)
     for begin, waiting in snapshots:
@@ -597,10 +614,11 @@ async def test_migration_from_version_2_keeps_the_queue(tmp_path: Path) -> None:
                 " VALUES (?, ?, 'r', 1, 't', ?, 3, ?, 0, 'l', 'l', 'en', 5, 1, 0, 0)",
                 (f"j{n}", n, n, state),
             )
-    store = await Store.open(path)
+    storage = await open_sqlite(path)
+    store = storage.jobs
     try:
-        rows = await store.query("SELECT queued, in_flight FROM accounts WHERE id = 1")
-        assert [tuple(r) for r in rows] == [(2, 1)]
+        rows = conftest.db_rows(path, "SELECT queued, in_flight FROM accounts WHERE id = 1")
+        assert rows == [(2, 1)]
         assert [j.id for j in await store.waiting_jobs()] == ["j1", "j3"]
         claimed = await store.claim_next("w", platforms=["t"], lease_seconds=5, deadline_seconds=9)
         assert claimed is not None and claimed.id == "j1"
@@ -610,7 +628,7 @@ async def test_migration_from_version_2_keeps_the_queue(tmp_path: Path) -> None:
         )  # fmt: skip
         assert new.position == 2  # behind the old user's waiting take, not ahead of it
     finally:
-        await store.close()
+        await storage.close()
 
 
 async def test_migration_4_keeps_pending_refunds(tmp_path: Path) -> None:
@@ -639,13 +657,69 @@ async def test_migration_4_keeps_pending_refunds(tmp_path: Path) -> None:
                 " VALUES (1, 'p', ?, ?, ?, 0)",
                 (delta, reason, job),
             )
-    store = await Store.open(path)
+    storage = await open_sqlite(path)
     try:
-        await store.transition("paid", JobState.FAILED)
-        await store.transition("refunded", JobState.FAILED)
-        assert [tuple(r) for r in await store.query("SELECT credits FROM balances")] == [(3,)]
+        await storage.jobs.transition("paid", JobState.FAILED)
+        await storage.jobs.transition("refunded", JobState.FAILED)
+        assert conftest.db_rows(path, "SELECT credits FROM balances") == [(3,)]
     finally:
-        await store.close()
+        await storage.close()
+
+
+async def test_migration_6_turns_triggers_into_code_and_refunds_once(tmp_path: Path) -> None:
+    path = tmp_path / "v5.sqlite3"
+    with contextlib.closing(sqlite3.connect(path, isolation_level=None)) as db:
+        db.executescript(";\n".join(MIGRATIONS[:5]) + ";\nPRAGMA user_version = 5;")
+        db.execute("INSERT INTO accounts (id, created_at) VALUES (1, 0)")
+        db.execute("INSERT INTO users VALUES (1, 't', 'u', '', NULL, 0, 1)")
+        db.execute("INSERT INTO requests VALUES ('r', 'k', 1, 'l', x'00', 16, 9, ?, 0, NULL)", (
+            '{"platform": "t", "chat_id": "c"}',
+        ))  # fmt: skip
+        # Inserted under version 5: its triggers count them (1 waiting, 1 at the backend).
+        for take, (job, state) in enumerate(
+            [("waiting", "queued"), ("running", "running"), ("done", "done")], start=1
+        ):
+            db.execute(
+                "INSERT INTO jobs (id, seq, request_id, user_id, account_id, platform, take,"
+                " takes, state, fair_round, line, speech, language, seconds, seed, created_at,"
+                " updated_at, charged, charge_period) VALUES (?, ?, 'r', 1, 1, 't', ?, 3, ?, 0,"
+                " 'l', 'l', 'en', 5, 1, 0, 0, 1, 'p')",
+                (job, take, take, state),
+            )
+            db.execute(
+                "INSERT INTO ledger (account_id, period, delta, reason, job_id, created_at)"
+                " VALUES (1, 'p', -1, 'debit', ?, 0)",
+                (job,),
+            )
+        db.execute("INSERT INTO balances VALUES (1, 'p', 7)")
+        db.execute(
+            "INSERT INTO ledger (account_id, period, delta, reason, created_at)"
+            " VALUES (1, 'p', 10, 'allowance', 0)"
+        )
+    storage = await open_sqlite(path)
+    jobs = storage.jobs
+    try:
+        rows = conftest.db_rows
+        assert rows(path, "SELECT name FROM sqlite_master WHERE type = 'trigger'") == []
+        assert rows(path, "SELECT queued, in_flight FROM accounts") == [(1, 1)]
+        last = await jobs.last_events("r")
+        assert [(e.kind.value, e.job_id, e.state) for e in last] == [
+            ("imported", "waiting", JobState.QUEUED),
+            ("imported", "running", JobState.RUNNING),
+            ("imported", "done", JobState.DONE),
+        ]
+        assert await jobs.transition("running", JobState.FAILED)
+        assert await jobs.transition("running", JobState.FAILED)  # a second failure record
+        assert await jobs.transition("waiting", JobState.CANCELED)
+        assert await jobs.transition("done", JobState.FAILED)  # after delivery: no refund
+        assert rows(path, "SELECT credits FROM balances") == [(9,)]
+        refunds = "SELECT job_id FROM ledger WHERE reason = 'refund' ORDER BY job_id"
+        assert rows(path, refunds) == [("running",), ("waiting",)]
+        assert rows(path, "SELECT sum(delta) FROM ledger") == [(9,)]
+        assert rows(path, "SELECT queued, in_flight FROM accounts") == [(0, 0)]
+        assert rows(path, "SELECT queued FROM scheduler") == [(0,)]
+    finally:
+        await storage.close()
 
 
 def test_every_quota_and_access_key_is_in_both_languages() -> None:
@@ -671,3 +745,25 @@ def test_periods_follow_the_time_zone() -> None:
     assert month.resets_at == 1_751_328_000.0  # 2025-07-01 00:00 UTC
     policy = AdmissionPolicy(now=late, enforce=True, costs={5: 1, 10: 2})
     assert [policy.cost(s) for s in (5, 7, 10, 15)] == [1, 2, 2, 2]
+
+
+def test_admission_decision_is_pure_over_its_snapshot() -> None:
+    quotas = Quotas(QuotaSettings(credits=3, max_takes_per_chat_per_day=4))
+    policy = quotas.policy(UserRef("test", "u1"), T0)
+    account = Account(1, "user", "none", None, None, 0, 0, 0, 0, 1)
+    fresh = AdmissionSnapshot(account, total_queued=0, chat_takes=0, credits=None)
+    decision = policy.decide(fresh, [5, 5])
+    # The period's first request starts it with the allowance, then pays from it.
+    assert (decision.open_with, decision.cost, decision.count_chat) == (3, 2, True)
+    started = replace(fresh, credits=1)
+    with pytest.raises(RequestRejected) as refused:
+        policy.decide(started, [5, 5])
+    assert refused.value.key == "quota.no_credits"
+    assert policy.decide(started, [5]).open_with is None
+    with pytest.raises(RequestRejected) as full:
+        policy.decide(replace(fresh, chat_takes=3), [5, 5])
+    assert full.value.key == "quota.chat_full"
+    banned = replace(fresh, account=replace(account, banned_until=T0 + 60))
+    with pytest.raises(RequestRejected) as ban:
+        policy.decide(banned, [5])
+    assert ban.value.key == "access.banned_until"

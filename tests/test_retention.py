@@ -8,7 +8,9 @@ from pathlib import Path
 from config.settings import RetentionSettings
 from core.models import DeliveryAddress, JobState, UserRef
 from core.retention import DAY, Retention, Swept
-from core.store import NewTake, Store
+from core.storage import JobStore
+from core.storage.sqlite import open_sqlite
+from core.storage.types import NewTake
 from tests.conftest import photo_jpeg
 from tests.telegram_harness import ANN, LINE, running_bot
 from tests.test_quotas import T0, Clock, small_jpeg
@@ -16,7 +18,7 @@ from tests.test_quotas import T0, Clock, small_jpeg
 TAKE = NewTake(line="hi", speech="hi", language="en", seconds=5, seed=1, voice=None)
 
 
-async def _request(store: Store, key: str, takes: int = 1) -> list[str]:
+async def _request(store: JobStore, key: str, takes: int = 1) -> list[str]:
     admitted = await store.admit(
         user=UserRef("test", "u1"), source_key=key, line="hi", image_jpeg=small_jpeg(),
         image_size=(64, 36), address=DeliveryAddress("test", "c"), takes=[TAKE] * takes,
@@ -44,7 +46,8 @@ def _job_files(root: Path, job_id: str) -> list[Path]:
 async def test_old_finished_jobs_lose_files_and_photos_unfinished_ones_keep_them(
     tmp_path: Path,
 ) -> None:
-    store = await Store.open(tmp_path / "db.sqlite3")
+    storage = await open_sqlite(tmp_path / "db.sqlite3")
+    store = storage.jobs
     root = tmp_path / "data"
     try:
         [old] = await _request(store, "old")  # done 20 days ago: everything goes
@@ -85,11 +88,12 @@ async def test_old_finished_jobs_lose_files_and_photos_unfinished_ones_keep_them
         assert (await store.request_image(job.request_id))[0] == b""
         assert all(path.exists() for path in kept)
     finally:
-        await store.close()
+        await storage.close()
 
 
 async def test_retention_can_be_turned_off(tmp_path: Path) -> None:
-    store = await Store.open(tmp_path / "db.sqlite3")
+    storage = await open_sqlite(tmp_path / "db.sqlite3")
+    store = storage.jobs
     try:
         [job_id] = await _request(store, "old")
         await store.transition(job_id, JobState.DONE, finished_at=T0 - 30 * DAY)
@@ -100,7 +104,7 @@ async def test_retention_can_be_turned_off(tmp_path: Path) -> None:
         await asyncio.wait_for(retention.run(), 5)  # returns at once: nothing to do
         assert all(path.exists() for path in files)
     finally:
-        await store.close()
+        await storage.close()
 
 
 async def test_the_worker_sweeps_and_history_needs_no_local_file(tmp_path: Path) -> None:
@@ -117,7 +121,7 @@ async def test_the_worker_sweeps_and_history_needs_no_local_file(tmp_path: Path)
         async def swept() -> None:
             while True:
                 left = [p for d in ("results", "preview", "telegram") for p in (data / d).glob("*")]
-                photo = (await h.runtime.store.request_image(job.request_id))[0]
+                photo = (await h.runtime.storage.jobs.request_image(job.request_id))[0]
                 if not left and not photo:
                     return
                 await asyncio.sleep(0.05)

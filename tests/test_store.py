@@ -1,4 +1,4 @@
-"""Store write path: group commit, urgent claims first, migrations on a real file."""
+"""The SQLite store: group commit, urgent claims first, migrations, group claims, events."""
 
 from __future__ import annotations
 
@@ -11,13 +11,16 @@ from multiprocessing.synchronize import Barrier
 from pathlib import Path
 from typing import Any
 
-from core.migrations import MIGRATIONS
 from core.models import DeliveryAddress, JobState, UserRef
-from core.store import NewTake, Store
+from core.storage.sqlite import open_sqlite
+from core.storage.sqlite.database import Database
+from core.storage.sqlite.migrations import MIGRATIONS
+from core.storage.types import ChangeKind, NewTake
+from tests.conftest import db_rows
 
 
 async def test_concurrent_writes_all_commit_in_groups(tmp_path: Path) -> None:
-    store = await Store.open(tmp_path / "db.sqlite3")
+    store = await Database.open(tmp_path / "db.sqlite3")
     try:
         await store.write(lambda db: db.execute("CREATE TABLE t (n INTEGER)"))
 
@@ -34,7 +37,7 @@ async def test_concurrent_writes_all_commit_in_groups(tmp_path: Path) -> None:
 
 
 async def test_urgent_write_runs_before_queued_bookkeeping(tmp_path: Path) -> None:
-    store = await Store.open(tmp_path / "db.sqlite3")
+    store = await Database.open(tmp_path / "db.sqlite3")
     order: list[str] = []
     try:
 
@@ -58,7 +61,7 @@ async def test_urgent_write_runs_before_queued_bookkeeping(tmp_path: Path) -> No
 
 
 async def test_failed_work_rolls_back_alone(tmp_path: Path) -> None:
-    store = await Store.open(tmp_path / "db.sqlite3")
+    store = await Database.open(tmp_path / "db.sqlite3")
     try:
         await store.write(lambda db: db.execute("CREATE TABLE t (n INTEGER UNIQUE)"))
 
@@ -77,8 +80,8 @@ async def test_failed_work_rolls_back_alone(tmp_path: Path) -> None:
 
 async def test_reopening_applies_no_migration_twice(tmp_path: Path) -> None:
     path = tmp_path / "db.sqlite3"
-    await (await Store.open(path)).close()
-    store = await Store.open(path)
+    await (await Database.open(path)).close()
+    store = await Database.open(path)
     try:
         rows = await store.query("PRAGMA user_version")
         assert rows[0][0] == len(MIGRATIONS)
@@ -91,7 +94,7 @@ async def test_reopening_applies_no_migration_twice(tmp_path: Path) -> None:
 async def test_read_during_an_open_write_transaction_sees_only_committed_rows(
     tmp_path: Path,
 ) -> None:
-    store = await Store.open(tmp_path / "db.sqlite3")
+    store = await Database.open(tmp_path / "db.sqlite3")
     try:
         await store.write(lambda db: db.execute("CREATE TABLE t (n INTEGER)"))
         await store.write(lambda db: db.execute("INSERT INTO t VALUES (1)"))
@@ -111,7 +114,7 @@ async def test_read_during_an_open_write_transaction_sees_only_committed_rows(
 
 
 async def _open_and_close(path: Path) -> None:
-    await (await Store.open(path)).close()
+    await (await Database.open(path)).close()
 
 
 def _open_fresh_directories(root: str, rounds: int, barrier: Barrier, errors: Any) -> None:
@@ -156,7 +159,8 @@ def test_processes_opening_a_new_data_directory_at_once_share_one_schema(
 
 
 async def test_group_claim_is_won_once_and_a_dead_claim_is_taken_over(tmp_path: Path) -> None:
-    store = await Store.open(tmp_path / "db.sqlite3")
+    storage = await open_sqlite(tmp_path / "db.sqlite3")
+    store = storage.jobs
     try:
         take = NewTake("line", "line", "en", 5, 1, None)
         admitted = await store.admit(
@@ -187,4 +191,53 @@ async def test_group_claim_is_won_once_and_a_dead_claim_is_taken_over(tmp_path: 
         again = await store.claim_group(request, "c", lease_seconds=60)
         assert again is not None and [job.id for job in again] == [first, second]
     finally:
-        await store.close()
+        await storage.close()
+
+
+async def test_every_state_change_writes_an_event_in_its_transaction(tmp_path: Path) -> None:
+    storage = await open_sqlite(tmp_path / "db.sqlite3")
+    jobs = storage.jobs
+    try:
+        take = NewTake("line", "line", "en", 5, 1, None)
+        admitted = await jobs.admit(
+            user=UserRef("test", "u1"), source_key="m1", line="line", image_jpeg=b"jpeg",
+            image_size=(16, 9), address=DeliveryAddress("test", "c1"), takes=[take, take],
+        )  # fmt: skip
+        first, second = (job.id for job in admitted.jobs)
+        [claimed] = await jobs.claim(
+            "w", limit=1, platforms=["test"], lease_seconds=60, deadline_seconds=60
+        )
+        assert claimed.job.id == first
+        assert await jobs.transition(first, JobState.RUNNING, handle="h1")
+        # Not in the expected state: nothing changes, so nothing is recorded.
+        assert not await jobs.transition(second, JobState.DONE, expect={JobState.RUNNING})
+        assert await jobs.transition(first, JobState.FAILED, error_key="job.failed")
+        assert await jobs.transition(second, JobState.CANCELED, error_key="job.canceled")
+        events = await jobs.events_after(0)
+        assert [(e.kind, e.job_id, e.state, e.error_key) for e in events] == [
+            (ChangeKind.ADMITTED, first, JobState.QUEUED, None),
+            (ChangeKind.ADMITTED, second, JobState.QUEUED, None),
+            (ChangeKind.CLAIMED, first, JobState.SUBMITTING, None),
+            (ChangeKind.MOVED, first, JobState.RUNNING, None),
+            (ChangeKind.MOVED, first, JobState.FAILED, "job.failed"),
+            (ChangeKind.MOVED, second, JobState.CANCELED, "job.canceled"),
+        ]
+        assert all(e.request_id == admitted.request_id for e in events)
+        seqs = [e.seq for e in events]
+        assert seqs == sorted(set(seqs))
+        # A follower reads on from its cursor, a page at a time.
+        assert await jobs.events_after(seqs[1], limit=2) == events[2:4]
+        assert await jobs.events_after(seqs[-1]) == []
+        last = await jobs.last_events(admitted.request_id)
+        assert [(e.job_id, e.state) for e in last] == [
+            (first, JobState.FAILED),
+            (second, JobState.CANCELED),
+        ]
+    finally:
+        await storage.close()
+
+
+async def test_counters_and_refunds_are_code_not_triggers(tmp_path: Path) -> None:
+    path = tmp_path / "db.sqlite3"
+    await (await open_sqlite(path)).close()
+    assert db_rows(path, "SELECT name FROM sqlite_master WHERE type = 'trigger'") == []

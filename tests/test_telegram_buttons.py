@@ -108,7 +108,7 @@ async def test_cancel_while_queued(tmp_path: Path, tiny_mp4: bytes) -> None:
             cancel = buttons(status[0])["❌ Cancel"]
             stranger = h.server.press(BOB, status[0], cancel)
             await h.server.wait_for(lambda: answers(h.server, stranger))
-            assert await h.runtime.store.count_by_state() == {
+            assert await h.runtime.storage.jobs.count_by_state() == {
                 JobState.RUNNING: 1,
                 JobState.QUEUED: 1,
             }

@@ -12,7 +12,6 @@ from telegram.error import NetworkError, TelegramError, TimedOut
 
 from bots.chat.delivery import ChatNotifier
 from bots.telegram.platform import TelegramPlatform, outcome_unknown
-from core.chatstate import ChatState
 from core.errors import DeliveryError, DeliveryUnknown
 from core.models import JobState, UserRef
 from tests.conftest import photo_jpeg
@@ -86,9 +85,7 @@ async def test_a_connection_refused_is_a_send_to_retry(tmp_path: Path, tiny_mp4:
         video.write_bytes(tiny_mp4)
         bot = Bot(h.server.token, base_url=dead)
         platform = TelegramPlatform(bot, max_upload_bytes=h.bot.notifier.max_upload_bytes)
-        notifier = ChatNotifier(
-            platform, h.bot.board, ChatState(h.runtime.store), work_dir=tmp_path
-        )
+        notifier = ChatNotifier(platform, h.bot.board, h.runtime.storage.chats, work_dir=tmp_path)
         try:  # not initialized: getMe would fail the same way
             with pytest.raises(DeliveryError) as refused:
                 await notifier.deliver(job, video)

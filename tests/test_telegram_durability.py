@@ -18,7 +18,7 @@ import pytest
 
 from core.models import JobState
 from tests.botapi_server import BotApiServer
-from tests.conftest import photo_jpeg
+from tests.conftest import db_rows, photo_jpeg
 from tests.jobapi_server import JobApiServer
 from tests.telegram_harness import ANN, LINE, running_bot
 
@@ -190,7 +190,7 @@ async def test_a_failed_write_leaves_the_update_to_be_handled_again(
 ) -> None:
     async with running_bot(tmp_path, video=tiny_mp4) as h:
         s = h.server
-        store = h.runtime.store
+        path = h.runtime.settings.store_path
         # The store refuses the request (as a full disk or an I/O error would), at the
         # SQLite level, until the trigger is dropped.
         with sqlite3.connect(tmp_path / "data" / "actorbot.sqlite3") as db:
@@ -202,7 +202,7 @@ async def test_a_failed_write_leaves_the_update_to_be_handled_again(
 
         async def settled() -> tuple[int, float | None]:
             while True:
-                rows = await store.query("SELECT attempts, done_at FROM chat_inbox")
+                rows = db_rows(path, "SELECT attempts, done_at FROM chat_inbox")
                 if rows and (rows[0][0] or rows[0][1] is not None):
                     return int(rows[0][0]), rows[0][1]
                 await asyncio.sleep(0.02)
@@ -213,7 +213,7 @@ async def test_a_failed_write_leaves_the_update_to_be_handled_again(
             db.execute("DROP TRIGGER refuse_jobs")
         [job] = await h.finished(timeout=15)
         assert job.state is JobState.DONE
-        [(done,)] = await store.query("SELECT done_at FROM chat_inbox")
+        [(done,)] = db_rows(path, "SELECT done_at FROM chat_inbox")
         assert done is not None
         # One acknowledgement, kept across the retry; no "Something went wrong".
         [ack] = s.sent("sendMessage", ANN.id)

@@ -107,8 +107,8 @@ async def test_several_takes_arrive_as_one_album_then_buttons(
         first_video = min(m["message_id"] for m in h.server.bot_messages(ANN.id) if "video" in m)
         assert keys.reply_to == first_video
         # /history can send the takes again from their file ids.
-        history = await h.runtime.store.query("SELECT job_id FROM chat_history")
-        assert {row[0] for row in history} == {job.id for job in jobs}
+        history = await h.runtime.storage.chats.history("telegram", str(ANN.id), 10)
+        assert {item.job_id for item in history} == {job.id for job in jobs}
         assert not h.server.unknown
 
 

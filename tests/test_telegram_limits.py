@@ -10,7 +10,7 @@ import pytest
 
 from core.models import JobState
 from tests.botapi_server import BotApiServer, Failure
-from tests.conftest import photo_jpeg
+from tests.conftest import db_rows, photo_jpeg
 from tests.telegram_harness import ANN, LINE, running_bot
 
 
@@ -105,6 +105,6 @@ async def test_a_chat_that_blocked_the_bot_is_not_an_internal_error(
         # One call met the 403; then silence: no "Something went wrong", nothing admitted.
         assert [c.method for c in s.calls if c.chat_id == str(ANN.id)] == ["sendMessage"]
         assert await h.jobs() == []
-        [(done,)] = await h.runtime.store.query("SELECT done_at FROM chat_inbox")
+        [(done,)] = db_rows(h.runtime.settings.store_path, "SELECT done_at FROM chat_inbox")
         assert done is not None  # answered for good: not replayed at the next start
     assert not [r for r in caplog.records if r.levelno >= logging.ERROR or r.exc_info]

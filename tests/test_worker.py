@@ -18,9 +18,12 @@ from core.errors import DeliveryError, ImageRejected, PromptRejected, RequestRej
 from core.models import DeliveryAddress, EventKind, Job, JobEvent, JobState, UserRef, VideoRequest
 from core.notify import NotifierRouter
 from core.service import Service
-from core.store import Store
+from core.storage import JobStore
+from core.storage.sqlite import sqlite_storage
+from core.storage.sqlite.database import Database
+from core.storage.sqlite.jobs import SqliteJobs
 from core.worker import Worker
-from tests.conftest import make_settings
+from tests.conftest import db_execute, make_settings
 from tests.jobapi_server import JobApiServer
 
 
@@ -67,7 +70,7 @@ class GroupAdapter(RecordingAdapter):
 class Harness:
     settings: Settings
     server: JobApiServer
-    store: Store
+    store: JobStore
     adapter: RecordingAdapter
     service: Service
     worker: Worker
@@ -100,7 +103,7 @@ async def harness(
     *,
     slots: int = 2,
     adapter: RecordingAdapter | None = None,
-    store_class: type[Store] = Store,
+    jobs_class: type[SqliteJobs] = SqliteJobs,
     **server_knobs: Any,
 ) -> AsyncIterator[Harness]:
     server = JobApiServer(video=video, **server_knobs)
@@ -110,12 +113,14 @@ async def harness(
         backend="jobapi",
         jobapi={"url": url, "slots": slots, "poll_interval_seconds": 0.02},
     )
-    store = await store_class.open(settings.store_path)
+    db = await Database.open(settings.store_path)
+    storage = sqlite_storage(db)
+    store = jobs_class(db)  # the worker's: the real SQLite store, or a subclass observing it
     backend = JobApiBackend(settings=settings.jobapi)
     adapter = adapter or RecordingAdapter()
     router = NotifierRouter({"test": adapter})
     service = Service(
-        store=store,
+        storage=storage,
         notifier=router,
         images=settings.images,
         prompts=settings.prompts,
@@ -134,7 +139,7 @@ async def harness(
         async with running(worker, backend):
             yield Harness(settings, server, store, adapter, service, worker)
     finally:
-        await store.close()
+        await storage.close()
         await server.stop()
 
 
@@ -399,7 +404,7 @@ async def test_group_refused_for_good_fails_every_take_with_its_key(
         ] * 2
 
 
-class ClaimCountingStore(Store):
+class ClaimCountingStore(SqliteJobs):
     """The real store, counting claim transactions (to observe the claim loop)."""
 
     claims = 0
@@ -413,7 +418,7 @@ async def test_takes_held_back_by_the_in_flight_cap_do_not_spin_the_claim_loop(
     tmp_path: Path, tiny_mp4: bytes, portrait: bytes
 ) -> None:
     hold = asyncio.Event()
-    knobs: dict[str, Any] = {"slots": 3, "hold": hold, "store_class": ClaimCountingStore}
+    knobs: dict[str, Any] = {"slots": 3, "hold": hold, "jobs_class": ClaimCountingStore}
     async with harness(tmp_path, tiny_mp4, **knobs) as h:
         admission = await h.service.submit(h.request(LINE + " --takes 3", portrait))
         for _ in range(200):
@@ -446,9 +451,7 @@ async def test_job_finished_while_down_is_delivered_even_past_its_deadline(
             await asyncio.sleep(0.01)
         await h.worker.stop()
         # While the process is down the provider finishes and the deadline passes.
-        await h.store.write(
-            lambda db: db.execute("UPDATE jobs SET deadline_at = 1 WHERE id = ?", (job_id,))
-        )
+        db_execute(h.settings.store_path, "UPDATE jobs SET deadline_at = 1 WHERE id = ?", (job_id,))
         hold.set()
         backend = JobApiBackend(settings=h.settings.jobapi)
         second = Worker(

@@ -6,11 +6,12 @@ import logging
 from collections.abc import Collection
 from dataclasses import dataclass
 
-from core.chatstate import Button, ChatState
 from core.errors import RequestRejected
 from core.i18n import DEFAULT_LOCALE, render
 from core.models import UserRef
 from core.service import Service
+from core.storage import ChatStore
+from core.storage.types import Button
 
 from .intents import Person, Press
 from .platform import Action, Place, Platform, PlatformError
@@ -63,7 +64,7 @@ class AccessDesk:
         *,
         platform: Platform,
         service: Service,
-        chatstate: ChatState,
+        chatstate: ChatStore,
         admins: Collection[str],
     ) -> None:
         self._platform = platform

@@ -9,12 +9,11 @@ from __future__ import annotations
 import logging
 from collections.abc import Awaitable, Callable, Collection
 
-from core.chatstate import ChatState
 from core.errors import RequestRejected, UserError
 from core.i18n import render
 from core.models import DeliveryAddress, JobState, UserRef
 from core.service import Admission, Service
-from core.store import Store
+from core.storage import ChatStore, JobStore
 
 from .access import ACCESS_ACTIONS, AccessDesk, Applicant
 from .intents import Press, place_of
@@ -35,8 +34,8 @@ class Actions:
         *,
         platform: Platform,
         service: Service,
-        store: Store,
-        chatstate: ChatState,
+        store: JobStore,
+        chatstate: ChatStore,
         admins: Collection[str],
         admit: Admit,
         refusal: Refusal,

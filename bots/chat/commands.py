@@ -7,13 +7,12 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from core.chatstate import ChatState
 from core.errors import RequestRejected
 from core.i18n import DEFAULT_LOCALE, render
 from core.models import UserRef
 from core.quotas import time_left
 from core.service import Service
-from core.store import Store
+from core.storage import ChatStore, JobStore
 
 from .access import AccessDesk, Applicant, applicant_of
 from .intents import Command, Said
@@ -59,8 +58,8 @@ class Commands:
         self,
         platform: Platform,
         service: Service,
-        store: Store,
-        chatstate: ChatState,
+        store: JobStore,
+        chatstate: ChatStore,
         options: ChatOptions,
         access: AccessDesk,
     ) -> None:

@@ -15,12 +15,12 @@ import os
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
-from core.chatstate import ChatState, RememberedPhoto
 from core.errors import ImageRejected, UserError
 from core.i18n import render
 from core.models import DeliveryAddress, UserRef, VideoRequest
 from core.service import Admission, Checked, Service
-from core.store import Store
+from core.storage import ChatStore, JobStore
+from core.storage.types import RememberedPhoto
 
 from .access import AccessDesk, Applicant, applicant_of
 from .actions import Actions
@@ -52,8 +52,8 @@ class Conversation:
         *,
         platform: Platform,
         service: Service,
-        store: Store,
-        chatstate: ChatState,
+        store: JobStore,
+        chatstate: ChatStore,
         board: StatusBoard,
         inbox: FirstReplies,
         options: ChatOptions,

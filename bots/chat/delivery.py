@@ -5,10 +5,10 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
-from core.chatstate import ChatState
 from core.delivery import fit_video_async
 from core.errors import DeliveryError
 from core.models import EventKind, Job, JobEvent
+from core.storage import ChatStore
 
 from .intents import place_of
 from .platform import Action, Blocked, Keyboard, Platform, Video
@@ -24,7 +24,7 @@ class ChatNotifier:
     """Show status changes in the requester's chat and send results there."""
 
     def __init__(
-        self, platform: Platform, board: StatusBoard, chatstate: ChatState, *, work_dir: Path
+        self, platform: Platform, board: StatusBoard, chatstate: ChatStore, *, work_dir: Path
     ) -> None:
         self._platform = platform
         self._board = board

@@ -15,8 +15,8 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Generic, TypeVar
 
-from core.chatstate import ChatState
 from core.failpoints import Failpoints
+from core.storage import ChatStore
 
 log = logging.getLogger(__name__)
 
@@ -41,7 +41,7 @@ class Inbox(Generic[E]):
     def __init__(
         self,
         platform: str,
-        chatstate: ChatState,
+        chatstate: ChatStore,
         *,
         keyer: Callable[[E], str | None],
         encode: Callable[[E], str],

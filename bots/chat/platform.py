@@ -59,7 +59,7 @@ class Origin:
 
 @dataclass(frozen=True)
 class Action:
-    """A button: its label and the opaque id stored in ``ChatState`` buttons."""
+    """A button: its label and the opaque id stored in ``ChatStore`` buttons."""
 
     label: str
     id: str

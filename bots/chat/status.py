@@ -17,9 +17,8 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from core.chatstate import ChatState
 from core.models import Job
-from core.store import Store
+from core.storage import ChatStore
 
 from .platform import (
     Action,
@@ -81,15 +80,13 @@ class StatusBoard:
     def __init__(
         self,
         platform: Platform,
-        store: Store,
-        chatstate: ChatState,
+        chatstate: ChatStore,
         *,
         private_interval: float,
         group_interval: float,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self._platform = platform
-        self._store = store
         self._chatstate = chatstate
         self._private_interval = private_interval
         self._group_interval = group_interval
@@ -265,7 +262,7 @@ class StatusBoard:
             status.place, text, reply_to=status.reply_to, buttons=buttons
         )
         status.message_id = message_id
-        await self._store.set_status_message(status.request_id, message_id)
+        await self._chatstate.set_status_message(status.request_id, message_id)
 
     async def close(self, timeout: float = 2.0) -> None:
         """Send the latest text of every changed status once, ignoring the spacing."""

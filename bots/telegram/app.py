@@ -17,7 +17,6 @@ from bots.chat.delivery import ChatNotifier
 from bots.chat.status import StatusBoard
 from bots.runtime import Runtime
 from config.settings import TelegramSettings
-from core.chatstate import ChatState
 from core.failpoints import Failpoints
 
 from .handlers import Handlers, set_command_menus
@@ -116,7 +115,7 @@ async def run_telegram(
     """
     settings = runtime.settings.telegram
     app = build_application(settings)
-    chatstate = ChatState(runtime.store)
+    chatstate = runtime.storage.chats
     failpoints = Failpoints(runtime.settings.debug.failpoints)
     await app.initialize()  # getMe: a wrong token fails here
     try:
@@ -128,7 +127,7 @@ async def run_telegram(
             local_mode=settings.local_mode,
         )
         board = StatusBoard(
-            platform, runtime.store, chatstate,
+            platform, chatstate,
             private_interval=settings.private_edit_interval_seconds,
             group_interval=settings.group_edit_interval_seconds,
         )  # fmt: skip
@@ -149,7 +148,7 @@ async def run_telegram(
             peers=tuple(peers),
         )
         conversation = Conversation(
-            platform=platform, service=runtime.service, store=runtime.store,
+            platform=platform, service=runtime.service, store=runtime.storage.jobs,
             chatstate=chatstate, board=board, inbox=ingest, options=options,
         )  # fmt: skip
         Handlers(conversation, board=board, ingest=ingest, settings=settings, me=me).register(app)

@@ -21,8 +21,8 @@ from telegram.ext import Application
 from telegram.warnings import PTBDeprecationWarning
 
 from bots.chat.inbox import Inbox
-from core.chatstate import ChatState
 from core.failpoints import Failpoints
+from core.storage import ChatStore
 
 from .routing import PLATFORM
 
@@ -49,7 +49,7 @@ class Ingest(Inbox[Update]):
     def __init__(
         self,
         app: Application,  # type: ignore[type-arg]
-        chatstate: ChatState,
+        chatstate: ChatStore,
         keyer: Callable[[Update], str | None],
         *,
         failpoints: Failpoints | None = None,

@@ -1,4 +1,4 @@
-"""The SQLite connections under the store: migrations, one-hop writes, group commit.
+"""The SQLite connections under the stores: migrations, one-hop writes, group commit.
 
 The database owns its threads outright: one writer connection and one reader connection,
 plain ``sqlite3`` connections that each live on a single thread of their own (a
@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Self, TypeVar
 
-from core.migrations import MIGRATIONS
+from core.storage.sqlite.migrations import MIGRATIONS
 
 T = TypeVar("T")
 
@@ -228,13 +228,12 @@ class Transaction:
 class Database:
     """A writer and a reader connection with group-committed writes; ``await open(path)``."""
 
-    def __init__(self, writer: _Thread, reader: _Thread, *, clock: Any = time.time) -> None:
+    def __init__(self, writer: _Thread, reader: _Thread) -> None:
         self._writer = writer
         self._reader = reader
         self._write_lock = asyncio.Lock()
         self._pending: list[tuple[Work, asyncio.Future[Any]]] = []
         self._urgent: list[tuple[Work, asyncio.Future[Any]]] = []
-        self._clock = clock
 
     @classmethod
     async def open(cls, path: Path) -> Self:
@@ -325,13 +324,6 @@ class Database:
         """Run read-only ``work(db)`` on the reader thread in one hop, on one snapshot."""
         return await self._reader.run(_read_snapshot, work)
 
-    async def _fetchall(self, sql: str, params: Sequence[Any] = ()) -> list[Any]:
-        return (await self._reader.run(_execute, sql, params)).rows
-
     async def query(self, sql: str, params: Sequence[Any] = ()) -> list[Any]:
-        """Run a read-only statement on committed data (for modules that own tables)."""
-        return await self._fetchall(sql, params)
-
-    async def _fetchone(self, sql: str, params: Sequence[Any] = ()) -> Any | None:
-        rows = await self._fetchall(sql, params)
-        return rows[0] if rows else None
+        """Run one read-only statement on committed data and return its rows."""
+        return (await self._reader.run(_execute, sql, params)).rows

@@ -1,6 +1,6 @@
 """The database schema, as an append-only list of migrations.
 
-``Store.open`` applies the ones a database has not seen yet, in order, each in its own
+``Database.open`` applies the ones a database has not seen yet, in order, each in its own
 transaction together with the ``user_version`` bump.
 """
 
@@ -73,7 +73,7 @@ MIGRATIONS: tuple[str, ...] = (
     );
     INSERT INTO scheduler (id, current_round) VALUES (1, 0);
     """,
-    # Chat adapters' own state (core/chatstate.py): the inbox of platform events stored
+    # Chat adapters' own state (core/storage/sqlite/chats.py): the inbox of platform events stored
     # before anything else happens, remembered photos, button ids, language, history.
     """
     CREATE TABLE chat_inbox (
@@ -124,11 +124,12 @@ MIGRATIONS: tuple[str, ...] = (
     );
     CREATE INDEX chat_history_by_user ON chat_history (platform, user_id, created_at);
     """,
-    # Quotas and fair order (core/quotas.py, core/ledger.py). An account is one person:
-    # several platform identities (users) may share it after /link. The triggers keep the
-    # per-account counters and pay refunds on every path into FAILED/CANCELED.
+    # Quotas and fair order (core/quotas.py, core/storage/sqlite/accounts.py). An account is
+    # one person: several platform identities (users) may share it after /link. The triggers
+    # kept the per-account counters and paid refunds on every path into FAILED/CANCELED
+    # (until migration 6 replaced them with code).
     # jobs.fair_round and scheduler.current_round are unused from here on: the start order
-    # is the accounts' round-robin tickets (see Store.claim_next).
+    # is the accounts' round-robin tickets (see SqliteJobs.claim).
     """
     CREATE TABLE accounts (
         id INTEGER PRIMARY KEY,
@@ -260,7 +261,7 @@ MIGRATIONS: tuple[str, ...] = (
         UPDATE jobs SET charged = 0 WHERE id = new.id;
     END;
     """,
-    # Several takes delivered as one group (Store.claim_group): the worker that claimed
+    # Several takes delivered as one group (claim_group): the worker that claimed
     # it. A claim counts only while that worker holds a live lease on one of the takes.
     """
     ALTER TABLE requests ADD COLUMN group_owner TEXT;
@@ -269,5 +270,28 @@ MIGRATIONS: tuple[str, ...] = (
     # marked so, rather than being sent again or refunded (core/finishing.py).
     """
     ALTER TABLE jobs ADD COLUMN delivery_unconfirmed INTEGER NOT NULL DEFAULT 0;
+    """,
+    # Durable job events (core/storage/sqlite/changes.py): a row for every change of a job,
+    # written in the change's transaction; ``seq`` is the cursor events are followed by.
+    # Counters and refunds are no longer triggers: the same code writes them, in the same
+    # transaction, so that every engine does visibly the same. Existing jobs get one
+    # 'imported' event with the state they have now.
+    """
+    CREATE TABLE job_events (
+        seq INTEGER PRIMARY KEY AUTOINCREMENT,
+        kind TEXT NOT NULL,
+        job_id TEXT NOT NULL,
+        request_id TEXT NOT NULL,
+        state TEXT NOT NULL,
+        error_key TEXT,
+        at REAL NOT NULL
+    );
+    CREATE INDEX job_events_by_request ON job_events (request_id, seq);
+    INSERT INTO job_events (kind, job_id, request_id, state, error_key, at)
+        SELECT 'imported', id, request_id, state, error_key, updated_at FROM jobs ORDER BY seq;
+    DROP TRIGGER jobs_count_new;
+    DROP TRIGGER jobs_count_moved;
+    DROP TRIGGER jobs_count_gone;
+    DROP TRIGGER jobs_refund;
     """,
 )

@@ -1,0 +1,62 @@
+"""Storage behind small protocols by domain; each engine implements them in a subpackage.
+
+``open_storage(settings)`` opens the configured engine and returns a ``Storage`` bundle:
+``storage.jobs`` (``JobStore``), ``storage.accounts`` (``AccountStore``) and
+``storage.chats`` (``ChatStore``). Plain data goes in and out (``core.storage.types``);
+no connection, cursor or SQL crosses a protocol.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from types import TracebackType
+from typing import TYPE_CHECKING, Self
+
+from core.storage.accounts import AccountStore
+from core.storage.chats import ChatStore
+from core.storage.jobs import JobStore
+
+if TYPE_CHECKING:
+    from config.settings import Settings
+
+__all__ = ["AccountStore", "ChatStore", "JobStore", "Storage", "open_storage"]
+
+
+class Storage:
+    """The stores of one engine, opened together and closed together."""
+
+    def __init__(
+        self,
+        *,
+        jobs: JobStore,
+        accounts: AccountStore,
+        chats: ChatStore,
+        close: Callable[[], Awaitable[None]],
+    ) -> None:
+        self.jobs = jobs
+        self.accounts = accounts
+        self.chats = chats
+        self._close = close
+
+    async def close(self) -> None:
+        """Close the engine's connections."""
+        await self._close()
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        await self.close()
+
+
+async def open_storage(settings: Settings) -> Storage:
+    """Open the store the settings name (SQLite under the data directory by default)."""
+    # Imported here: each engine imports this package for ``Storage``.
+    from core.storage.sqlite import open_sqlite
+
+    return await open_sqlite(settings.store_path)

@@ -1,0 +1,125 @@
+"""State changes of jobs, with everything that goes with one in its transaction.
+
+A change of state moves the account's and the queue's counters, pays a refund when a
+charged take failed or was canceled before it started, and writes a job event. These
+were triggers once (migrations 3 and 4); they are plain code here so that each engine
+says what it does, and the next one does the same.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from core.models import IN_FLIGHT_STATES, JobState
+from core.storage.sqlite.queries import jobs as sql
+from core.storage.types import ChangeKind
+
+# Columns a transition may set besides the state.
+SETTABLE = frozenset(
+    {
+        "handle", "resubmitted", "result_path", "error_key", "error_params", "error_detail",
+        "not_before", "lease_owner", "lease_expires", "finished_at", "delivery_unconfirmed",
+    }
+)  # fmt: skip
+
+
+@dataclass(frozen=True)
+class Before:
+    """A job as it stood before a change: what counters and refunds depend on."""
+
+    id: str
+    state: JobState
+    account_id: int
+    request_id: str
+    charged: int  # credits still to pay back if it fails (0 once refunded)
+    charge_period: str | None
+
+    @classmethod
+    def from_row(cls, row: tuple[Any, ...]) -> Before:
+        """Return the state of a job from a ``BEFORE_CHANGE`` row."""
+        job_id, state, account_id, request_id, charged, period = row
+        return cls(job_id, JobState(state), int(account_id), request_id, int(charged), period)
+
+
+def refunds(before: JobState, after: JobState) -> bool:
+    """Return whether a charged take is paid back by this change (at most once)."""
+    failed = after is JobState.FAILED and not before.is_terminal
+    return failed or (after is JobState.CANCELED and before is JobState.QUEUED)
+
+
+def record(
+    db: sqlite3.Connection,
+    kind: ChangeKind,
+    job_id: str,
+    request_id: str,
+    state: JobState,
+    error_key: str | None,
+    now: float,
+) -> None:
+    """Write one job event."""
+    db.execute(sql.INSERT_EVENT, (kind.value, job_id, request_id, state.value, error_key, now))
+
+
+def settle(
+    db: sqlite3.Connection,
+    job: Before,
+    to: JobState,
+    now: float,
+    *,
+    kind: ChangeKind = ChangeKind.MOVED,
+    error_key: str | None = None,
+) -> None:
+    """Do what goes with a state change already written: counters, refund, event."""
+    queued = (to is JobState.QUEUED) - (job.state is JobState.QUEUED)
+    in_flight = (to in IN_FLIGHT_STATES) - (job.state in IN_FLIGHT_STATES)
+    if queued or in_flight:
+        db.execute(sql.COUNT_ACCOUNT, (queued, in_flight, job.account_id))
+    if queued:
+        db.execute(sql.COUNT_QUEUE, (queued,))
+    if job.charged > 0 and refunds(job.state, to):
+        db.execute(sql.REFUND_BALANCE, (job.charged, job.account_id, job.charge_period))
+        db.execute(sql.REFUND_LEDGER, (job.account_id, job.charge_period, job.charged, job.id, now))
+        db.execute(sql.REFUNDED, (job.id,))
+    record(db, kind, job.id, job.request_id, to, error_key, now)
+
+
+def transition(
+    db: sqlite3.Connection,
+    job_id: str,
+    to: JobState,
+    expect: Iterable[JobState] | None,
+    fields: Mapping[str, Any],
+    now: float,
+) -> bool:
+    """Move one job to a state, setting ``fields``; False if it was not in ``expect``."""
+    row = db.execute(sql.BEFORE_CHANGE, (job_id,)).fetchone()
+    if row is None:
+        return False
+    job = Before.from_row(row)
+    if expect is not None and job.state not in set(expect):
+        return False
+    values = dict(fields)
+    if to.is_terminal:
+        values.setdefault("finished_at", now)
+    if "error_params" in values:
+        values["error_params"] = json.dumps(values["error_params"], ensure_ascii=False)
+    assignments = "".join(f", {name} = ?" for name in values)
+    db.execute(
+        sql.CHANGE_STATE.format(assignments=assignments),
+        (to.value, now, *values.values(), job_id),
+    )
+    settle(db, job, to, now, error_key=values.get("error_key"))
+    return True
+
+
+def cancel_waiting(db: sqlite3.Connection, account_id: int, key: str, now: float) -> list[str]:
+    """Cancel an account's waiting takes (each paid back); return their ids."""
+    waiting = [Before.from_row(row) for row in db.execute(sql.ACCOUNT_WAITING, (account_id,))]
+    fields = {"error_key": key}
+    for job in waiting:
+        transition(db, job.id, JobState.CANCELED, None, fields, now)
+    return [job.id for job in waiting]

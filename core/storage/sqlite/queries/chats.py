@@ -1,0 +1,70 @@
+"""Named queries on the chat adapters' tables and a request's status message."""
+
+from __future__ import annotations
+
+INBOX_ADD = """
+INSERT INTO chat_inbox (platform, key, payload, received_at) VALUES (?, ?, ?, ?)
+ON CONFLICT DO NOTHING
+"""
+
+INBOX_ENTRY = """
+SELECT key, payload, first_reply, attempts, received_at FROM chat_inbox
+WHERE platform = ? AND key = ?
+"""
+
+INBOX_OPEN = """
+SELECT key, payload, first_reply, attempts, received_at FROM chat_inbox
+WHERE platform = ? AND done_at IS NULL ORDER BY received_at, rowid
+"""
+
+INBOX_FIRST_REPLY = "UPDATE chat_inbox SET first_reply = ? WHERE platform = ? AND key = ?"
+
+INBOX_ATTEMPT = "UPDATE chat_inbox SET attempts = attempts + 1 WHERE platform = ? AND key = ?"
+
+INBOX_DONE = "UPDATE chat_inbox SET done_at = ? WHERE platform = ? AND key = ?"
+
+INBOX_PRUNE = """
+DELETE FROM chat_inbox WHERE platform = ? AND done_at IS NOT NULL AND received_at < ?
+"""
+
+REMEMBER_PHOTO = """
+INSERT OR REPLACE INTO chat_photos (platform, chat_id, user_id, file_ref, request_id,
+                                    message_id, updated_at)
+VALUES (?, ?, ?, ?, ?, ?, ?)
+"""
+
+LAST_PHOTO = """
+SELECT file_ref, request_id, message_id, updated_at FROM chat_photos
+WHERE platform = ? AND chat_id = ? AND user_id = ? AND updated_at >= ?
+"""
+
+ADD_BUTTON = """
+INSERT INTO chat_buttons (id, platform, action, request_id, job_id, owner, created_at)
+VALUES (?, ?, ?, ?, ?, ?, ?)
+"""
+
+BUTTON = """
+SELECT id, action, request_id, job_id, owner FROM chat_buttons WHERE platform = ? AND id = ?
+"""
+
+SET_LOCALE = """
+INSERT INTO chat_prefs (platform, user_id, locale) VALUES (?, ?, ?)
+ON CONFLICT (platform, user_id) DO UPDATE SET locale = excluded.locale
+"""
+
+LOCALE = "SELECT locale FROM chat_prefs WHERE platform = ? AND user_id = ?"
+
+ADD_HISTORY = """
+INSERT OR REPLACE INTO chat_history (platform, user_id, job_id, chat_id, file_ref, caption,
+                                     created_at)
+VALUES (?, ?, ?, ?, ?, ?, ?)
+"""
+
+HISTORY = """
+SELECT job_id, chat_id, file_ref, caption, created_at FROM chat_history
+WHERE platform = ? AND user_id = ? ORDER BY created_at DESC LIMIT ?
+"""
+
+SET_STATUS_MESSAGE = """
+UPDATE requests SET address = json_set(address, '$.status_message_id', ?) WHERE id = ?
+"""

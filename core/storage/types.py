@@ -1,0 +1,129 @@
+"""Plain data that crosses the storage protocols, in and out (no connection, no SQL)."""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass
+from enum import StrEnum
+
+from core.models import Account, Job, JobState
+
+
+def new_id() -> str:
+    """Return a short random id, safe to show users and to put in callback data."""
+    return uuid.uuid4().hex[:16]
+
+
+# --- jobs ---------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class NewTake:
+    """One take to insert at admission."""
+
+    line: str
+    speech: str
+    language: str
+    seconds: int
+    seed: int
+    voice: str | None
+
+
+@dataclass(frozen=True)
+class Claimed:
+    """A job just claimed, with the prepared image its backend submit needs."""
+
+    job: Job
+    image_jpeg: bytes
+    width: int
+    height: int
+
+
+@dataclass(frozen=True)
+class Admitted:
+    """What admission wrote: the request id, its jobs, and where the first one stands."""
+
+    request_id: str
+    jobs: tuple[Job, ...]
+    position: int | None = None  # 1-based start position of the first take
+    run_seconds: float | None = None  # mean run time of recent jobs, for the ETA
+    credits_left: int | None = None  # None when nothing was charged
+
+
+@dataclass(frozen=True)
+class Precheck:
+    """What the checks before image decoding need, read in one round trip."""
+
+    account: Account | None  # None: the user never used the bot
+    existing_request: str | None  # the request already stored for this event
+    credits: int | None  # None: the period has not started for this account
+    total_queued: int
+
+
+class ChangeKind(StrEnum):
+    """What wrote a job event."""
+
+    ADMITTED = "admitted"  # inserted, waiting
+    CLAIMED = "claimed"  # a worker took it from the queue
+    MOVED = "moved"  # any other change of state (worker, user, admin)
+    ADOPTED = "adopted"  # another worker took over its lease; the state is unchanged
+    IMPORTED = "imported"  # the state a job had when events began (a schema migration)
+
+
+@dataclass(frozen=True)
+class JobChange:
+    """One durable job event, written in the transaction of the change it records."""
+
+    seq: int  # increasing over the whole store: the cursor to follow events by
+    kind: ChangeKind
+    job_id: str
+    request_id: str
+    state: JobState  # the state after the change
+    error_key: str | None
+    at: float
+
+
+# --- chat state ---------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class InboxEntry:
+    """A stored platform event and how far its handling got."""
+
+    key: str
+    payload: str
+    first_reply: str | None  # the first answer already sent, so a replay does not repeat it
+    attempts: int
+    received_at: float
+
+
+@dataclass(frozen=True)
+class RememberedPhoto:
+    """The last photo a user sent in a chat: a platform file or a stored request's image."""
+
+    file_ref: str | None
+    request_id: str | None
+    message_id: str | None
+    updated_at: float
+
+
+@dataclass(frozen=True)
+class Button:
+    """What an inline button does, for whom."""
+
+    id: str
+    action: str
+    request_id: str
+    job_id: str | None
+    owner: str  # platform user id of the requester
+
+
+@dataclass(frozen=True)
+class Delivered:
+    """A video a user received, re-sendable by its platform file id."""
+
+    job_id: str
+    chat_id: str
+    file_ref: str
+    caption: str
+    created_at: float
