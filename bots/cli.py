@@ -18,6 +18,8 @@ from rich.console import Console
 from rich.markup import escape
 from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
+from bots.adapters import ADAPTERS, Adapter, AdapterUnavailable, configured
+from bots.adapters import secrets as adapter_secrets
 from bots.logs import configure_logging
 from bots.runtime import Runtime, open_runtime
 from config.settings import ConfigError, Settings, load_settings
@@ -165,55 +167,42 @@ async def _resume(settings: Settings, console: Console) -> int:
 
 
 async def _run(settings: Settings, console: Console) -> int:
-    adapters = configured_adapters(settings)
+    adapters = configured(settings)
     if not adapters:
+        wanted = " or ".join(f"{adapter.variable} ({adapter.origin})" for adapter in ADAPTERS)
         console.print(
-            "[red]No chat adapter is configured.[/] Set ACTORBOT_TELEGRAM__TOKEN (from "
-            "@BotFather) in the environment or in actorbot.toml, then run again. "
+            f"[red]No chat adapter is configured.[/] Set {wanted} in the environment or in "
+            "actorbot.toml, then run again. "
             'To make a video without a bot: actorbot generate PHOTO "LINE".'
         )
         return EXIT_USAGE
-    from telegram.error import InvalidToken, NetworkError
-
     async with open_runtime(settings, {"cli": FileNotifier()}) as runtime:
         try:
             return await _serve(runtime, adapters)
-        except InvalidToken:
-            console.print("[red]Telegram refused the bot token.[/] Check it with @BotFather.")
-        except NetworkError:
+        except AdapterUnavailable as exc:
             # Details go to the (redacting) log: an error text may quote a URL with the token.
-            log.warning("Telegram Bot API unreachable", exc_info=True)
-            console.print("[red]Cannot reach the Telegram Bot API.[/] Check the network.")
+            log.warning("%s", exc, exc_info=exc.__cause__)
+            console.print(f"[red]{escape(exc.headline)}[/] {escape(exc.advice)}")
         return EXIT_FAILED
 
 
-def configured_adapters(settings: Settings) -> list[str]:
-    """Return the chat adapters whose credentials are set."""
-    return [name for name, token in _adapter_tokens(settings).items() if token]
-
-
-def _adapter_tokens(settings: Settings) -> dict[str, str]:
-    return {"telegram": settings.telegram.token.get_secret_value()}
-
-
-async def _serve(runtime: Runtime, adapters: Sequence[str]) -> int:
+async def _serve(runtime: Runtime, adapters: Sequence[Adapter]) -> int:
     """Run the adapters and the worker in this event loop until SIGINT/SIGTERM."""
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
+    names = [adapter.name for adapter in adapters]
     async with contextlib.AsyncExitStack() as stack:
         # Adapters start first (the worker delivers through them) and stop last.
-        if "telegram" in adapters:
-            from bots.telegram import run_telegram
-
-            peers = [name for name in adapters if name != "telegram"]
-            telegram = await stack.enter_async_context(run_telegram(runtime, peers=peers))
-            telegram.intake.add_done_callback(lambda _: stop.set())
+        for adapter in adapters:
+            peers = [name for name in names if name != adapter.name]
+            running = await stack.enter_async_context(adapter.start(runtime, peers))
+            running.intake.add_done_callback(lambda _: stop.set())
         worker = asyncio.create_task(runtime.worker.run(), name="worker")
         # A worker that died must not leave the bot answering "queued" forever.
         worker.add_done_callback(lambda _: stop.set())
-        log.info("running adapters: %s", ", ".join(adapters))
+        log.info("running adapters: %s", ", ".join(names))
         await stop.wait()
         await runtime.worker.stop()
         worker.cancel()
@@ -298,15 +287,13 @@ def _presets(settings: Settings, console: Console) -> int:
 
 
 def _secrets(settings: Settings) -> list[str]:
-    # PTB logs call parameters at DEBUG, setWebhook's secret_token among them.
     return [
         settings.jobapi.token.get_secret_value(),
         settings.providers.fal.key.get_secret_value(),
         settings.providers.replicate.key.get_secret_value(),
         settings.providers.gaga.key.get_secret_value(),
-        settings.telegram.webhook_secret.get_secret_value(),
         *settings.store.secrets,  # the PostgreSQL URL and its password
-        *_adapter_tokens(settings).values(),
+        *adapter_secrets(settings),
     ]
 
 

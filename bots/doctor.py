@@ -8,6 +8,7 @@ from collections.abc import Awaitable, Callable
 import av
 from rich.console import Console
 
+from bots.adapters import configured
 from config.settings import Settings
 from core.backends.preview.fonts import find_font
 from core.backends.preview.tts import synthesize
@@ -18,9 +19,7 @@ Check = Callable[[Settings], Awaitable[str]]
 
 
 async def _config(settings: Settings) -> str:
-    adapters = [
-        name for name, on in (("telegram", settings.telegram.token.get_secret_value()),) if on
-    ]
+    adapters = [adapter.name for adapter in configured(settings)]
     return (
         f"backend={settings.backend}, data_dir={settings.data_dir}, adapters={adapters or 'none'}"
     )

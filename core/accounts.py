@@ -147,6 +147,14 @@ class Accounts:
         await self._accounts.set_access(account_id, "denied")
         log.info("%s: denied account %d", actor, account_id)
 
+    async def decide_access(self, account_id: int, *, approve: bool, actor: str) -> bool:
+        """Approve or deny a waiting access request; False if it was already decided."""
+        access = "allowed" if approve else "denied"
+        decided = await self._accounts.decide_access(account_id, access)
+        if decided:
+            log.info("%s: %s account %d", actor, access, account_id)
+        return decided
+
     async def request_access(self, user: UserRef) -> AccessRequest:
         """Ask for access (approval mode); ``new`` says whether admins should be asked now."""
         now = self._clock()

@@ -372,6 +372,27 @@ async def test_approval_mode(tmp_path: Path, portrait: bytes) -> None:
         await admit(svc, request("me", "e", platform="cli"))
 
 
+async def test_only_a_pending_request_can_be_decided_once(tmp_path: Path) -> None:
+    """Two admins (on two platforms, or two processes) pressing at once: one decision wins."""
+    async with service(tmp_path, access="approval") as svc:
+        asked = await svc.accounts.request_access(UserRef("test", "u1"))
+        decisions = await asyncio.gather(
+            svc.accounts.decide_access(asked.account_id, approve=True, actor="test:a"),
+            svc.accounts.decide_access(asked.account_id, approve=False, actor="discord:b"),
+        )
+        assert sorted(decisions) == [False, True]
+        assert await svc.accounts.pending() == []
+        status = (await svc.accounts.request_access(UserRef("test", "u1"))).status
+        assert status == ("allowed" if decisions[0] else "denied")
+        # Decided already: a late press changes nothing.
+        assert not await svc.accounts.decide_access(asked.account_id, approve=False, actor="x")
+        assert (await svc.accounts.request_access(UserRef("test", "u1"))).status == status
+        # An account that never asked cannot be approved through the desk.
+        other = await svc.accounts.account_id(UserRef("test", "u2"), create=True)
+        assert other is not None
+        assert not await svc.accounts.decide_access(other, approve=True, actor="test:a")
+
+
 async def test_allowlist_and_bans(tmp_path: Path) -> None:
     clock = Clock()
     async with service(tmp_path, clock, access="allowlist") as svc:

@@ -13,7 +13,7 @@ from tests.conftest import photo_jpeg
 from tests.telegram_harness import ANN, BOB, LI, LINE, Harness, answers, buttons, running_bot
 
 ADMIN = User(999, "Root", "en")
-ASKED = render("tg.access_asked", "en")
+ASKED = render("chat.access_asked", "en")
 
 
 def texts(h: Harness, user: User) -> list[str]:
@@ -53,7 +53,7 @@ async def test_a_waiting_user_asking_again_does_not_message_the_admins_again(
     tmp_path: Path, tiny_mp4: bytes
 ) -> None:
     async with approval(tmp_path, tiny_mp4) as h:
-        await request_refused(h, LI, render("tg.access_asked", "zh"))
+        await request_refused(h, LI, render("chat.access_asked", "zh"))
         await admin_request(h)
         await request_refused(h, LI, render("access.pending", "zh"))
         h.server.send(LI, text="/start")
@@ -73,7 +73,7 @@ async def test_only_admins_may_decide(tmp_path: Path, tiny_mp4: bytes) -> None:
             query = h.server.press(presser, message, buttons(message)["✅ Approve"])
             [answer] = await h.server.wait_for(lambda q=query: answers(h.server, q))
             assert answer["show_alert"] == "true"
-            assert answer["text"] == render("tg.admin_only", "en")
+            assert answer["text"] == render("chat.admin_only", "en")
         assert [p[2] for p in await h.runtime.service.accounts.pending()] == ["101"]
         assert list(buttons(message)) == ["✅ Approve", "⛔ Deny"]
         assert texts(h, ANN)[-1] == ASKED
@@ -94,7 +94,7 @@ async def test_approving_lets_the_next_request_through(tmp_path: Path, tiny_mp4:
         # A second press (or another admin's) changes nothing.
         again = h.server.press(ADMIN, message, labels["⛔ Deny"])
         [repeat] = await h.server.wait_for(lambda: answers(h.server, again))
-        assert repeat["text"] == render("tg.access_already", "en")
+        assert repeat["text"] == render("chat.access_already", "en")
         h.server.send(ANN, photo=photo_jpeg(), caption=LINE)
         [job] = await h.finished(1)
         assert job.state is JobState.DONE
@@ -107,7 +107,7 @@ async def test_denying_tells_the_user_and_keeps_them_out(tmp_path: Path, tiny_mp
         query = h.server.press(ADMIN, message, buttons(message)["⛔ Deny"])
         [answer] = await h.server.wait_for(lambda: answers(h.server, query))
         assert answer["text"] == "Denied."
-        told = render("tg.access_user_denied", "en")
+        told = render("chat.access_user_denied", "en")
         await h.server.wait_for(lambda: told in texts(h, ANN), what="user told")
         assert message["text"].endswith("⛔ Denied by Root.")
         await request_refused(h, ANN, render("access.denied", "en"))
@@ -120,7 +120,7 @@ async def test_pending_lists_waiting_requests_with_buttons(tmp_path: Path, tiny_
         await request_refused(h, ANN, ASKED)
         await admin_request(h)
         h.server.send(BOB, text="/pending")
-        await h.server.wait_for(lambda: render("tg.admin_only", "en") in texts(h, BOB))
+        await h.server.wait_for(lambda: render("chat.admin_only", "en") in texts(h, BOB))
         h.server.send(ADMIN, text="/pending")
         listed = await h.server.wait_for(
             lambda: [m for m in h.server.bot_messages(ADMIN.id) if buttons(m)][1:]

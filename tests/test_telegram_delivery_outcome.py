@@ -10,7 +10,8 @@ import pytest
 from telegram import Bot
 from telegram.error import NetworkError, TelegramError, TimedOut
 
-from bots.telegram.notifier import TelegramNotifier, outcome_unknown
+from bots.chat.delivery import ChatNotifier
+from bots.telegram.platform import TelegramPlatform, outcome_unknown
 from core.errors import DeliveryError, DeliveryUnknown
 from core.models import JobState, UserRef
 from tests.conftest import photo_jpeg
@@ -42,7 +43,7 @@ async def test_no_answer_to_the_upload_ends_done_unconfirmed_not_resent(
     tmp_path: Path, tiny_mp4: bytes
 ) -> None:
     async with running_bot(tmp_path, video=tiny_mp4) as h:
-        h.bot.notifier.media_read_timeout = 0.3
+        h.bot.platform.media_read_timeout = 0.3
         h.server.delay["sendVideo"] = 1.5
         h.server.send(ANN, photo=photo_jpeg(), caption=LINE)
         [job] = await h.finished()
@@ -62,7 +63,7 @@ async def test_no_answer_to_an_album_ends_done_unconfirmed_not_resent(
     tmp_path: Path, tiny_mp4: bytes
 ) -> None:
     async with running_bot(tmp_path, video=tiny_mp4) as h:
-        h.bot.notifier.media_read_timeout = 0.3
+        h.bot.platform.media_read_timeout = 0.3
         h.server.delay["sendMediaGroup"] = 1.5
         h.server.send(ANN, photo=photo_jpeg(), caption=LINE + " --takes 2")
         jobs = await h.finished(count=2)
@@ -83,10 +84,8 @@ async def test_a_connection_refused_is_a_send_to_retry(tmp_path: Path, tiny_mp4:
         video = tmp_path / "take.mp4"
         video.write_bytes(tiny_mp4)
         bot = Bot(h.server.token, base_url=dead)
-        notifier = TelegramNotifier(
-            bot, h.bot.board, h.runtime.storage.chats,
-            max_upload_bytes=h.bot.notifier.max_upload_bytes, work_dir=tmp_path,
-        )  # fmt: skip
+        platform = TelegramPlatform(bot, max_upload_bytes=h.bot.notifier.max_upload_bytes)
+        notifier = ChatNotifier(platform, h.bot.board, h.runtime.storage.chats, work_dir=tmp_path)
         try:  # not initialized: getMe would fail the same way
             with pytest.raises(DeliveryError) as refused:
                 await notifier.deliver(job, video)

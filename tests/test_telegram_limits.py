@@ -99,7 +99,7 @@ async def test_a_chat_that_blocked_the_bot_is_not_an_internal_error(
         s.send(ANN, photo=photo_jpeg(), caption=LINE)
         await s.wait_for(lambda: s.sent("sendMessage", ANN.id), what="the acknowledgement")
         await s.wait_for(
-            lambda: h.bot.board.is_blocked(ANN.id), what="the chat remembered as blocked"
+            lambda: h.bot.board.is_blocked(str(ANN.id)), what="the chat remembered as blocked"
         )
         await asyncio.sleep(0.5)  # an error message or a job would show up by now
         # One call met the 403; then silence: no "Something went wrong", nothing admitted.

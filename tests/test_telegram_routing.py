@@ -8,7 +8,8 @@ from typing import Any
 import pytest
 from telegram import Message
 
-from bots.telegram.render import TAKE_OFFSET, caption, format_eta, status_line, status_text
+from bots.chat.texts import TAKE_OFFSET, caption, format_eta, status_line, status_text
+from bots.telegram.platform import CAPTION_LIMIT, TEXT_LIMIT
 from bots.telegram.routing import (
     Command,
     Generate,
@@ -161,7 +162,10 @@ def test_event_texts() -> None:
         EventKind.FAILED, job(), error_key="job.deadline", error_params={"minutes": 15}
     )
     assert "15 min" in status_line(failed, "en")
-    assert status_text({1: "a", 2: "b"}, 3, "en") == "Take 1/3: a\nTake 2/3: b\nTake 3/3: …"
+    assert (
+        status_text({1: "a", 2: "b"}, 3, "en", TEXT_LIMIT)
+        == "Take 1/3: a\nTake 2/3: b\nTake 3/3: …"
+    )
     assert format_eta(20, "en") == "under a minute" and format_eta(590, "zh") == "约 10 分钟"
     assert format_eta(5000, "en") == "about 2 h"
 
@@ -178,11 +182,11 @@ def test_waiting_texts_change_in_steps_not_with_every_queue_move() -> None:
 def test_a_retake_is_numbered_after_the_takes_of_its_line() -> None:
     address = DeliveryAddress("telegram", "101", extra={TAKE_OFFSET: 1})
     again = job(state=JobState.DONE, address=address)
-    assert caption(again, "en").endswith("5 s · take 2/2")
+    assert caption(again, "en", CAPTION_LIMIT).endswith("5 s · take 2/2")
     assert status_line(JobEvent(EventKind.DELIVERED, again), "en") == "Done: 5 s, take 2/2."
 
 
 def test_caption_fits_telegrams_limit() -> None:
     long = job(line="x" * 5000, take=2, takes=3)
-    text = caption(long, "en")
+    text = caption(long, "en", CAPTION_LIMIT)
     assert len(text) <= 1024 and text.endswith("5 s · take 2/3")

@@ -11,16 +11,18 @@ from dataclasses import dataclass
 
 from telegram.ext import AIORateLimiter, Application, ApplicationBuilder
 
+from bots.chat.commands import ChatOptions
+from bots.chat.conversation import Conversation
+from bots.chat.delivery import ChatNotifier
+from bots.chat.status import StatusBoard
 from bots.runtime import Runtime
 from config.settings import TelegramSettings
 from core.failpoints import Failpoints
 
-from .commands import set_command_menus
-from .handlers import Deps, Handlers
+from .handlers import Handlers, set_command_menus
 from .ingest import Ingest, Poller
-from .notifier import LOCAL_UPLOAD_LIMIT, PUBLIC_UPLOAD_LIMIT, TelegramNotifier
-from .routing import PLATFORM, Me, event_key
-from .status import StatusBoard
+from .platform import LOCAL_UPLOAD_LIMIT, PLATFORM, PUBLIC_UPLOAD_LIMIT, TelegramPlatform
+from .routing import Me, event_key
 from .webhook import WebhookServer
 
 log = logging.getLogger(__name__)
@@ -96,7 +98,8 @@ class TelegramBot:
     me: Me
     ingest: Ingest
     board: StatusBoard
-    notifier: TelegramNotifier
+    platform: TelegramPlatform
+    notifier: ChatNotifier
     intake: asyncio.Task[None]
 
 
@@ -117,29 +120,38 @@ async def run_telegram(
     await app.initialize()  # getMe: a wrong token fails here
     try:
         me = Me(app.bot.id, app.bot.username)
+        platform = TelegramPlatform(
+            app.bot,
+            max_upload_bytes=upload_limit(settings),
+            max_download_bytes=settings.max_download_bytes,
+            local_mode=settings.local_mode,
+        )
         board = StatusBoard(
-            app.bot, chatstate,
+            platform, chatstate,
             private_interval=settings.private_edit_interval_seconds,
             group_interval=settings.group_edit_interval_seconds,
         )  # fmt: skip
-        notifier = TelegramNotifier(
-            app.bot, board, chatstate,
-            max_upload_bytes=upload_limit(settings),
-            work_dir=runtime.settings.data_dir / "telegram",
-            local_mode=settings.local_mode,
-        )  # fmt: skip
+        notifier = ChatNotifier(
+            platform, board, chatstate, work_dir=runtime.settings.data_dir / "telegram"
+        )
         runtime.router.add(PLATFORM, notifier)
         ingest = Ingest(
             app, chatstate,
             lambda update: event_key(update, me, group_trigger=settings.group_trigger),
             failpoints=failpoints,
         )  # fmt: skip
-        deps = Deps(
-            bot=app.bot, service=runtime.service, store=runtime.storage.jobs, chatstate=chatstate,
-            board=board, ingest=ingest, settings=settings, prompts=runtime.settings.prompts,
-            me=me, peers=tuple(peers),
+        options = ChatOptions(
+            admins=frozenset(str(admin) for admin in settings.admin_ids),
+            photo_memory_seconds=settings.photo_memory_seconds,
+            history_size=settings.history_size,
+            max_takes=runtime.settings.prompts.max_takes,
+            peers=tuple(peers),
+        )
+        conversation = Conversation(
+            platform=platform, service=runtime.service, store=runtime.storage.jobs,
+            chatstate=chatstate, board=board, inbox=ingest, options=options,
         )  # fmt: skip
-        Handlers(deps).register(app)
+        Handlers(conversation, board=board, ingest=ingest, settings=settings, me=me).register(app)
         await set_command_menus(app.bot, peers)
         await app.start()
         replayed = await ingest.replay()
@@ -153,7 +165,7 @@ async def run_telegram(
         intake.add_done_callback(_report_intake)
         log.info("telegram bot @%s running (%s)", me.username, "webhook" if webhook else "polling")
         try:
-            yield TelegramBot(app, me, ingest, board, notifier, intake)
+            yield TelegramBot(app, me, ingest, board, platform, notifier, intake)
         finally:
             intake.cancel()
             try:

@@ -1,4 +1,4 @@
-"""Durable intake of updates: store first, confirm to Telegram second, handle third.
+"""Durable intake of updates: fetch, store in the inbox (``bots.chat.inbox``), confirm.
 
 PTB's own ``Updater`` confirms a batch (by asking for the next offset) as soon as it has
 fetched it, before any handler ran: a crash then loses the batch. Here the offset moves
@@ -11,10 +11,8 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-import time
 import warnings
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable
 from datetime import timedelta
 
 from telegram import Bot, Update
@@ -22,6 +20,7 @@ from telegram.error import Conflict, InvalidToken, NetworkError, RetryAfter, Tel
 from telegram.ext import Application
 from telegram.warnings import PTBDeprecationWarning
 
+from bots.chat.inbox import Inbox
 from core.failpoints import Failpoints
 from core.storage import ChatStore
 
@@ -32,9 +31,6 @@ log = logging.getLogger(__name__)
 # Telegram keeps an unconfirmed update for at most 24 h; a handled key must outlive that
 # to recognise a late redelivery.
 _KEEP_HANDLED_SECONDS = 26 * 3600
-_PRUNE_EVERY_SECONDS = 3600.0
-_MAX_ATTEMPTS = 3  # replays of one update before it is given up as poison
-_RETRY_SECONDS = 1.0  # first wait before handling a failed update again; doubles each time
 _ALLOWED_UPDATES = ("message", "callback_query")
 
 
@@ -47,8 +43,8 @@ def retry_seconds(exc: RetryAfter) -> float:
     return value.total_seconds() if isinstance(value, timedelta) else float(value)
 
 
-class Ingest:
-    """Store updates in the inbox, then hand each one to the Application exactly once."""
+class Ingest(Inbox[Update]):
+    """The inbox for Telegram updates, handed to the PTB Application exactly once."""
 
     def __init__(
         self,
@@ -58,134 +54,25 @@ class Ingest:
         *,
         failpoints: Failpoints | None = None,
     ) -> None:
+        super().__init__(
+            PLATFORM,
+            chatstate,
+            keyer=keyer,
+            encode=lambda update: update.to_json(),
+            decode=lambda payload: Update.de_json(json.loads(payload), app.bot),
+            # Handler errors go to the Application's error handler, which reports them
+            # through ``failed``; process_update itself returns.
+            handle=app.process_update,
+            keep_handled_seconds=_KEEP_HANDLED_SECONDS,
+            failpoints=failpoints,
+        )
         self._app = app
-        self._chatstate = chatstate
-        self._keyer = keyer
-        self._failpoints = failpoints or Failpoints()
-        self._tasks: set[asyncio.Task[None]] = set()
-        self._retries: set[asyncio.Task[None]] = set()  # failed updates waiting to run again
-        self._handling: dict[int, _Handling] = {}  # update_id -> its handling, while it runs
-        self._first_replies: dict[str, str | None] = {}  # key -> first answer, while handled
-        self._pruned_at = time.monotonic()
 
     @property
     def bot(self) -> Bot:
         """Return the Application's bot."""
         bot: Bot = self._app.bot
         return bot
-
-    async def accept(self, updates: Sequence[Update]) -> None:
-        """Store the updates that ask for something; return once they are durable."""
-        keyed = [(update, self._keyer(update)) for update in updates]
-        rows = [(key, update.to_json()) for update, key in keyed if key is not None]
-        new = await self._chatstate.inbox_add(PLATFORM, rows)
-        self._failpoints.hit("telegram.after_store")
-        if time.monotonic() - self._pruned_at > _PRUNE_EVERY_SECONDS:
-            self._pruned_at = time.monotonic()
-            await self._chatstate.inbox_prune(PLATFORM, _KEEP_HANDLED_SECONDS)
-        for update, key in keyed:
-            if key is None:
-                continue  # not for us (group chatter, edits, other bots' commands)
-            if key not in new:
-                # Redelivered, or the same message in a second update: already stored and
-                # handled (or being handled) once.
-                log.info("update %s repeats %s; ignored", update.update_id, key)
-                continue
-            self._spawn(update, key, None)
-
-    async def replay(self) -> int:
-        """Hand stored but unfinished updates to the Application again (after a restart)."""
-        entries = await self._chatstate.inbox_open(PLATFORM)
-        for entry in entries:
-            if entry.attempts >= _MAX_ATTEMPTS:
-                log.error("giving up on update %s after %d attempts", entry.key, entry.attempts)
-                await self._chatstate.inbox_done(PLATFORM, entry.key)
-                continue
-            await self._chatstate.inbox_attempt(PLATFORM, entry.key)
-            update = Update.de_json(json.loads(entry.payload), self.bot)
-            self._spawn(update, entry.key, entry.first_reply, entry.attempts + 1)
-        await self._chatstate.inbox_prune(PLATFORM, _KEEP_HANDLED_SECONDS)
-        return len(entries)
-
-    def first_reply(self, key: str) -> str | None:
-        """Return the first answer already sent for an update (set on replays)."""
-        return self._first_replies.get(key)
-
-    async def record_first_reply(self, key: str, message_id: int) -> None:
-        """Remember the first answer, so a replay after a crash does not send it again."""
-        self._first_replies[key] = str(message_id)
-        await self._chatstate.inbox_first_reply(PLATFORM, key, str(message_id))
-
-    def failed(self, update: Update) -> bool:
-        """Record that handling an update failed; return whether it will be tried again.
-
-        The error handler calls this for failures that may pass (a store or network
-        error). A permanent refusal is an answer, not a failure: the handler returns.
-        """
-        handling = self._handling.get(update.update_id)
-        if handling is None:
-            return False
-        handling.failed = True
-        return handling.attempts < _MAX_ATTEMPTS
-
-    def _spawn(self, update: Update, key: str, first_reply: str | None, attempts: int = 0) -> None:
-        self._first_replies[key] = first_reply
-        task = asyncio.create_task(self._handle(update, key, attempts), name=f"telegram-{key}")
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
-
-    async def _handle(self, update: Update, key: str, attempts: int) -> None:
-        handling = self._handling[update.update_id] = _Handling(attempts)
-        try:
-            # Handler errors go to the Application's error handler, which reports them
-            # through ``failed``; process_update itself returns.
-            await self._app.process_update(update)
-            if handling.failed and attempts < _MAX_ATTEMPTS:
-                # Not done: it stays in the inbox (a restart replays it) and runs again soon.
-                await self._chatstate.inbox_attempt(PLATFORM, key)
-                self._retry(update, key, attempts + 1)
-            else:
-                if handling.failed:
-                    log.error("giving up on update %s after %d attempts", key, attempts + 1)
-                await self._chatstate.inbox_done(PLATFORM, key)
-        except asyncio.CancelledError:
-            raise  # shutting down: left open, replayed at the next start
-        except Exception:
-            log.exception("could not finish update %s", key)
-        finally:
-            self._handling.pop(update.update_id, None)
-            self._first_replies.pop(key, None)
-
-    def _retry(self, update: Update, key: str, attempts: int) -> None:
-        first_reply = self._first_replies.get(key)
-
-        async def later() -> None:
-            await asyncio.sleep(_RETRY_SECONDS * 2 ** (attempts - 1))
-            self._spawn(update, key, first_reply, attempts)
-
-        task = asyncio.create_task(later(), name=f"telegram-retry-{key}")
-        self._retries.add(task)
-        task.add_done_callback(self._retries.discard)
-
-    async def drain(self, timeout: float) -> None:
-        """Let handlers finish for up to ``timeout`` seconds, then cancel the rest."""
-        for task in self._retries:
-            task.cancel()  # waiting to run again: the inbox keeps them for the next start
-        await asyncio.gather(*self._retries, return_exceptions=True)
-        if not self._tasks:
-            return
-        _, pending = await asyncio.wait(list(self._tasks), timeout=timeout)
-        for task in pending:
-            task.cancel()
-        await asyncio.gather(*pending, return_exceptions=True)
-
-
-@dataclass
-class _Handling:
-    """One run of an update's handlers."""
-
-    attempts: int  # earlier runs that failed
-    failed: bool = False
 
 
 class Poller:

@@ -1,4 +1,4 @@
-"""Pure translation of Telegram messages into what the bot should do.
+"""Pure translation of Telegram messages into the conversation's intents.
 
 Everything here works on PTB objects built from plain JSON (``Message.de_json``) and never
 calls the network, so each rule is testable with a dict.
@@ -9,12 +9,18 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
-from telegram import Message, Update, User
+from telegram import CallbackQuery, Message, Update, User
 
+from bots.chat import intents
+from bots.chat.intents import Command, Generate, Person, Press, Said
+from bots.chat.platform import Origin, PhotoRef, Place
 from core.i18n import normalize_locale
-from core.models import DeliveryAddress, UserRef
+from core.models import DeliveryAddress
 
-PLATFORM = "telegram"
+from .platform import PLATFORM
+
+__all__ = ["PLATFORM", "Command", "Generate", "Me", "PhotoRef"]
+
 _GROUP_TYPES = frozenset({"group", "supergroup"})
 
 
@@ -24,33 +30,6 @@ class Me:
 
     id: int
     username: str
-
-
-@dataclass(frozen=True)
-class PhotoRef:
-    """A photo on Telegram's servers: the largest size of a photo, or an image file."""
-
-    file_id: str
-    file_size: int | None
-    message_id: int  # the message that carries it
-    as_document: bool = False
-
-
-@dataclass(frozen=True)
-class Generate:
-    """Make a video. No line: ask for one. No photo: use the user's remembered photo."""
-
-    line: str | None
-    photo: PhotoRef | None
-    album: bool = False  # the photo came from an album: say which item was used
-
-
-@dataclass(frozen=True)
-class Command:
-    """A bot command other than /gen (lower-cased name, the rest of the text)."""
-
-    name: str
-    args: str = ""
 
 
 def is_group(message: Message) -> bool:
@@ -168,9 +147,9 @@ def user_locale(chosen: str | None, user: User | None) -> str:
     return normalize_locale(user.language_code if user is not None else None)
 
 
-def user_ref(user: User, locale: str) -> UserRef:
-    """Return the core's view of a Telegram user."""
-    return UserRef(PLATFORM, str(user.id), display_name=user.full_name, locale=locale)
+def person_of(user: User) -> Person:
+    """Return the conversation's view of a Telegram user (in their client's language)."""
+    return Person(PLATFORM, str(user.id), user.full_name, user.username, user_locale(None, user))
 
 
 def thread_of(message: Message) -> int | None:
@@ -182,16 +161,45 @@ def thread_of(message: Message) -> int | None:
     return message.message_thread_id if message.is_topic_message else None
 
 
+def origin_of(message: Message) -> Origin:
+    """Return where a message was written, for answers to it."""
+    thread = thread_of(message)
+    place = Place(str(message.chat_id), None if thread is None else str(thread), is_group(message))
+    return Origin(place, str(message.message_id))
+
+
+def said_of(message: Message) -> Said:
+    """Return who wrote a message to the bot, where, and its inbox key."""
+    assert message.from_user is not None
+    replied = message.reply_to_message
+    target = None
+    if replied is not None and replied.from_user is not None and not replied.from_user.is_bot:
+        target = str(replied.from_user.id)  # admin commands act on the user replied to
+    return Said(
+        origin_of(message),
+        person_of(message.from_user),
+        source_key(message.chat_id, message.message_id),
+        target,
+    )
+
+
+def press_of(query: CallbackQuery) -> Press:
+    """Return a button press in the conversation's terms."""
+    message = query.message
+    origin = (
+        Origin(Place(str(message.chat_id)), str(message.message_id))
+        if isinstance(message, Message)
+        else None
+    )
+    text = (message.text or "") if isinstance(message, Message) else ""
+    return Press(query.id, query.data or "", person_of(query.from_user), origin, text)
+
+
 def address_for(
-    message: Message, *, user_id: str, locale: str, status_message_id: int | None = None
+    message: Message, *, user_id: str, locale: str, status_message_id: int | str | None = None
 ) -> DeliveryAddress:
     """Return where the answers to a message go, durable across restarts."""
-    thread = thread_of(message)
-    return DeliveryAddress(
-        platform=PLATFORM,
-        chat_id=str(message.chat_id),
-        reply_to=str(message.message_id),
-        thread_id=None if thread is None else str(thread),
-        status_message_id=None if status_message_id is None else str(status_message_id),
-        extra={"locale": locale, "user": user_id, "group": is_group(message)},
+    status = None if status_message_id is None else str(status_message_id)
+    return intents.address_for(
+        PLATFORM, origin_of(message), user_id=user_id, locale=locale, status_message_id=status
     )

@@ -50,6 +50,10 @@ class AccountStore(Protocol):
         """Set an account's access: none, pending, allowed or denied."""
         ...
 
+    async def decide_access(self, account_id: int, access: str) -> bool:
+        """Set a pending account's access; False when it was not (or no longer) pending."""
+        ...
+
     async def ban(
         self,
         account_id: int,

@@ -150,6 +150,10 @@ def _redeem_link_code(
     return target.id, None
 
 
+def _decide_access(db: sqlite3.Connection, account_id: int, access: str) -> bool:
+    return db.execute(sql.DECIDE_ACCESS, (access, account_id)).rowcount > 0
+
+
 def _pending(db: sqlite3.Connection) -> list[tuple[int, str, str, str]]:
     return [(int(r[0]), str(r[1]), str(r[2]), str(r[3])) for r in db.execute(sql.PENDING)]
 
@@ -210,6 +214,10 @@ class SqliteAccounts:
         await self._db.write(
             partial(_set, query=sql.SET_ACCESS, value=access, account_id=account_id)
         )
+
+    async def decide_access(self, account_id: int, access: str) -> bool:
+        """Set a pending account's access; False when it was not (or no longer) pending."""
+        return await self._db.write(partial(_decide_access, account_id=account_id, access=access))
 
     async def ban(
         self,

@@ -81,6 +81,9 @@ SET_ROLE = "UPDATE accounts SET role = ? WHERE id = ?"
 
 SET_ACCESS = "UPDATE accounts SET access = ? WHERE id = ?"
 
+# Conditional on 'pending': of two admins deciding at once, only the first one counts.
+DECIDE_ACCESS = "UPDATE accounts SET access = ? WHERE id = ? AND access = 'pending'"
+
 SET_BAN = "UPDATE accounts SET banned_until = ?, ban_reason = ? WHERE id = ?"
 
 PENDING = """

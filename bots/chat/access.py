@@ -1,15 +1,11 @@
-"""Access requests (approval mode): ask the admins, and their Approve / Deny buttons."""
+"""Access requests (approval mode): ask the admins, and act on their Approve / Deny."""
 
 from __future__ import annotations
 
-import asyncio
 import logging
+from collections.abc import Collection
 from dataclasses import dataclass
 
-from telegram import Bot, CallbackQuery, InlineKeyboardButton, InlineKeyboardMarkup, Message, User
-from telegram.error import TelegramError
-
-from config.settings import TelegramSettings
 from core.errors import RequestRejected
 from core.i18n import DEFAULT_LOCALE, render
 from core.models import UserRef
@@ -17,9 +13,9 @@ from core.service import Service
 from core.storage import ChatStore
 from core.storage.types import Button
 
-from .render import access_buttons, access_decided_text, access_request_text
-from .replies import answer
-from .routing import PLATFORM
+from .intents import Person, Press
+from .platform import Action, Place, Platform, PlatformError
+from .texts import access_buttons, access_decided_text, access_request_text
 
 log = logging.getLogger(__name__)
 
@@ -28,7 +24,7 @@ ACCESS_ACTIONS = frozenset({"approve", "deny"})
 
 @dataclass(frozen=True)
 class Applicant:
-    """A Telegram user asking for access, and where to tell them the outcome."""
+    """A user asking for access, and where to tell them the outcome."""
 
     user_id: str
     name: str
@@ -37,9 +33,9 @@ class Applicant:
     locale: str
 
 
-def applicant_of(user: User, chat_id: int | str, locale: str) -> Applicant:
-    """Return the applicant a Telegram user is, asking from ``chat_id``."""
-    return Applicant(str(user.id), user.full_name, user.username, str(chat_id), locale)
+def applicant_of(person: Person, chat_id: str, locale: str) -> Applicant:
+    """Return the applicant a user is, asking from ``chat_id``."""
+    return Applicant(person.user_id, person.name, person.username, chat_id, locale)
 
 
 def access_ref(account_id: int, applicant: Applicant) -> str:
@@ -64,14 +60,17 @@ class AccessDesk:
     """Ask the admins for a user's access, and act on their decision."""
 
     def __init__(
-        self, *, bot: Bot, service: Service, chatstate: ChatStore, settings: TelegramSettings
+        self,
+        *,
+        platform: Platform,
+        service: Service,
+        chatstate: ChatStore,
+        admins: Collection[str],
     ) -> None:
-        self._bot = bot
+        self._platform = platform
         self._service = service
         self._chatstate = chatstate
-        self._settings = settings
-        # Two admins pressing at once: the first decides, the second hears "already decided".
-        self._deciding = asyncio.Lock()
+        self._admins = admins  # user ids; their private chats have the same ids
 
     @property
     def required(self) -> bool:
@@ -82,8 +81,9 @@ class AccessDesk:
     async def ask(self, applicant: Applicant) -> str | None:
         """Ask for access (admins are messaged once); return the user's answer, None if in."""
         user = UserRef(
-            PLATFORM, applicant.user_id, display_name=applicant.name, locale=applicant.locale
-        )
+            self._platform.name, applicant.user_id, display_name=applicant.name,
+            locale=applicant.locale,
+        )  # fmt: skip
         try:
             request = await self._service.accounts.request_access(user)
         except RequestRejected as exc:
@@ -94,69 +94,58 @@ class AccessDesk:
             return render("access.denied", applicant.locale)
         if not request.new:
             return render("access.pending", applicant.locale)
-        for admin_id in self._settings.admin_ids:
+        for admin_id in self._admins:
             await self.offer(admin_id, request.account_id, applicant)
-        return render("tg.access_asked", applicant.locale)
+        return render("chat.access_asked", applicant.locale)
 
-    async def offer(self, chat_id: int, account_id: int, applicant: Applicant) -> None:
+    async def offer(self, chat_id: str, account_id: int, applicant: Applicant) -> None:
         """Post an access request with Approve / Deny buttons to an admin's chat."""
-        chosen = await self._chatstate.locale(PLATFORM, str(chat_id))
+        name = self._platform.name
+        chosen = await self._chatstate.locale(name, chat_id)
         locale = chosen or DEFAULT_LOCALE
         specs = access_buttons(locale)
         ref = access_ref(account_id, applicant)
         ids = await self._chatstate.add_buttons(
-            PLATFORM, [(spec.action, ref, None, applicant.user_id) for spec in specs]
+            name, [(spec.action, ref, None, applicant.user_id) for spec in specs]
         )
-        markup = InlineKeyboardMarkup(
-            [
-                [
-                    InlineKeyboardButton(spec.label, callback_data=button_id)
-                    for spec, button_id in zip(specs, ids, strict=True)
-                ]
-            ]
-        )
+        row = [Action(spec.label, button_id) for spec, button_id in zip(specs, ids, strict=True)]
         text = access_request_text(applicant.name, applicant.username, applicant.user_id, locale)
         try:
-            await self._bot.send_message(chat_id, text, reply_markup=markup)
-        except TelegramError as exc:
+            await self._platform.send(Place(chat_id), text, buttons=[row])
+        except PlatformError as exc:
             # An admin who never opened a private chat with the bot cannot be messaged;
             # the others still are, and /pending lists the request again.
             log.warning("could not ask admin %s about access: %s", chat_id, exc)
 
-    async def decide(self, query: CallbackQuery, button: Button, locale: str) -> None:
+    async def decide(self, press: Press, button: Button, locale: str) -> None:
         """Approve or deny a waiting request (the caller checked the presser is an admin)."""
+        platform = self._platform
         ref = parse_access_ref(button.request_id)
         if ref is None:
-            await answer(query, render("tg.button_expired", locale))
+            await platform.answer(press.token, render("chat.button_expired", locale))
             return
         account_id, chat_id, user_locale = ref
         approved = button.action == "approve"
-        actor = f"{PLATFORM}:{query.from_user.id}"
+        actor = f"{platform.name}:{press.person.user_id}"
+        # Conditional on the request still pending: of two admins, on any platform or
+        # process, only the first decides; the other hears it was decided already.
         accounts = self._service.accounts
-        async with self._deciding:
-            waiting = {pending[0] for pending in await accounts.pending()}
-            if account_id not in waiting:
-                await answer(query, render("tg.access_already", locale))
-                return
-            if approved:
-                await accounts.approve(account_id, actor=actor)
-            else:
-                await accounts.deny(account_id, actor=actor)
-        await answer(
-            query, render("tg.access_approved" if approved else "tg.access_denied", locale)
-        )
-        message = query.message
-        if isinstance(message, Message):
-            request = message.text or ""
-            text = access_decided_text(request, approved, query.from_user.full_name, locale)
+        if not await accounts.decide_access(account_id, approve=approved, actor=actor):
+            await platform.answer(press.token, render("chat.access_already", locale))
+            return
+        key = "chat.access_approved" if approved else "chat.access_denied"
+        await platform.answer(press.token, render(key, locale))
+        if press.message is not None:
+            limit = platform.capabilities.text_limit
+            text = access_decided_text(
+                press.message_text, approved, press.person.name, locale, limit
+            )
             try:
-                await self._bot.edit_message_text(
-                    text, chat_id=message.chat_id, message_id=message.message_id
-                )
-            except TelegramError as exc:
+                await platform.edit(press.message.place, press.message.message_id, text)
+            except PlatformError as exc:
                 log.info("could not mark the access request decided: %s", exc)
-        outcome = "access.approved" if approved else "tg.access_user_denied"
+        outcome = "access.approved" if approved else "chat.access_user_denied"
         try:
-            await self._bot.send_message(int(chat_id), render(outcome, user_locale))
-        except TelegramError as exc:
+            await platform.send(Place(chat_id), render(outcome, user_locale))
+        except PlatformError as exc:
             log.info("could not tell user %s about their access: %s", button.owner, exc)

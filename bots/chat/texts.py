@@ -1,4 +1,7 @@
-"""Pure translation of core events and results into Telegram texts and button layouts."""
+"""Pure translation of core events and results into chat texts and button layouts.
+
+Platform limits (message and caption length) are passed in by the caller.
+"""
 
 from __future__ import annotations
 
@@ -7,9 +10,6 @@ from dataclasses import dataclass
 
 from core.i18n import normalize_locale, render, result_notes
 from core.models import EventKind, Job, JobEvent
-
-CAPTION_LIMIT = 1024  # characters in a media caption
-TEXT_LIMIT = 4096  # characters in a message
 
 
 @dataclass(frozen=True)
@@ -105,16 +105,16 @@ def queued_line(position: int | None, eta: float | None, locale: str | None) -> 
     return render(key, locale, eta=format_eta(eta, locale))
 
 
-def status_text(lines: dict[int, str], takes: int, locale: str | None) -> str:
+def status_text(lines: dict[int, str], takes: int, locale: str | None, limit: int) -> str:
     """Join the takes' lines into the status message text."""
     if takes <= 1:
         text = lines.get(1) or next(iter(lines.values()), "…")
     else:
         text = "\n".join(
-            render("tg.take_line", locale, take=take, takes=takes, text=lines.get(take, "…"))
+            render("chat.take_line", locale, take=take, takes=takes, text=lines.get(take, "…"))
             for take in range(1, takes + 1)
         )
-    return clip(text, TEXT_LIMIT)
+    return clip(text, limit)
 
 
 def clip(text: str, limit: int) -> str:
@@ -122,26 +122,26 @@ def clip(text: str, limit: int) -> str:
     return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
-def caption(job: Job, locale: str | None) -> str:
+def caption(job: Job, locale: str | None, limit: int) -> str:
     """Return the caption of a result video: the line, its length and which take it is."""
     take, takes = take_numbers(job)
     notes = "".join("\n" + note for note in result_notes(job.backend, job.retake_reason, locale))
-    tail = render("tg.caption", locale, line="", seconds=job.seconds, take=take, takes=takes)
-    room = CAPTION_LIMIT - len(tail) - len(notes)
+    tail = render("chat.caption", locale, line="", seconds=job.seconds, take=take, takes=takes)
+    room = limit - len(tail) - len(notes)
     return render(
-        "tg.caption", locale, line=clip(job.line, room), seconds=job.seconds, take=take,
+        "chat.caption", locale, line=clip(job.line, room), seconds=job.seconds, take=take,
         takes=takes,
     ) + notes  # fmt: skip
 
 
-def album_captions(jobs: list[Job], locale: str | None) -> list[str | None]:
+def album_captions(jobs: list[Job], locale: str | None, limit: int) -> list[str | None]:
     """Return the captions of an album of takes: the first item speaks for all of them."""
     first = jobs[0]
-    tail = render("tg.album_caption", locale, line="", seconds=first.seconds, count=len(jobs))
+    tail = render("chat.album_caption", locale, line="", seconds=first.seconds, count=len(jobs))
     text = render(
-        "tg.album_caption",
+        "chat.album_caption",
         locale,
-        line=clip(first.line, CAPTION_LIMIT - len(tail)),
+        line=clip(first.line, limit - len(tail)),
         seconds=first.seconds,
         count=len(jobs),
     )
@@ -150,42 +150,44 @@ def album_captions(jobs: list[Job], locale: str | None) -> list[str | None]:
 
 def album_buttons_text(count: int, locale: str | None) -> str:
     """Return the short message that carries the buttons an album cannot have."""
-    return render("tg.album_buttons", locale, count=count)
+    return render("chat.album_buttons", locale, count=count)
 
 
 def result_buttons(job: Job, locale: str | None) -> list[ButtonSpec]:
     """Return the buttons under a result: another take, a new line, the other length."""
     other = 10 if job.seconds == 5 else 5
     return [
-        ButtonSpec("retake", render("tg.button.retake", locale)),
-        ButtonSpec("newline", render("tg.button.new_line", locale)),
-        ButtonSpec("switch", render("tg.button.switch", locale, seconds=other)),
+        ButtonSpec("retake", render("chat.button.retake", locale)),
+        ButtonSpec("newline", render("chat.button.new_line", locale)),
+        ButtonSpec("switch", render("chat.button.switch", locale, seconds=other)),
     ]
 
 
 def cancel_button(locale: str | None) -> ButtonSpec:
     """Return the cancel button shown while takes are waiting."""
-    return ButtonSpec("cancel", render("tg.button.cancel", locale))
+    return ButtonSpec("cancel", render("chat.button.cancel", locale))
 
 
 def access_request_text(name: str, username: str | None, user_id: str, locale: str | None) -> str:
     """Return the admins' message about an access request: who asks, to tell them apart."""
     handle = f" @{username}" if username else ""
-    return render("tg.access_request", locale, name=name or "?", username=handle, user_id=user_id)
+    return render("chat.access_request", locale, name=name or "?", username=handle, user_id=user_id)
 
 
 def access_buttons(locale: str | None) -> list[ButtonSpec]:
     """Return the two buttons under an access request."""
     return [
-        ButtonSpec("approve", render("tg.button.approve", locale)),
-        ButtonSpec("deny", render("tg.button.deny", locale)),
+        ButtonSpec("approve", render("chat.button.approve", locale)),
+        ButtonSpec("deny", render("chat.button.deny", locale)),
     ]
 
 
-def access_decided_text(request: str, approved: bool, admin: str, locale: str | None) -> str:
+def access_decided_text(
+    request: str, approved: bool, admin: str, locale: str | None, limit: int
+) -> str:
     """Return an access request's message once decided: the request, the outcome and by whom."""
-    key = "tg.access_approved_by" if approved else "tg.access_denied_by"
-    return clip(render(key, locale, request=request, admin=admin), TEXT_LIMIT)
+    key = "chat.access_approved_by" if approved else "chat.access_denied_by"
+    return clip(render(key, locale, request=request, admin=admin), limit)
 
 
 def stats_summary(counts: dict[str, int]) -> str:

@@ -1,11 +1,11 @@
 """One status message per request, edited in place, and one pace per chat.
 
-Telegram allows about one message a second in a private chat and 20 a minute in a group,
-edits included. Each chat has a lane: every message the bot sends or edits there takes a
-turn (``group_interval`` apart in groups, ``private_interval`` in private chats), whether it
-is a status edit, an acknowledgement or a refusal (``pace``). Status changes wait for a turn
-and are coalesced meanwhile: a status that changed five times while waiting is sent once,
-with its latest text.
+Platforms limit how fast a bot may write to one chat (Telegram: about one message a second
+in a private chat and 20 a minute in a group, edits included). Each chat has a lane: every
+message the bot sends or edits there takes a turn (``group_interval`` apart in groups,
+``private_interval`` in private chats), whether it is a status edit, an acknowledgement or
+a refusal (``pace``). Status changes wait for a turn and are coalesced meanwhile: a status
+that changed five times while waiting is sent once, with its latest text.
 """
 
 from __future__ import annotations
@@ -17,14 +17,21 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from telegram import Bot, InlineKeyboardButton, InlineKeyboardMarkup, ReplyParameters
-from telegram.error import BadRequest, Forbidden, TelegramError
-
 from core.models import Job
 from core.storage import ChatStore
 
-from .render import cancel_button, status_text
-from .routing import PLATFORM
+from .platform import (
+    Action,
+    Blocked,
+    Keyboard,
+    MessageGone,
+    NotModified,
+    Place,
+    Platform,
+    PlatformError,
+    Refused,
+)
+from .texts import cancel_button, status_text
 
 log = logging.getLogger(__name__)
 
@@ -36,10 +43,9 @@ _COMPLETED_MEMORY = 1000
 @dataclass
 class _Status:
     request_id: str
-    chat_id: int
-    thread_id: int | None
-    reply_to: int | None
-    message_id: int | None
+    place: Place
+    reply_to: str | None
+    message_id: str | None
     locale: str | None
     owner: str
     group: bool
@@ -55,6 +61,10 @@ class _Status:
     def complete(self) -> bool:
         return len(self.finished) >= self.takes
 
+    @property
+    def chat_id(self) -> str:
+        return self.place.chat_id
+
 
 @dataclass
 class _Lane:
@@ -64,43 +74,39 @@ class _Lane:
     task: asyncio.Task[None] | None = None
 
 
-def _int(value: str | None) -> int | None:
-    return None if value is None else int(value)
-
-
 class StatusBoard:
     """Keep each request's status message current without flooding its chat."""
 
     def __init__(
         self,
-        bot: Bot,
+        platform: Platform,
         chatstate: ChatStore,
         *,
         private_interval: float,
         group_interval: float,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
-        self._bot = bot
+        self._platform = platform
         self._chatstate = chatstate
         self._private_interval = private_interval
         self._group_interval = group_interval
         self._clock = clock
         self._statuses: dict[str, _Status] = {}
-        self._lanes: dict[int, _Lane] = {}
-        self._blocked: dict[int, float] = {}  # chat -> when the 403 was seen
+        self._lanes: dict[str, _Lane] = {}
+        self._blocked: dict[str, float] = {}  # chat -> when the 403 was seen
         self._completed: dict[str, None] = {}  # recently finished requests, oldest first
 
     # --- blocked chats ---------------------------------------------------------------
 
-    def block(self, chat_id: int) -> None:
+    def block(self, chat_id: str) -> None:
         """Remember that the user blocked the bot (a 403): stop talking to that chat."""
         self._blocked[chat_id] = self._clock()
 
-    def unblock(self, chat_id: int) -> None:
+    def unblock(self, chat_id: str) -> None:
         """Forget a block (the user wrote to the bot again)."""
         self._blocked.pop(chat_id, None)
 
-    def is_blocked(self, chat_id: int) -> bool:
+    def is_blocked(self, chat_id: str) -> bool:
         """Return whether the chat answered 403 recently."""
         since = self._blocked.get(chat_id)
         if since is not None and self._clock() - since > _BLOCK_MEMORY_SECONDS:
@@ -138,34 +144,34 @@ class StatusBoard:
         status = self._statuses.get(job.request_id)
         address = job.address
         if status is None:
+            group = bool(address.extra.get("group"))
             status = _Status(
                 request_id=job.request_id,
-                chat_id=int(address.chat_id),
-                thread_id=_int(address.thread_id),
-                reply_to=_int(address.reply_to),
-                message_id=_int(address.status_message_id),
+                place=Place(address.chat_id, address.thread_id, group),
+                reply_to=address.reply_to,
+                message_id=address.status_message_id,
                 locale=address.extra.get("locale"),
                 owner=str(address.extra.get("user", "")),
-                group=bool(address.extra.get("group")),
+                group=group,
                 takes=job.takes,
             )
             self._statuses[job.request_id] = status
         elif status.message_id is None and address.status_message_id is not None:
-            status.message_id = int(address.status_message_id)
+            status.message_id = address.status_message_id
         return status
 
-    def _lane(self, chat_id: int, group: bool) -> _Lane:
+    def _lane(self, chat_id: str, group: bool) -> _Lane:
         lane = self._lanes.get(chat_id)
         if lane is None:
             interval = self._group_interval if group else self._private_interval
             lane = self._lanes[chat_id] = _Lane(interval)
         return lane
 
-    async def pace(self, chat_id: int, *, group: bool) -> None:
+    async def pace(self, chat_id: str, *, group: bool) -> None:
         """Wait for the chat's next turn; call it before each message sent to the chat."""
         await self._turn(chat_id, self._lane(chat_id, group))
 
-    async def _turn(self, chat_id: int, lane: _Lane) -> float:
+    async def _turn(self, chat_id: str, lane: _Lane) -> float:
         """Reserve the lane's next free turn, wait for it and return when it was."""
         now = self._clock()
         at = max(now, lane.next_at)
@@ -182,7 +188,7 @@ class StatusBoard:
         if lane.task is None or lane.task.done():
             lane.task = asyncio.create_task(self._drain(status.chat_id, lane))
 
-    async def _drain(self, chat_id: int, lane: _Lane) -> None:
+    async def _drain(self, chat_id: str, lane: _Lane) -> None:
         while lane.dirty:
             at = await self._turn(chat_id, lane)
             request_id = next(iter(lane.dirty))
@@ -199,7 +205,7 @@ class StatusBoard:
                 if len(self._completed) > _COMPLETED_MEMORY:
                     self._completed.pop(next(iter(self._completed)))
 
-    def _forget_lane(self, chat_id: int, lane: _Lane) -> None:
+    def _forget_lane(self, chat_id: str, lane: _Lane) -> None:
         if self._lanes.get(chat_id) is not lane or lane.dirty:
             return
         if lane.task is not None and not lane.task.done():
@@ -214,65 +220,49 @@ class StatusBoard:
         """Send or edit the status message; return whether a request was made."""
         if self.is_blocked(status.chat_id):
             return False
-        text = status_text(status.lines, status.takes, status.locale)
+        limit = self._platform.capabilities.text_limit
+        text = status_text(status.lines, status.takes, status.locale, limit)
         with_cancel = bool(status.waiting) and not status.complete
         if status.shown == (text, with_cancel):
             return False
         try:
-            markup = await self._markup(status) if with_cancel else None
+            buttons = await self._buttons(status) if with_cancel else None
             if status.message_id is None:
-                await self._send_new(status, text, markup)
+                await self._send_new(status, text, buttons)
             else:
-                await self._bot.edit_message_text(
-                    text, chat_id=status.chat_id, message_id=status.message_id, reply_markup=markup
-                )
+                await self._platform.edit(status.place, status.message_id, text, buttons=buttons)
             status.shown = (text, with_cancel)
-        except BadRequest as exc:
-            description = exc.message.lower()
-            if "not modified" in description:
-                status.shown = (text, with_cancel)
-            elif "not found" in description:
-                # The user deleted the status message: the next change posts a new one.
-                status.message_id = None
-            else:
-                log.warning("status of %s not shown: %s", status.request_id, exc.message)
-        except Forbidden:
+        except NotModified:
+            status.shown = (text, with_cancel)
+        except MessageGone:
+            # The user deleted the status message: the next change posts a new one.
+            status.message_id = None
+        except Refused as exc:
+            log.warning("status of %s not shown: %s", status.request_id, exc)
+        except Blocked:
             log.info("chat %s blocked the bot; status updates stop", status.chat_id)
             self.block(status.chat_id)
-        except TelegramError as exc:
+        except PlatformError as exc:
             status.failures += 1
             log.warning("status of %s not shown (%s)", status.request_id, exc)
             if status.failures < _MAX_FAILURES:
                 self._mark(status)
         return True
 
-    async def _markup(self, status: _Status) -> InlineKeyboardMarkup:
+    async def _buttons(self, status: _Status) -> Keyboard:
         spec = cancel_button(status.locale)
         if status.cancel_id is None:
             [status.cancel_id] = await self._chatstate.add_buttons(
-                PLATFORM, [(spec.action, status.request_id, None, status.owner)]
+                self._platform.name, [(spec.action, status.request_id, None, status.owner)]
             )
-        return InlineKeyboardMarkup(
-            [[InlineKeyboardButton(spec.label, callback_data=status.cancel_id)]]
-        )
+        return [[Action(spec.label, status.cancel_id)]]
 
-    async def _send_new(
-        self, status: _Status, text: str, markup: InlineKeyboardMarkup | None
-    ) -> None:
-        reply = (
-            None
-            if status.reply_to is None
-            else ReplyParameters(status.reply_to, allow_sending_without_reply=True)
+    async def _send_new(self, status: _Status, text: str, buttons: Keyboard | None) -> None:
+        message_id = await self._platform.send(
+            status.place, text, reply_to=status.reply_to, buttons=buttons
         )
-        message = await self._bot.send_message(
-            status.chat_id,
-            text,
-            reply_parameters=reply,
-            message_thread_id=status.thread_id,
-            reply_markup=markup,
-        )
-        status.message_id = message.message_id
-        await self._chatstate.set_status_message(status.request_id, str(message.message_id))
+        status.message_id = message_id
+        await self._chatstate.set_status_message(status.request_id, message_id)
 
     async def close(self, timeout: float = 2.0) -> None:
         """Send the latest text of every changed status once, ignoring the spacing."""

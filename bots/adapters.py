@@ -1,0 +1,95 @@
+"""The chat adapters ``actorbot run`` can start, and what turns each one on.
+
+A new platform is one more ``Adapter`` in ``ADAPTERS``: the CLI, ``doctor`` and the log
+redaction read this list and name no platform themselves.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator, Callable, Sequence
+from dataclasses import dataclass
+from typing import Protocol
+
+from bots.runtime import Runtime
+from config.settings import Settings
+
+
+class AdapterUnavailable(Exception):
+    """An adapter could not start for a reason the operator can fix (text is safe to show)."""
+
+    def __init__(self, headline: str, advice: str) -> None:
+        super().__init__(f"{headline} {advice}")
+        self.headline = headline
+        self.advice = advice
+
+
+class Running(Protocol):
+    """A started adapter."""
+
+    @property
+    def intake(self) -> asyncio.Task[None]:
+        """Return the task that takes the platform's events in; the process stops with it."""
+        ...
+
+
+Start = Callable[[Runtime, Sequence[str]], contextlib.AbstractAsyncContextManager[Running]]
+
+
+@dataclass(frozen=True)
+class Adapter:
+    """One chat platform the process can serve."""
+
+    name: str
+    variable: str  # the environment variable holding its credential, for the operator
+    origin: str  # where that credential comes from
+    token: Callable[[Settings], str]  # empty: not configured
+    secrets: Callable[[Settings], list[str]]  # values the logs must never show
+    start: Start  # run it beside the worker: (runtime, the other platforms running)
+
+
+@contextlib.asynccontextmanager
+async def _start_telegram(runtime: Runtime, peers: Sequence[str]) -> AsyncIterator[Running]:
+    # Imported here: ``actorbot generate`` never loads a platform library.
+    from telegram.error import InvalidToken, NetworkError
+
+    from bots.telegram import run_telegram
+
+    try:
+        async with run_telegram(runtime, peers=peers) as bot:
+            yield bot
+    except InvalidToken as exc:
+        raise AdapterUnavailable(
+            "Telegram refused the bot token.", "Check it with @BotFather."
+        ) from exc
+    except NetworkError as exc:
+        raise AdapterUnavailable(
+            "Cannot reach the Telegram Bot API.", "Check the network."
+        ) from exc
+
+
+ADAPTERS: tuple[Adapter, ...] = (
+    Adapter(
+        name="telegram",
+        variable="ACTORBOT_TELEGRAM__TOKEN",
+        origin="from @BotFather",
+        token=lambda s: s.telegram.token.get_secret_value(),
+        # PTB logs call parameters at DEBUG, setWebhook's secret_token among them.
+        secrets=lambda s: [
+            s.telegram.token.get_secret_value(),
+            s.telegram.webhook_secret.get_secret_value(),
+        ],
+        start=_start_telegram,
+    ),
+)
+
+
+def configured(settings: Settings) -> list[Adapter]:
+    """Return the adapters whose credentials are set."""
+    return [adapter for adapter in ADAPTERS if adapter.token(settings)]
+
+
+def secrets(settings: Settings) -> list[str]:
+    """Return every adapter's secrets, for log redaction."""
+    return [secret for adapter in ADAPTERS for secret in adapter.secrets(settings)]

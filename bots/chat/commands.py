@@ -1,0 +1,227 @@
+"""Commands: /start, /help, /cancel, /lang, /history, /quota, /link, /access, admin ones."""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from core.errors import RequestRejected
+from core.i18n import DEFAULT_LOCALE, render
+from core.models import UserRef
+from core.quotas import time_left
+from core.service import Service
+from core.storage import ChatStore, JobStore
+
+from .access import AccessDesk, Applicant, applicant_of
+from .intents import Command, Said
+from .platform import Platform, Video
+from .replies import ReplyOnce
+from .texts import stats_summary
+
+log = logging.getLogger(__name__)
+
+# The command menu, in order; each has a description key chat.cmd.<name>.
+MENU = ("gen", "help", "quota", "cancel", "history", "lang", "link", "start")
+# Commands that only make sense beside another chat platform.
+NEEDS_PEERS = frozenset({"link"})
+
+
+def menu(peers: Sequence[str]) -> tuple[str, ...]:
+    """Return the commands offered when ``peers`` run beside this platform."""
+    return tuple(name for name in MENU if peers or name not in NEEDS_PEERS)
+
+
+_LANGUAGE_NAMES = {
+    "en": "en", "english": "en", "英文": "en", "英语": "en",
+    "zh": "zh", "cn": "zh", "chinese": "zh", "中文": "zh", "汉语": "zh", "zh-cn": "zh",
+    "zh-hans": "zh",
+}  # fmt: skip
+
+
+@dataclass(frozen=True)
+class ChatOptions:
+    """The conversation's settings, read from the platform's section of the settings."""
+
+    admins: frozenset[str]  # platform user ids of the bot's admins
+    photo_memory_seconds: float  # a line may follow its photo this long
+    history_size: int  # videos /history sends again
+    max_takes: int  # takes one request may ask for (named in /help)
+    peers: tuple[str, ...] = ()  # other chat platforms running beside this one (/link)
+
+
+class Commands:
+    """Answer commands; every answer goes through ``ReplyOnce`` (no repeat on replay)."""
+
+    def __init__(
+        self,
+        platform: Platform,
+        service: Service,
+        store: JobStore,
+        chatstate: ChatStore,
+        options: ChatOptions,
+        access: AccessDesk,
+    ) -> None:
+        self._platform = platform
+        self._service = service
+        self._store = store
+        self._chatstate = chatstate
+        self._options = options
+        self._access = access
+
+    async def run(self, said: Said, command: Command, locale: str, reply: ReplyOnce) -> None:
+        """Run one command."""
+        handler = getattr(self, f"_c_{command.name}", None)
+        if command.name in NEEDS_PEERS and not self._options.peers:
+            handler = None  # nothing to reach: as unknown as any other bot's command
+        if handler is None:
+            return  # unknown commands are not ours to answer (other bots share groups)
+        await handler(said, command.args, locale, reply)
+
+    def _applicant(self, said: Said, locale: str) -> Applicant:
+        return applicant_of(said.person, said.origin.place.chat_id, locale)
+
+    def _is_admin(self, said: Said) -> bool:
+        return said.person.user_id in self._options.admins
+
+    async def _c_start(self, said: Said, args: str, locale: str, reply: ReplyOnce) -> None:
+        text = render("chat.start", locale)
+        if self._access.required:
+            # A newcomer asks for access by starting the bot, not by a first refused request.
+            asked = await self._access.ask(self._applicant(said, locale))
+            text = text if asked is None else f"{text}\n\n{asked}"
+        await reply.send(text)
+
+    async def _c_access(self, said: Said, args: str, locale: str, reply: ReplyOnce) -> None:
+        if not self._access.required:
+            await reply.send(render("chat.access_open", locale))
+            return
+        asked = await self._access.ask(self._applicant(said, locale))
+        await reply.send(asked or render("chat.access_open", locale))
+
+    async def _c_pending(self, said: Said, args: str, locale: str, reply: ReplyOnce) -> None:
+        if not self._is_admin(said):
+            await reply.send(render("chat.admin_only", locale))
+            return
+        platform = self._platform.name
+        waiting = [p for p in await self._service.accounts.pending() if p[1] == platform]
+        if not waiting:
+            await reply.send(render("chat.pending_none", locale))
+            return
+        await reply.send(render("chat.pending_count", locale, count=len(waiting)))
+        for account_id, _, user_id, name in waiting:
+            chosen = await self._chatstate.locale(platform, user_id)
+            # Where they asked is not stored: the outcome goes to their private chat.
+            applicant = Applicant(user_id, name, None, user_id, chosen or DEFAULT_LOCALE)
+            await self._access.offer(said.origin.place.chat_id, account_id, applicant)
+
+    async def _c_help(self, said: Said, args: str, locale: str, reply: ReplyOnce) -> None:
+        text = render("chat.help", locale, max_takes=self._options.max_takes)
+        if self._options.peers:
+            names = ", ".join(peer.capitalize() for peer in self._options.peers)
+            text = f"{text}\n" + render("chat.help_link", locale, platforms=names)
+        await reply.send(text)
+
+    async def _c_lang(self, said: Said, args: str, locale: str, reply: ReplyOnce) -> None:
+        chosen = _LANGUAGE_NAMES.get(args.strip().lower())
+        if chosen is None:
+            await reply.send(render("chat.lang_usage", locale))
+            return
+        await self._chatstate.set_locale(self._platform.name, said.person.user_id, chosen)
+        await reply.send(render("chat.lang_set", chosen))
+
+    async def _c_cancel(self, said: Said, args: str, locale: str, reply: ReplyOnce) -> None:
+        user = said.person.ref(locale)
+        canceled = await self._service.cancel_waiting(user, said.origin.place.chat_id)
+        key = "chat.canceled" if canceled else "chat.nothing_to_cancel"
+        await reply.send(render(key, locale, count=canceled))
+
+    async def _c_history(self, said: Said, args: str, locale: str, reply: ReplyOnce) -> None:
+        items = await self._chatstate.history(
+            self._platform.name, said.person.user_id, self._options.history_size
+        )
+        if not items:
+            await reply.send(render("chat.history_empty", locale))
+            return
+        # Sent again by the platform's file id: nothing is uploaded again.
+        place = said.origin.place
+        videos = [Video(item.file_ref, item.caption) for item in items]
+        album = self._platform.capabilities.albums
+        if len(videos) == 1 or album < 2:
+            for video in videos:
+                await self._platform.send_video(place, video)
+            return
+        await self._platform.send_album(place, videos[:album])
+
+    async def _c_quota(self, said: Said, args: str, locale: str, reply: ReplyOnce) -> None:
+        balance = await self._service.accounts.balance(said.person.ref(locale))
+        hours, minutes = time_left(balance.resets_at, time.time())
+        text = render(
+            "quota.balance", locale, credits=balance.credits, hours=hours, minutes=minutes
+        )
+        await reply.send(text)
+
+    async def _c_link(self, said: Said, args: str, locale: str, reply: ReplyOnce) -> None:
+        user = said.person.ref(locale)
+        try:
+            if args:
+                await self._service.accounts.link(user, args)
+                await reply.send(render("access.linked", locale))
+                return
+            code = await self._service.accounts.link_code(user)
+        except RequestRejected as exc:
+            await reply.send(render(exc.key, locale, **exc.params))
+            return
+        await reply.send(render("access.link_code", locale, code=code.code, minutes=code.minutes))
+
+    async def _c_grant(self, said: Said, args: str, locale: str, reply: ReplyOnce) -> None:
+        await self._admin(said, "grant", args, locale, reply)
+
+    async def _c_ban(self, said: Said, args: str, locale: str, reply: ReplyOnce) -> None:
+        await self._admin(said, "ban", args, locale, reply)
+
+    async def _c_unban(self, said: Said, args: str, locale: str, reply: ReplyOnce) -> None:
+        await self._admin(said, "unban", args, locale, reply)
+
+    async def _admin(
+        self, said: Said, action: str, args: str, locale: str, reply: ReplyOnce
+    ) -> None:
+        """Run an admin action on a user named by id, or by replying to their message."""
+        if not self._is_admin(said):
+            await reply.send(render("chat.admin_only", locale))
+            return
+        words = args.split()
+        if said.target is not None:
+            target = said.target
+        elif words and words[0].isdigit():
+            target = words.pop(0)
+        else:
+            await reply.send(render("chat.admin_usage", locale))
+            return
+        accounts = self._service.accounts
+        platform = self._platform.name
+        user = UserRef(platform, target)
+        actor = f"{platform}:{said.person.user_id}"
+        account = await accounts.account_id(user, create=action == "grant")
+        if account is None:
+            await reply.send(render("access.unknown_account", locale))
+            return
+        if action == "grant":
+            if not words or not words[0].isdigit():
+                await reply.send(render("chat.admin_usage", locale))
+                return
+            await accounts.grant(account, int(words[0]), actor=actor)
+        elif action == "ban":
+            await accounts.ban(account, actor=actor, reason=" ".join(words))
+        else:
+            await accounts.unban(account, actor=actor)
+        await reply.send(render("chat.admin_done", locale, action=action, user_id=target))
+
+    async def _c_stats(self, said: Said, args: str, locale: str, reply: ReplyOnce) -> None:
+        if not self._is_admin(said):
+            await reply.send(render("chat.admin_only", locale))
+            return
+        counts = await self._store.count_by_state()
+        summary = stats_summary({state.value: count for state, count in counts.items()})
+        await reply.send(render("chat.stats", locale, summary=summary))
