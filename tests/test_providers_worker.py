@@ -280,8 +280,8 @@ async def test_runtime_shares_one_client_and_learns_the_eta_per_preset(
 
 
 async def test_a_silent_take_gets_one_free_retake_and_says_so(tmp_path: Path) -> None:
+    from bots.chat.texts import caption
     from bots.runtime import open_runtime
-    from bots.telegram.render import caption
     from tests.test_takecheck import clip
 
     silent = clip(tmp_path / "silent.mp4", seconds=5, loud=0.0).read_bytes()
@@ -310,10 +310,10 @@ async def test_a_silent_take_gets_one_free_retake_and_says_so(tmp_path: Path) ->
     assert server.submit_requests == 2 and len(server.jobs) == 2
     assert recorder.delivered == {job.id: good}
     assert [reason for reason, _ in ledger] == ["debit"]
-    text = caption(job, "en")
+    text = caption(job, "en", 1024)
     assert "Take 2 of 2 tried: the first one came back silent." in text
     assert "Made with kling-2.6-pro." in text
-    assert "第一次生成的视频是无声的" in caption(job, "zh")
+    assert "第一次生成的视频是无声的" in caption(job, "zh", 1024)
 
 
 async def test_two_failed_takes_fail_with_one_refund(tmp_path: Path) -> None:
@@ -373,7 +373,7 @@ async def chain_runtime(
 async def test_first_preset_down_the_second_makes_the_video(
     tmp_path: Path, tiny_mp4: bytes
 ) -> None:
-    from bots.telegram.render import caption
+    from bots.chat.texts import caption
 
     server = ProviderServer(video=tiny_mp4)
     await server.start()
@@ -390,7 +390,7 @@ async def test_first_preset_down_the_second_makes_the_video(
     assert [j.protocol for j in server.jobs.values()] == ["replicate"]
     assert server.submit_requests == 1
     # The user is told which model made it.
-    assert "Made with seedance-2." in caption(job, "en")
+    assert "Made with seedance-2." in caption(job, "en", 1024)
 
 
 async def test_an_expired_key_falls_back(tmp_path: Path, tiny_mp4: bytes) -> None:
