@@ -22,10 +22,9 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 
-import asyncpg
-
 from core.errors import ActorbotError
 from core.models import ACTIVE_STATES, JobState
+from core.storage.postgres.connection import Conn
 
 # Every process that migrates takes this transaction-level advisory lock first: when
 # several start at once on a fresh database, one applies a step and the others wait, then
@@ -259,7 +258,7 @@ CREATE TABLE IF NOT EXISTS schema_migrations (
 """
 
 
-async def schema_version(conn: asyncpg.Connection) -> int:
+async def schema_version(conn: Conn) -> int:
     """Return how many migrations the database has seen (0 for an empty one)."""
     exists = await conn.fetchval("SELECT to_regclass('schema_migrations') IS NOT NULL")
     if not exists:
@@ -267,7 +266,7 @@ async def schema_version(conn: asyncpg.Connection) -> int:
     return int(await conn.fetchval("SELECT coalesce(max(version), 0) FROM schema_migrations"))
 
 
-async def migrate(conn: asyncpg.Connection, migrations: Sequence[str] = MIGRATIONS) -> int:
+async def migrate(conn: Conn, migrations: Sequence[str] = MIGRATIONS) -> int:
     """Apply the migrations the database has not seen yet, safely against other processes.
 
     Each step runs in its own transaction under ``MIGRATION_LOCK`` together with its row in
