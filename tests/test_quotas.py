@@ -25,6 +25,7 @@ from core.notify import NotifierRouter
 from core.prompts import parse_line
 from core.quotas import AdmissionPolicy, AdmissionSnapshot, Quotas
 from core.service import Service
+from core.storage import Storage
 from core.storage.sqlite import open_sqlite, sqlite_storage
 from core.storage.sqlite.database import Database
 from core.storage.sqlite.migrations import MIGRATIONS
@@ -130,6 +131,9 @@ async def assert_ledger_explains_balances(svc: QuotaService) -> None:
 
 async def test_concurrent_admissions_never_overdraw(engine: Engine) -> None:
     async with service(engine, credits=1, max_takes_per_chat_per_day=0) as svc:
+        # Half the users are known already (their period not started), half are new.
+        for i in range(0, 100, 2):
+            await svc.accounts.account_id(UserRef("test", f"user{i}"), create=True)
         requests = [request(f"user{i % 100}", f"m{i}", chat=f"c{i % 100}") for i in range(1000)]
         results = await asyncio.gather(*(admit(svc, r) for r in requests), return_exceptions=True)
         accepted = [r for r in results if not isinstance(r, BaseException)]
@@ -509,9 +513,14 @@ admit_op = st.tuples(st.just("admit"), st.integers(0, 3), st.integers(1, 4))
 claim_op = st.just(("claim", 0, 0))
 
 
-async def run_schedule(path: Path, ops: list[tuple[str, int, int]]) -> None:
-    """Apply admissions and claims, then drain; check every waiting snapshot's promise."""
-    storage = await open_sqlite(path)
+async def run_schedule(
+    storage: Storage, ops: list[tuple[str, int, int]], keys: str = "k"
+) -> list[int]:
+    """Apply admissions and claims, then drain; check every waiting snapshot's promise.
+
+    Returns the users in the order their takes started. ``keys`` prefixes the event keys,
+    so that several schedules can run one after another on one database.
+    """
     store = storage.jobs
     owner: dict[str, int] = {}
     seq: dict[str, int] = {}
@@ -526,31 +535,28 @@ async def run_schedule(path: Path, ops: list[tuple[str, int, int]]) -> None:
         await store.transition(job.id, JobState.DONE)  # finished at once: no cap in play
         return True
 
-    try:
-        for index, (kind, user, takes) in enumerate(ops):
-            if kind == "admit":
-                admitted = await store.admit(
-                    user=UserRef("t", f"user{user}"),
-                    source_key=f"k{index}",
-                    line="line",
-                    image_jpeg=b"jpeg",
-                    image_size=(16, 9),
-                    address=DeliveryAddress("t", "c"),
-                    takes=[TAKE] * takes,
-                )
-                for job in admitted.jobs:
-                    owner[job.id], seq[job.id] = user, len(seq)
-            else:
-                await claim()
-            waiting = [job.id for job in await store.waiting_jobs()]
-            # The position a user is told is the place in the order the scheduler uses.
-            positions = [await store.queue_position(job_id) for job_id in waiting]
-            assert positions == list(range(1, len(waiting) + 1))
-            snapshots.append((len(started), waiting))
-        while await claim():
-            pass
-    finally:
-        await storage.close()
+    for index, (kind, user, takes) in enumerate(ops):
+        if kind == "admit":
+            admitted = await store.admit(
+                user=UserRef("t", f"user{user}"),
+                source_key=f"{keys}{index}",
+                line="line",
+                image_jpeg=b"jpeg",
+                image_size=(16, 9),
+                address=DeliveryAddress("t", "c"),
+                takes=[TAKE] * takes,
+            )
+            for job in admitted.jobs:
+                owner[job.id], seq[job.id] = user, len(seq)
+        else:
+            await claim()
+        waiting = [job.id for job in await store.waiting_jobs()]
+        # The position a user is told is the place in the order the scheduler uses.
+        positions = [await store.queue_position(job_id) for job_id in waiting]
+        assert positions == list(range(1, len(waiting) + 1))
+        snapshots.append((len(started), waiting))
+    while await claim():
+        pass
     start_at = {job_id: index for index, job_id in enumerate(started)}
     assert sorted(started) == sorted(owner)
     for begin, waiting in snapshots:
@@ -561,6 +567,7 @@ async def run_schedule(path: Path, ops: list[tuple[str, int, int]]) -> None:
                 for other in set(owner.values()) - {user}:
                     ahead = sum(1 for j in before if owner[j] == other)
                     assert ahead <= k, (user, k, other, ahead)
+    return [owner[job_id] for job_id in started]
 
 
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -571,7 +578,15 @@ def test_fair_order_property(ops: list[tuple[str, int, int]]) -> None:
     Checked for every moment of a run, counting the other user's later arrivals too.
     """
     with tempfile.TemporaryDirectory() as tmp:
-        asyncio.run(run_schedule(Path(tmp) / "fair.sqlite3", ops))
+
+        async def run() -> None:
+            storage = await open_sqlite(Path(tmp) / "fair.sqlite3")
+            try:
+                await run_schedule(storage, ops)
+            finally:
+                await storage.close()
+
+        asyncio.run(run())
 
 
 async def test_role_weight_gives_more_takes_per_turn(engine: Engine) -> None:
