@@ -12,9 +12,13 @@ import asyncio
 import random
 import time
 
+import asyncpg
+
 from core.models import DeliveryAddress, JobState, UserRef
 from core.quotas import AdmissionPolicy
 from core.storage import Storage
+from core.storage.postgres import open_postgres
+from core.storage.postgres.changes import EVENTS_LOCK
 from core.storage.types import ChangeKind, NewTake
 from tests.conftest import Engine
 from tests.test_quotas import run_schedule
@@ -318,4 +322,31 @@ async def test_chat_state_survives_reopening(engine: Engine) -> None:
             job_id
         ]
     finally:
+        await storage.close()
+
+
+async def test_a_follower_never_steps_past_an_event_still_to_commit(pg_dsn: str) -> None:
+    """PostgreSQL hands out seqs at insert, not at commit: a follower waits for the gap."""
+    storage = await open_postgres(pg_dsn)
+    writer = await asyncpg.connect(pg_dsn)
+    try:
+        [job_id] = await _admit(storage, "u1", "m1")
+        # A change in flight in another process: it took seq 2 and has not committed yet.
+        pending = writer.transaction()
+        await pending.start()
+        await writer.execute("SELECT pg_advisory_xact_lock_shared($1)", EVENTS_LOCK)
+        seq = await writer.fetchval("SELECT nextval('job_events_seq_seq')")
+        # A later change commits first, with seq 3.
+        assert await storage.jobs.transition(job_id, JobState.CANCELED)
+        follower = asyncio.create_task(storage.jobs.events_after(0))
+        await asyncio.sleep(0.2)  # give a follower that does not wait the time to read
+        await writer.execute(
+            "INSERT INTO job_events (seq, kind, job_id, request_id, state, at)"
+            " SELECT $1, 'moved', id, request_id, 'queued', 0 FROM jobs WHERE id = $2",
+            seq, job_id,
+        )  # fmt: skip
+        await pending.commit()
+        assert [event.seq for event in await follower] == [1, 2, 3]
+    finally:
+        await writer.close()
         await storage.close()
