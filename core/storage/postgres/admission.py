@@ -20,7 +20,7 @@ from dataclasses import dataclass
 import asyncpg
 
 from core.errors import RequestRejected
-from core.models import Account, DeliveryAddress, JobState, UserRef
+from core.models import Account, DeliveryAddress, UserRef
 from core.quotas import UNLIMITED, AdmissionPolicy, AdmissionSnapshot
 from core.storage.postgres import accounts
 from core.storage.postgres.changes import EVENTS_LOCK
@@ -56,35 +56,26 @@ class Outcome:
     credits_left: int | None
 
 
-async def recent_run_seconds(conn: Conn, limit: int = 20) -> float | None:
-    """Return the mean start-to-finish time of recently finished jobs."""
-    value = await conn.fetchval(sql.RECENT_RUN_SECONDS, limit)
-    return None if value is None else float(value)
-
-
-async def precheck(conn: Conn, user: UserRef, source_key: str, period: str) -> Precheck:
-    """Read the account, a stored request for this event, the balance and the queue."""
-    account = await accounts.account_of(conn, user)
-    existing = await conn.fetchval(sql.FIND_REQUEST, source_key)
-    credits = None if account is None else await accounts.peek_balance(conn, account.id, period)
-    queued = int(await conn.fetchval(sql.TOTAL_QUEUED))
-    return Precheck(account, None if existing is None else str(existing), credits, queued)
+def precheck(row: asyncpg.Record) -> Precheck:
+    """Return what ``queries.jobs.PRECHECK`` read: account, stored request, balance, queue."""
+    *columns, existing, credits, queued = row
+    account = None if columns[0] is None else Account(*columns)
+    return Precheck(account, existing, credits, int(queued))
 
 
 async def _snapshot(
     conn: Conn, rules: AdmissionPolicy, account: Account, request: NewRequest
 ) -> AdmissionSnapshot:
     """Read what the quota decision needs, under the account's (and chat's) lock."""
-    queued = 0
-    if rules.enforce and rules.max_queue < UNLIMITED:
-        queued = int(await conn.fetchval(sql.TOTAL_QUEUED))
-    chat_takes = 0
-    if rules.counts_chats:
-        chat = (request.address.platform, request.address.chat_id, rules.chat_day.key)
-        chat_takes = int(await conn.fetchval(account_sql.LOCK_CHAT_DAY, *chat))
-    credits = await accounts.peek_balance(conn, account.id, rules.period.key)
+    chat = (request.address.platform, request.address.chat_id, rules.chat_day.key)
+    capped = rules.enforce and rules.max_queue < UNLIMITED
+    row = await conn.fetchrow(
+        sql.SNAPSHOT, *chat, rules.counts_chats, account.id, rules.period.key, capped
+    )
+    assert row is not None, "the statement always returns one row"
+    chat_takes, credits, queued = row
     return AdmissionSnapshot(
-        account=account, total_queued=queued, chat_takes=chat_takes, credits=credits
+        account=account, total_queued=queued or 0, chat_takes=chat_takes or 0, credits=credits
     )
 
 
@@ -107,64 +98,44 @@ async def admit(conn: Conn, request: NewRequest, rules: AdmissionPolicy, now: fl
     """Admit a request with its takes in the open transaction, or raise and write nothing."""
     user_id, account_id = await accounts.ensure_user(conn, request.user, now)
     try:
-        await conn.execute(
+        row = await conn.fetchrow(
             sql.INSERT_REQUEST, request.id, request.source_key, user_id, request.line,
             request.image_jpeg, *request.image_size, address_to_json(request.address), now,
+            account_id,
         )  # fmt: skip
     except asyncpg.UniqueViolationError:
         raise RequestRejected("request.duplicate") from None
-    account = await accounts.load_account(conn, account_id, lock=True)
+    assert row is not None, "ensure_user returned this account"
+    account = Account(*row)
     snapshot = await _snapshot(conn, rules, account, request)
     decision = rules.decide(snapshot, [take.seconds for take in request.takes])
     limits, period, n = decision.limits, rules.period.key, len(request.takes)
-    if decision.count_chat:
-        key = (request.address.platform, request.address.chat_id, rules.chat_day.key)
-        await conn.execute(account_sql.ADD_CHAT_TAKES, *key, n)
     credits = None
     if decision.cost:
         credits = await _debit(conn, rules, account_id, decision.cost, decision.open_with)
-    # An account with nothing waiting rejoins the round-robin at the back.
-    if account.queued == 0:
-        ticket, used = int(await conn.fetchval(sql.NEXT_TICKET)), 0
-    else:
-        ticket, used = account.ticket, account.turn_used
+    chat = (request.address.platform, request.address.chat_id, rules.chat_day.key)
+    line = await conn.fetchrow(
+        sql.ENQUEUE, limits.weight, limits.max_in_flight, n, account_id, decision.count_chat,
+        *chat,
+    )  # fmt: skip
+    assert line is not None, "the account is locked by this admission"
+    ticket, used = line
+    takes = request.takes
     await conn.execute(
-        sql.ENQUEUE_ACCOUNT, ticket, used, limits.weight, limits.max_in_flight, n, account_id
-    )
-    platform = request.address.platform
-    await conn.executemany(
-        sql.INSERT_JOB,
-        [
-            (
-                job_id, request.id, user_id, account_id, platform, index + 1, n, take.line,
-                take.speech, take.language, take.seconds, take.seed, take.voice, now, now,
-                charge, period,
-            )
-            for index, (job_id, take, charge) in enumerate(
-                zip(request.job_ids, request.takes, decision.costs, strict=True)
-            )
-        ],
+        sql.INSERT_TAKES,
+        list(request.job_ids), [t.line for t in takes], [t.speech for t in takes],
+        [t.language for t in takes], [t.seconds for t in takes], [t.seed for t in takes],
+        [t.voice for t in takes], list(decision.costs), request.id, user_id, account_id,
+        request.address.platform, n, now, period, ChangeKind.ADMITTED.value, EVENTS_LOCK,
     )  # fmt: skip
-    if credits is not None:
-        await conn.executemany(
-            account_sql.DEBITS,
-            [
-                (account_id, period, -cost, job_id, now)
-                for job_id, cost in zip(request.job_ids, decision.costs, strict=True)
-                if cost
-            ],
-        )
-    await conn.executemany(
-        sql.INSERT_EVENT,
-        [
-            (ChangeKind.ADMITTED.value, job_id, request.id, JobState.QUEUED.value, None, now,
-             EVENTS_LOCK)
-            for job_id in request.job_ids
-        ],
-    )  # fmt: skip
+    # The rank of the first take: the account's takes that waited before, plus one.
     rank = account.queued + 1
-    position = await queue_position(conn, account_id, rank, ticket, used, limits.weight)
-    return Outcome(user_id, position, await recent_run_seconds(conn), credits)
+    turn = (used + rank - 1) // limits.weight
+    after = await conn.fetchrow(sql.AHEAD_AND_RECENT, turn, ticket, account_id, 20)
+    assert after is not None, "the statement always returns one row"
+    ahead, run_seconds = after
+    recent = None if run_seconds is None else float(run_seconds)
+    return Outcome(user_id, rank + int(ahead), recent, credits)
 
 
 async def queue_position(

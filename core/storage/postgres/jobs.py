@@ -44,9 +44,11 @@ class PostgresJobs:
 
     async def precheck(self, user: UserRef, source_key: str, period: str) -> Precheck:
         """Read the account, a stored request for this event, the balance and the queue."""
-        return await self._db.run(
-            partial(admission.precheck, user=user, source_key=source_key, period=period)
+        row = await self._db.fetchrow(
+            sql.PRECHECK, user.platform, user.platform_user_id, source_key, period
         )
+        assert row is not None, "the statement always returns one row"
+        return admission.precheck(row)
 
     async def admit(
         self,

@@ -10,11 +10,14 @@ own forms, and differ where several processes write at once:
 - Sequences instead of ``max(seq) + 1`` and the ``scheduler.next_ticket`` row:
   ``job_seq`` numbers jobs in admission order (the default of ``jobs.seq``) and
   ``account_ticket`` hands out round-robin tickets (``nextval('account_ticket')``).
-- ``jobs.lease_token``: a fencing token, raised by every claim or takeover; a state change
-  names the token it holds, so a worker that lost its lease changes nothing.
+- ``jobs.lease_token``: a fencing token, raised by every claim or takeover (checking it
+  on every state change comes with the worker roles).
 - ``job_events``: one row per state change, written in the same transaction. Followers read
-  it by cursor (``seq``); ``tx`` lets them skip rows that are not yet visible to everyone
-  (see ``job_events`` below).
+  it by cursor (``seq``). The ``tx`` test sketched in the migration's comment lets a
+  follower step past a row whose transaction took its xid earlier but its seq later; the
+  stores use an advisory lock instead (``core.storage.postgres.changes.EVENTS_LOCK``:
+  writers hold it shared until commit, a follower waits for it before reading up to the
+  last seq handed out). ``tx`` stays, for diagnosis.
 - Unused SQLite leftovers (``jobs.fair_round``, ``scheduler.current_round``) are not here.
 """
 

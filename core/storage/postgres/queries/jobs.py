@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from core.models import TERMINAL_STATES, JobState
 from core.storage.postgres.queries import ACTIVE, DELIVERING, DONE, FINISHED, QUEUED
+from core.storage.postgres.queries.accounts import ACCOUNT_COLUMNS
 from core.storage.postgres.schema import sql_states
 
 _GROUPED = sql_states({JobState.DELIVERING, *TERMINAL_STATES})  # no take still on its way
@@ -24,42 +25,93 @@ JOB_COLUMNS = ", ".join(f"j.{name}" for name in JOB_ROW) + ", r.address"
 _JOB_FROM = "FROM jobs j JOIN requests r ON r.id = j.request_id"
 
 # --- admission ----------------------------------------------------------------------------
+# An admission is a handful of round trips: each statement below does one step's writes
+# together (see core.storage.postgres.admission).
 
 FIND_REQUEST = "SELECT id FROM requests WHERE source_key = $1"
-
-INSERT_REQUEST = """
-INSERT INTO requests (id, source_key, user_id, line, image, image_width, image_height,
-                      address, created_at)
-VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)
-"""
 
 # A count over the partial index jobs_queued, not a row every admission would lock.
 TOTAL_QUEUED = f"SELECT count(*) FROM jobs WHERE state = {QUEUED}"
 
-# The back of the round-robin line.
-NEXT_TICKET = "SELECT nextval('account_ticket')"
-
-# The account's place in line and its role's knobs, with its newly waiting takes counted.
-ENQUEUE_ACCOUNT = """
-UPDATE accounts SET ticket = $1, turn_used = $2, weight = $3, max_in_flight = $4,
-                    queued = queued + $5
-WHERE id = $6
+# What the checks before image decoding need, in one statement (one snapshot).
+PRECHECK = f"""
+SELECT {ACCOUNT_COLUMNS},
+       (SELECT id FROM requests WHERE source_key = $3),
+       (SELECT credits FROM balances WHERE account_id = a.id AND period = $4),
+       ({TOTAL_QUEUED})
+FROM (SELECT 1) AS one
+LEFT JOIN (users u JOIN accounts a ON a.id = u.account_id)
+       ON u.platform = $1 AND u.platform_user_id = $2
 """
 
-# seq comes from the sequence job_seq (the column's default), in insertion order.
-INSERT_JOB = f"""
-INSERT INTO jobs (id, request_id, user_id, account_id, platform, take, takes, state, line,
-                  speech, language, seconds, seed, voice, created_at, updated_at, charged,
-                  charge_period)
-VALUES ($1, $2, $3, $4, $5, $6, $7, {QUEUED}, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17)
+# Insert the request (a repeated source_key fails here, before any check) and lock the
+# account's row: admissions of one account decide one after another.
+INSERT_REQUEST = f"""
+WITH request AS (
+    INSERT INTO requests (id, source_key, user_id, line, image, image_width, image_height,
+                          address, created_at)
+    VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9))
+SELECT {ACCOUNT_COLUMNS} FROM accounts a WHERE a.id = $10
+FOR NO KEY UPDATE OF a
 """
 
-RECENT_RUN_SECONDS = f"""
+# The rest of the snapshot, read once the account is locked: the chat's count for the
+# day (its row locked too, created at 0, when $4 says the chat cap is checked), the
+# period's balance (NULL: not started) and the whole queue (when $7 says it is capped).
+SNAPSHOT = f"""
+WITH chat AS (
+    INSERT INTO chat_days (platform, chat_id, day, takes) SELECT $1, $2, $3, 0 WHERE $4
+    ON CONFLICT (platform, chat_id, day) DO UPDATE SET takes = chat_days.takes
+    RETURNING takes)
+SELECT (SELECT takes FROM chat),
+       (SELECT credits FROM balances WHERE account_id = $5 AND period = $6),
+       CASE WHEN $7 THEN ({TOTAL_QUEUED}) END
+"""
+
+# Count the takes against the chat's day (if $5) and put the account in line with its
+# role's knobs: one with nothing waiting rejoins the round-robin at the back.
+ENQUEUE = """
+WITH chat AS (
+    UPDATE chat_days SET takes = takes + $3
+    WHERE $5 AND platform = $6 AND chat_id = $7 AND day = $8)
+UPDATE accounts SET
+    ticket = CASE WHEN queued = 0 THEN nextval('account_ticket') ELSE ticket END,
+    turn_used = CASE WHEN queued = 0 THEN 0 ELSE turn_used END,
+    weight = $1, max_in_flight = $2, queued = queued + $3
+WHERE id = $4
+RETURNING ticket, turn_used
+"""
+
+# The takes, their debits and their events. seq comes from the sequence job_seq (the
+# column's default), in take order; the events lock is taken before the events' seqs.
+INSERT_TAKES = f"""
+WITH takes AS (
+    SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::int[],
+                         $6::bigint[], $7::text[], $8::int[])
+        WITH ORDINALITY AS t(id, line, speech, language, seconds, seed, voice, charged, take)),
+inserted AS (
+    INSERT INTO jobs (id, request_id, user_id, account_id, platform, take, takes, state,
+                      line, speech, language, seconds, seed, voice, created_at, updated_at,
+                      charged, charge_period)
+    SELECT id, $9, $10, $11, $12, take, $13, {QUEUED}, line, speech, language, seconds,
+           seed, voice, $14, $14, charged, $15
+    FROM takes ORDER BY take),
+debited AS (
+    INSERT INTO ledger (account_id, period, delta, reason, job_id, created_at)
+    SELECT $11, $15, -charged, 'debit', id, $14 FROM takes WHERE charged > 0 ORDER BY take)
+INSERT INTO job_events (kind, job_id, request_id, state, error_key, at)
+SELECT $16, id, $9, {QUEUED}, NULL, $14
+FROM takes CROSS JOIN (SELECT pg_advisory_xact_lock_shared($17)) AS writing ORDER BY take
+"""
+
+_RECENT = f"""
 SELECT avg(finished_at - started_at) FROM (
     SELECT finished_at, started_at FROM jobs
-    WHERE state = {DONE} AND started_at IS NOT NULL ORDER BY finished_at DESC LIMIT $1
+    WHERE state = {DONE} AND started_at IS NOT NULL ORDER BY finished_at DESC LIMIT {{limit}}
 ) AS recent
 """
+
+RECENT_RUN_SECONDS = _RECENT.format(limit="$1")
 
 USER_ID = "SELECT id FROM users WHERE platform = $1 AND platform_user_id = $2"
 
@@ -89,6 +141,9 @@ TAKES_AHEAD = """
 SELECT coalesce(sum(LEAST(queued, GREATEST(0, ($1 + (ticket < $2)::int) * weight - turn_used))), 0)
 FROM accounts WHERE queued > 0 AND id <> $3
 """
+
+# After an admission: the takes ahead of its first take, and recent run times (the ETA).
+AHEAD_AND_RECENT = f"SELECT ({TAKES_AHEAD}), ({_RECENT.format(limit='$4')})"
 
 # The claim order unrolled: each account's takes by turn, accounts by ticket.
 WAITING_JOBS = f"""
