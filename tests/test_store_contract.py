@@ -64,9 +64,7 @@ async def test_an_empty_database_is_migrated_once_by_several_openers(engine: Eng
 # --- claims ---------------------------------------------------------------------------------
 
 
-async def test_claims_follow_the_same_fair_order_on_every_engine(
-    engine: Engine, tmp_path: object
-) -> None:
+async def test_claims_follow_the_same_fair_order_on_every_engine(engine: Engine) -> None:
     """Seeded schedules of admissions and claims start takes in SQLite's order."""
     rng = random.Random(8)
     schedules = [
