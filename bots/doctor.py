@@ -14,6 +14,7 @@ from core.backends.preview.fonts import find_font
 from core.backends.preview.tts import synthesize
 from core.errors import ActorbotError
 from core.storage import open_storage
+from core.storage.postgres.connection import display_url
 
 Check = Callable[[Settings], Awaitable[str]]
 
@@ -57,7 +58,12 @@ async def _store(settings: Settings) -> str:
     async with await open_storage(settings) as storage:
         counts = await storage.jobs.count_by_state()
     summary = ", ".join(f"{state.value}: {n}" for state, n in sorted(counts.items())) or "empty"
-    return f"{settings.store_path} ({summary})"
+    if settings.store.engine == "postgresql":
+        # Never the URL as configured: it may carry the password.
+        where = f"PostgreSQL at {display_url(settings.store.url.get_secret_value())}"
+    else:
+        where = f"SQLite at {settings.store_path}"
+    return f"{where} ({summary})"
 
 
 CHECKS: tuple[tuple[str, Check], ...] = (

@@ -6,11 +6,14 @@ import contextlib
 import io
 import ipaddress
 import os
+import re
 import socket
 import sqlite3
 import subprocess
+import time
 import uuid
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
+from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
 from typing import Any
@@ -23,8 +26,11 @@ import pytest
 from PIL import Image
 
 from config.settings import Settings, load_settings
+from core.storage import Storage
+from core.storage.postgres import open_postgres
 from core.storage.postgres.connection import Pool, create_pool
 from core.storage.postgres.schema import migrate
+from core.storage.sqlite import open_sqlite
 
 
 @pytest.fixture(autouse=True)
@@ -173,15 +179,11 @@ def pg_cluster(request: pytest.FixtureRequest) -> str:
 @pytest.fixture
 async def pg_dsn(pg_cluster: str) -> AsyncIterator[str]:
     """Return the DSN of a new empty database, dropped after the test."""
-    name = f"test_{uuid.uuid4().hex[:16]}"
-    admin = await asyncpg.connect(pg_cluster)
+    dsn = await _new_database(pg_cluster)
     try:
-        await admin.execute(f'CREATE DATABASE "{name}" TEMPLATE template0')
-        yield urlunsplit(urlsplit(pg_cluster)._replace(path=f"/{name}"))
-        # FORCE: a test that failed may have left connections open.
-        await admin.execute(f'DROP DATABASE "{name}" WITH (FORCE)')
+        yield dsn
     finally:
-        await admin.close()
+        await _drop_database(pg_cluster, dsn)
 
 
 @pytest.fixture
@@ -194,3 +196,64 @@ async def pg_pool(pg_dsn: str) -> AsyncIterator[Pool]:
         yield pool
     finally:
         await pool.close()
+
+
+async def _new_database(cluster: str) -> str:
+    """Create an empty database on the cluster and return its DSN."""
+    name = f"test_{uuid.uuid4().hex[:16]}"
+    admin = await asyncpg.connect(cluster)
+    try:
+        await admin.execute(f'CREATE DATABASE "{name}" TEMPLATE template0')
+    finally:
+        await admin.close()
+    return urlunsplit(urlsplit(cluster)._replace(path=f"/{name}"))
+
+
+async def _drop_database(cluster: str, dsn: str) -> None:
+    admin = await asyncpg.connect(cluster)
+    try:
+        # FORCE: a test that failed may have left connections open.
+        await admin.execute(f'DROP DATABASE "{urlsplit(dsn).path[1:]}" WITH (FORCE)')
+    finally:
+        await admin.close()
+
+
+@dataclass(frozen=True)
+class Engine:
+    """One storage engine under test: open its stores, read its tables straight."""
+
+    name: str  # "sqlite" or "postgres"
+    path: Path  # the SQLite file (unused by PostgreSQL)
+    dsn: str  # the PostgreSQL database ("" for SQLite)
+
+    async def open(self, clock: Callable[[], float] = time.time) -> Storage:
+        """Open the engine's stores (creating and migrating the database if new)."""
+        if self.name == "postgres":
+            return await open_postgres(self.dsn, clock=clock)
+        return await open_sqlite(self.path, clock=clock)
+
+    async def rows(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
+        """Read rows straight from the database; ``?`` marks parameters on both engines."""
+        if self.name == "sqlite":
+            return db_rows(self.path, sql, params)
+        numbered = iter(range(1, len(params) + 1))
+        query = re.sub(r"\?", lambda _: f"${next(numbered)}", sql)
+        conn = await asyncpg.connect(self.dsn)
+        try:
+            return [tuple(row) for row in await conn.fetch(query, *params)]
+        finally:
+            await conn.close()
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+async def engine(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Engine]:
+    """Yield each storage engine in turn, on a new empty database: the contract suite."""
+    if request.param == "sqlite":
+        yield Engine("sqlite", tmp_path / "db.sqlite3", "")
+        return
+    cluster: str = request.getfixturevalue("pg_cluster")
+    dsn = await _new_database(cluster)
+    try:
+        yield Engine("postgres", tmp_path / "unused", dsn)
+    finally:
+        await _drop_database(cluster, dsn)

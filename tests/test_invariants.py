@@ -16,6 +16,7 @@ from core.errors import RequestRejected, UserError
 from core.i18n import CATALOG, DEFAULT_LOCALE, LOCALES
 from core.models import DeliveryAddress, JobState, UserRef, VideoRequest
 from core.prompts import MAX_SEED
+from tests.conftest import Engine
 from tests.test_quotas import (
     QuotaService,
     admit,
@@ -81,10 +82,10 @@ async def test_takes_of_the_largest_seed_stay_in_range(tmp_path: Path, portrait:
 
 
 async def test_refused_admissions_in_one_group_commit_leave_nothing_behind(
-    tmp_path: Path,
+    engine: Engine,
 ) -> None:
     """Admissions refused after they wrote (request row, chat counter) roll back alone."""
-    async with service(tmp_path, credits=1, max_takes_per_chat_per_day=30) as svc:
+    async with service(engine, credits=1, max_takes_per_chat_per_day=30) as svc:
         # 20 users with one credit each ask 10 times at once, in two chats: the writes
         # share group commits, and most of them fail after inserting their request and
         # counting their chat's takes (out of credits, or the chat's day is full).
@@ -100,25 +101,27 @@ async def test_refused_admissions_in_one_group_commit_leave_nothing_behind(
         assert await db_rows(svc, "SELECT count(*) FROM jobs") == [(admitted,)]
         chats = await db_rows(svc, "SELECT sum(takes) FROM chat_days")
         assert chats == [(admitted,)]
-        assert await db_rows(svc, "SELECT queued FROM scheduler") == [(admitted,)]
+        queued = await db_rows(svc, "SELECT count(*) FROM jobs WHERE state = 'queued'")
+        assert queued == [(admitted,)]
         assert await db_rows(svc, "SELECT sum(queued) FROM accounts") == [(admitted,)]
         await assert_ledger_explains_balances(svc)
 
-    async with service(tmp_path / "full", credits=100, max_takes_per_chat_per_day=5) as svc:
-        requests = [request(f"u{i}", f"m{i}", chat="c") for i in range(50)]
+    # The same database with other limits: 50 users at once into one chat capped at 5.
+    async with service(engine, credits=100, max_takes_per_chat_per_day=5) as svc:
+        requests = [request(f"v{i}", f"f{i}", chat="full") for i in range(50)]
         results = await asyncio.gather(*(admit(svc, r) for r in requests), return_exceptions=True)
         refused = [r for r in results if isinstance(r, RequestRejected)]
         assert {r.key for r in refused} == {"quota.chat_full"} and len(refused) == 45
-        assert await db_rows(svc, "SELECT takes FROM chat_days") == [(5,)]
-        assert await db_rows(svc, "SELECT count(*) FROM requests") == [(5,)]
+        assert await db_rows(svc, "SELECT takes FROM chat_days WHERE chat_id = 'full'") == [(5,)]
+        assert await db_rows(svc, "SELECT count(*) FROM requests") == [(admitted + 5,)]
         await assert_ledger_explains_balances(svc)
 
 
 # --- refunds -------------------------------------------------------------------------------
 
 
-async def test_a_take_that_fails_twice_is_refunded_once(tmp_path: Path) -> None:
-    async with service(tmp_path) as svc:
+async def test_a_take_that_fails_twice_is_refunded_once(engine: Engine) -> None:
+    async with service(engine) as svc:
         store = svc._store
         user = UserRef("test", "u1")
         admission = await admit(svc, request("u1", "a"))
@@ -153,9 +156,9 @@ async def _lease(svc: QuotaService, job_id: str) -> tuple[str, float]:
 
 
 async def test_heartbeat_renews_only_its_own_leases_and_expired_ones_are_adopted(
-    tmp_path: Path,
+    engine: Engine,
 ) -> None:
-    async with service(tmp_path) as svc:
+    async with service(engine) as svc:
         store = svc._store
         for user in ("alice", "bob", "carol"):
             await admit(svc, request(user, user))

@@ -25,11 +25,13 @@ from core.notify import NotifierRouter
 from core.prompts import parse_line
 from core.quotas import AdmissionPolicy, AdmissionSnapshot, Quotas
 from core.service import Service
+from core.storage import Storage
 from core.storage.sqlite import open_sqlite, sqlite_storage
 from core.storage.sqlite.database import Database
 from core.storage.sqlite.migrations import MIGRATIONS
 from core.storage.types import NewTake
 from tests import conftest
+from tests.conftest import Engine
 from tests.test_worker import Harness, harness
 
 T0 = 1_750_000_000.0  # a fixed "now" for services with a controlled clock
@@ -54,20 +56,29 @@ class Clock:
 
 
 class QuotaService(Service):
-    """The real Service, with its SQLite database at hand for tests at the database level."""
+    """The real Service, with its database at hand for tests at the database level."""
 
-    database: Database
-    db_path: Path
+    engine: Engine
+    database: Database  # SQLite only: its connections, for tests of the writer itself
 
 
 @contextlib.asynccontextmanager
 async def service(
-    tmp_path: Path, clock: Clock | None = None, **quotas: Any
+    place: Path | Engine, clock: Clock | None = None, **quotas: Any
 ) -> AsyncIterator[QuotaService]:
-    """Yield a Service on a fresh SQLite file, with quota settings overridden."""
-    settings = load_settings(data_dir=tmp_path / "data", quotas=quotas)
-    database = await Database.open(settings.store_path)
-    storage = sqlite_storage(database)
+    """Yield a Service on a fresh database, with quota settings overridden.
+
+    ``place`` is an engine of the contract suite, or a directory for a SQLite file.
+    """
+    data_dir = place.path.parent if isinstance(place, Engine) else place / "data"
+    settings = load_settings(data_dir=data_dir, quotas=quotas)
+    engine = place if isinstance(place, Engine) else Engine("sqlite", settings.store_path, "")
+    database = None
+    if engine.name == "sqlite":
+        database = await Database.open(engine.path)
+        storage = sqlite_storage(database)
+    else:
+        storage = await engine.open()
     try:
         svc = QuotaService(
             storage=storage,
@@ -78,7 +89,9 @@ async def service(
             quotas=settings.quotas,
             clock=clock or Clock(),
         )
-        svc.database, svc.db_path = database, settings.store_path
+        svc.engine = engine
+        if database is not None:
+            svc.database = database
         yield svc
     finally:
         await storage.close()
@@ -102,7 +115,7 @@ async def admit(svc: Service, req: VideoRequest, line: str = LINE) -> Any:
 async def db_rows(
     svc: QuotaService, sql: str, params: tuple[Any, ...] = ()
 ) -> list[tuple[Any, ...]]:
-    return conftest.db_rows(svc.db_path, sql, params)
+    return await svc.engine.rows(sql, params)
 
 
 async def assert_ledger_explains_balances(svc: QuotaService) -> None:
@@ -116,8 +129,11 @@ async def assert_ledger_explains_balances(svc: QuotaService) -> None:
 # --- credits -------------------------------------------------------------------------
 
 
-async def test_concurrent_admissions_never_overdraw(tmp_path: Path) -> None:
-    async with service(tmp_path, credits=1, max_takes_per_chat_per_day=0) as svc:
+async def test_concurrent_admissions_never_overdraw(engine: Engine) -> None:
+    async with service(engine, credits=1, max_takes_per_chat_per_day=0) as svc:
+        # Half the users are known already (their period not started), half are new.
+        for i in range(0, 100, 2):
+            await svc.accounts.account_id(UserRef("test", f"user{i}"), create=True)
         requests = [request(f"user{i % 100}", f"m{i}", chat=f"c{i % 100}") for i in range(1000)]
         results = await asyncio.gather(*(admit(svc, r) for r in requests), return_exceptions=True)
         accepted = [r for r in results if not isinstance(r, BaseException)]
@@ -131,8 +147,8 @@ async def test_concurrent_admissions_never_overdraw(tmp_path: Path) -> None:
         await assert_ledger_explains_balances(svc)
 
 
-async def test_redelivered_request_is_charged_once(tmp_path: Path, portrait: bytes) -> None:
-    async with service(tmp_path) as svc:
+async def test_redelivered_request_is_charged_once(engine: Engine, portrait: bytes) -> None:
+    async with service(engine) as svc:
         first = VideoRequest(
             UserRef("test", "u1"), portrait, LINE, DeliveryAddress("test", "c"), "chat:1"
         )
@@ -153,10 +169,10 @@ async def test_redelivered_request_is_charged_once(tmp_path: Path, portrait: byt
 
 
 async def test_ten_second_takes_cost_more_and_the_refusal_says_when_it_resets(
-    tmp_path: Path,
+    engine: Engine,
 ) -> None:
     clock = Clock(T0)
-    async with service(tmp_path, clock, credits=3, timezone="Asia/Shanghai") as svc:
+    async with service(engine, clock, credits=3, timezone="Asia/Shanghai") as svc:
         await admit(svc, request("u1", "a"), LINE + " --10s")
         with pytest.raises(RequestRejected) as refused:
             await admit(svc, request("u1", "b"), LINE + " --10s")
@@ -188,8 +204,8 @@ async def test_admission_canceled_while_waiting_for_the_writer_never_runs(
         assert (await svc.accounts.balance(UserRef("test", "u1"))).credits == 19
 
 
-async def test_admin_grant_and_revoke_are_ledger_rows(tmp_path: Path) -> None:
-    async with service(tmp_path, credits=2) as svc:
+async def test_admin_grant_and_revoke_are_ledger_rows(engine: Engine) -> None:
+    async with service(engine, credits=2) as svc:
         user = UserRef("test", "u1")
         account = await svc.accounts.account_id(user, create=True)
         assert account is not None
@@ -277,8 +293,8 @@ async def test_canceled_in_queue_is_refunded(
         assert await balance(h, "alice") == 19
 
 
-async def test_refund_trigger_pays_once_whatever_the_path(tmp_path: Path) -> None:
-    async with service(tmp_path) as svc:
+async def test_refund_trigger_pays_once_whatever_the_path(engine: Engine) -> None:
+    async with service(engine) as svc:
         store = svc._store
         admission = await admit(svc, request("u1", "a"))
         job_id = admission.jobs[0].id
@@ -305,9 +321,9 @@ async def test_refund_trigger_pays_once_whatever_the_path(tmp_path: Path) -> Non
 # --- caps --------------------------------------------------------------------------------
 
 
-async def test_caps_per_user_chat_and_queue(tmp_path: Path) -> None:
+async def test_caps_per_user_chat_and_queue(engine: Engine) -> None:
     async with service(
-        tmp_path, max_queued_per_user=3, max_takes_per_chat_per_day=4, max_queue=6
+        engine, max_queued_per_user=3, max_takes_per_chat_per_day=4, max_queue=6
     ) as svc:
         await admit(svc, request("u1", "a"), LINE + " --takes 3")
         with pytest.raises(RequestRejected) as full:
@@ -323,11 +339,11 @@ async def test_caps_per_user_chat_and_queue(tmp_path: Path) -> None:
         assert busy.value.key == "quota.busy"
         # Refusals changed nothing.
         assert await db_rows(svc, "SELECT count(*) FROM jobs") == [(6,)]
-        assert await db_rows(svc, "SELECT queued FROM scheduler") == [(6,)]
+        assert await db_rows(svc, "SELECT sum(queued) FROM accounts") == [(6,)]
 
 
-async def test_claim_skips_a_user_at_the_in_flight_cap(tmp_path: Path) -> None:
-    async with service(tmp_path, max_in_flight_per_user=2) as svc:
+async def test_claim_skips_a_user_at_the_in_flight_cap(engine: Engine) -> None:
+    async with service(engine, max_in_flight_per_user=2) as svc:
         store = svc._store
         many = await admit(svc, request("u1", "a"), LINE + " --takes 3")
         one = await admit(svc, request("u2", "b"))
@@ -347,8 +363,8 @@ async def test_claim_skips_a_user_at_the_in_flight_cap(tmp_path: Path) -> None:
 # --- access ------------------------------------------------------------------------------
 
 
-async def test_approval_mode(tmp_path: Path, portrait: bytes) -> None:
-    async with service(tmp_path, access="approval") as svc:
+async def test_approval_mode(engine: Engine, portrait: bytes) -> None:
+    async with service(engine, access="approval") as svc:
         user = UserRef("test", "u1")
         with pytest.raises(RequestRejected) as first:
             await admit(svc, request("u1", "a"))
@@ -393,9 +409,9 @@ async def test_only_a_pending_request_can_be_decided_once(tmp_path: Path) -> Non
         assert not await svc.accounts.decide_access(other, approve=True, actor="test:a")
 
 
-async def test_allowlist_and_bans(tmp_path: Path) -> None:
+async def test_allowlist_and_bans(engine: Engine) -> None:
     clock = Clock()
-    async with service(tmp_path, clock, access="allowlist") as svc:
+    async with service(engine, clock, access="allowlist") as svc:
         user = UserRef("test", "u1")
         with pytest.raises(RequestRejected) as outsider:
             await admit(svc, request("u1", "a"))
@@ -465,9 +481,9 @@ def test_flood_warns_again_after_the_user_calmed_down() -> None:
 # --- one identity across platforms ---------------------------------------------------------
 
 
-async def test_link_joins_two_platforms_into_one_balance(tmp_path: Path) -> None:
+async def test_link_joins_two_platforms_into_one_balance(engine: Engine) -> None:
     clock = Clock()
-    async with service(tmp_path, clock, credits=3) as svc:
+    async with service(engine, clock, credits=3) as svc:
         telegram, discord = UserRef("telegram", "111"), UserRef("discord", "222")
         own = await admit(svc, request("222", "d1", platform="discord"))  # its own balance
         await svc._store.transition(own.jobs[0].id, JobState.DONE)
@@ -486,9 +502,9 @@ async def test_link_joins_two_platforms_into_one_balance(tmp_path: Path) -> None
         assert used.value.key == "access.link_bad_code"
 
 
-async def test_link_refusals(tmp_path: Path) -> None:
+async def test_link_refusals(engine: Engine) -> None:
     clock = Clock()
-    async with service(tmp_path, clock) as svc:
+    async with service(engine, clock) as svc:
         telegram = UserRef("telegram", "111")
         same = await svc.accounts.link_code(telegram)
         with pytest.raises(RequestRejected) as own:
@@ -518,9 +534,14 @@ admit_op = st.tuples(st.just("admit"), st.integers(0, 3), st.integers(1, 4))
 claim_op = st.just(("claim", 0, 0))
 
 
-async def run_schedule(path: Path, ops: list[tuple[str, int, int]]) -> None:
-    """Apply admissions and claims, then drain; check every waiting snapshot's promise."""
-    storage = await open_sqlite(path)
+async def run_schedule(
+    storage: Storage, ops: list[tuple[str, int, int]], keys: str = "k"
+) -> list[int]:
+    """Apply admissions and claims, then drain; check every waiting snapshot's promise.
+
+    Returns the users in the order their takes started. ``keys`` prefixes the event keys,
+    so that several schedules can run one after another on one database.
+    """
     store = storage.jobs
     owner: dict[str, int] = {}
     seq: dict[str, int] = {}
@@ -535,31 +556,28 @@ async def run_schedule(path: Path, ops: list[tuple[str, int, int]]) -> None:
         await store.transition(job.id, JobState.DONE)  # finished at once: no cap in play
         return True
 
-    try:
-        for index, (kind, user, takes) in enumerate(ops):
-            if kind == "admit":
-                admitted = await store.admit(
-                    user=UserRef("t", f"user{user}"),
-                    source_key=f"k{index}",
-                    line="line",
-                    image_jpeg=b"jpeg",
-                    image_size=(16, 9),
-                    address=DeliveryAddress("t", "c"),
-                    takes=[TAKE] * takes,
-                )
-                for job in admitted.jobs:
-                    owner[job.id], seq[job.id] = user, len(seq)
-            else:
-                await claim()
-            waiting = [job.id for job in await store.waiting_jobs()]
-            # The position a user is told is the place in the order the scheduler uses.
-            positions = [await store.queue_position(job_id) for job_id in waiting]
-            assert positions == list(range(1, len(waiting) + 1))
-            snapshots.append((len(started), waiting))
-        while await claim():
-            pass
-    finally:
-        await storage.close()
+    for index, (kind, user, takes) in enumerate(ops):
+        if kind == "admit":
+            admitted = await store.admit(
+                user=UserRef("t", f"user{user}"),
+                source_key=f"{keys}{index}",
+                line="line",
+                image_jpeg=b"jpeg",
+                image_size=(16, 9),
+                address=DeliveryAddress("t", "c"),
+                takes=[TAKE] * takes,
+            )
+            for job in admitted.jobs:
+                owner[job.id], seq[job.id] = user, len(seq)
+        else:
+            await claim()
+        waiting = [job.id for job in await store.waiting_jobs()]
+        # The position a user is told is the place in the order the scheduler uses.
+        positions = [await store.queue_position(job_id) for job_id in waiting]
+        assert positions == list(range(1, len(waiting) + 1))
+        snapshots.append((len(started), waiting))
+    while await claim():
+        pass
     start_at = {job_id: index for index, job_id in enumerate(started)}
     assert sorted(started) == sorted(owner)
     for begin, waiting in snapshots:
@@ -570,6 +588,7 @@ async def run_schedule(path: Path, ops: list[tuple[str, int, int]]) -> None:
                 for other in set(owner.values()) - {user}:
                     ahead = sum(1 for j in before if owner[j] == other)
                     assert ahead <= k, (user, k, other, ahead)
+    return [owner[job_id] for job_id in started]
 
 
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -580,11 +599,19 @@ def test_fair_order_property(ops: list[tuple[str, int, int]]) -> None:
     Checked for every moment of a run, counting the other user's later arrivals too.
     """
     with tempfile.TemporaryDirectory() as tmp:
-        asyncio.run(run_schedule(Path(tmp) / "fair.sqlite3", ops))
+
+        async def run() -> None:
+            storage = await open_sqlite(Path(tmp) / "fair.sqlite3")
+            try:
+                await run_schedule(storage, ops)
+            finally:
+                await storage.close()
+
+        asyncio.run(run())
 
 
-async def test_role_weight_gives_more_takes_per_turn(tmp_path: Path) -> None:
-    async with service(tmp_path, roles={"vip": {"weight": 2}}) as svc:
+async def test_role_weight_gives_more_takes_per_turn(engine: Engine) -> None:
+    async with service(engine, roles={"vip": {"weight": 2}}) as svc:
         vip = await svc.accounts.account_id(UserRef("test", "vip"), create=True)
         assert vip is not None
         await svc.accounts.set_role(vip, "vip", actor="test:admin")

@@ -11,11 +11,9 @@ from multiprocessing.synchronize import Barrier
 from pathlib import Path
 from typing import Any
 
-from core.models import DeliveryAddress, JobState, UserRef
 from core.storage.sqlite import open_sqlite
 from core.storage.sqlite.database import Database
 from core.storage.sqlite.migrations import MIGRATIONS
-from core.storage.types import ChangeKind, NewTake
 from tests.conftest import db_rows
 
 
@@ -156,85 +154,6 @@ def test_processes_opening_a_new_data_directory_at_once_share_one_schema(
             assert db.execute("PRAGMA user_version").fetchone()[0] == len(MIGRATIONS)
             assert db.execute("SELECT count(*) FROM scheduler").fetchone()[0] == 1
         db.close()
-
-
-async def test_group_claim_is_won_once_and_a_dead_claim_is_taken_over(tmp_path: Path) -> None:
-    storage = await open_sqlite(tmp_path / "db.sqlite3")
-    store = storage.jobs
-    try:
-        take = NewTake("line", "line", "en", 5, 1, None)
-        admitted = await store.admit(
-            user=UserRef("test", "u1"), source_key="m1", line="line", image_jpeg=b"jpeg",
-            image_size=(16, 9), address=DeliveryAddress("test", "c1"), takes=[take, take],
-        )  # fmt: skip
-        first, second = (job.id for job in admitted.jobs)
-        request = admitted.request_id
-        live = time.time() + 60
-        await store.transition(first, JobState.DELIVERING, lease_owner="a", lease_expires=live)
-        await store.transition(second, JobState.RUNNING, lease_owner="b", lease_expires=live)
-        # A sibling still runs: nobody delivers yet.
-        assert await store.claim_group(request, "a", lease_seconds=60) is None
-        await store.transition(second, JobState.DELIVERING)
-        claims = await asyncio.gather(
-            store.claim_group(request, "a", lease_seconds=60),
-            store.claim_group(request, "b", lease_seconds=60),
-        )
-        assert sum(claim is not None for claim in claims) == 1
-        winner = "a" if claims[0] is not None else "b"
-        # While the winner lives, a late sweep or another worker is refused.
-        assert await store.claim_group(request, "c", lease_seconds=60) is None
-        # The winner dies mid-send; after its leases run out another worker adopts the takes
-        # and delivers the group again ("twice is allowed, never zero").
-        await store.release_leases(winner)
-        adopted = await store.adopt_stale("c", platforms=["test"], lease_seconds=60)
-        assert {job.id for job in adopted} == {first, second}
-        again = await store.claim_group(request, "c", lease_seconds=60)
-        assert again is not None and [job.id for job in again] == [first, second]
-    finally:
-        await storage.close()
-
-
-async def test_every_state_change_writes_an_event_in_its_transaction(tmp_path: Path) -> None:
-    storage = await open_sqlite(tmp_path / "db.sqlite3")
-    jobs = storage.jobs
-    try:
-        take = NewTake("line", "line", "en", 5, 1, None)
-        admitted = await jobs.admit(
-            user=UserRef("test", "u1"), source_key="m1", line="line", image_jpeg=b"jpeg",
-            image_size=(16, 9), address=DeliveryAddress("test", "c1"), takes=[take, take],
-        )  # fmt: skip
-        first, second = (job.id for job in admitted.jobs)
-        [claimed] = await jobs.claim(
-            "w", limit=1, platforms=["test"], lease_seconds=60, deadline_seconds=60
-        )
-        assert claimed.job.id == first
-        assert await jobs.transition(first, JobState.RUNNING, handle="h1")
-        # Not in the expected state: nothing changes, so nothing is recorded.
-        assert not await jobs.transition(second, JobState.DONE, expect={JobState.RUNNING})
-        assert await jobs.transition(first, JobState.FAILED, error_key="job.failed")
-        assert await jobs.transition(second, JobState.CANCELED, error_key="job.canceled")
-        events = await jobs.events_after(0)
-        assert [(e.kind, e.job_id, e.state, e.error_key) for e in events] == [
-            (ChangeKind.ADMITTED, first, JobState.QUEUED, None),
-            (ChangeKind.ADMITTED, second, JobState.QUEUED, None),
-            (ChangeKind.CLAIMED, first, JobState.SUBMITTING, None),
-            (ChangeKind.MOVED, first, JobState.RUNNING, None),
-            (ChangeKind.MOVED, first, JobState.FAILED, "job.failed"),
-            (ChangeKind.MOVED, second, JobState.CANCELED, "job.canceled"),
-        ]
-        assert all(e.request_id == admitted.request_id for e in events)
-        seqs = [e.seq for e in events]
-        assert seqs == sorted(set(seqs))
-        # A follower reads on from its cursor, a page at a time.
-        assert await jobs.events_after(seqs[1], limit=2) == events[2:4]
-        assert await jobs.events_after(seqs[-1]) == []
-        last = await jobs.last_events(admitted.request_id)
-        assert [(e.job_id, e.state) for e in last] == [
-            (first, JobState.FAILED),
-            (second, JobState.CANCELED),
-        ]
-    finally:
-        await storage.close()
 
 
 async def test_counters_and_refunds_are_code_not_triggers(tmp_path: Path) -> None:

@@ -55,8 +55,17 @@ class Storage:
 
 
 async def open_storage(settings: Settings) -> Storage:
-    """Open the store the settings name (SQLite under the data directory by default)."""
+    """Open the store the settings name: PostgreSQL if ``store.url`` is set, else SQLite.
+
+    SQLite is the embedded default (a file under the data directory, no server);
+    PostgreSQL applies its pending migrations at open, under an advisory lock, so that
+    several processes may start at once.
+    """
     # Imported here: each engine imports this package for ``Storage``.
+    if settings.store.engine == "postgresql":
+        from core.storage.postgres import open_postgres
+
+        return await open_postgres(settings.store.url.get_secret_value())
     from core.storage.sqlite import open_sqlite
 
     return await open_sqlite(settings.store_path)

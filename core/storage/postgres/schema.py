@@ -10,11 +10,14 @@ own forms, and differ where several processes write at once:
 - Sequences instead of ``max(seq) + 1`` and the ``scheduler.next_ticket`` row:
   ``job_seq`` numbers jobs in admission order (the default of ``jobs.seq``) and
   ``account_ticket`` hands out round-robin tickets (``nextval('account_ticket')``).
-- ``jobs.lease_token``: a fencing token, raised by every claim or takeover; a state change
-  names the token it holds, so a worker that lost its lease changes nothing.
+- ``jobs.lease_token``: a fencing token, raised by every claim or takeover (checking it
+  on every state change comes with the worker roles).
 - ``job_events``: one row per state change, written in the same transaction. Followers read
-  it by cursor (``seq``); ``tx`` lets them skip rows that are not yet visible to everyone
-  (see ``job_events`` below).
+  it by cursor (``seq``). The ``tx`` test sketched in the migration's comment lets a
+  follower step past a row whose transaction took its xid earlier but its seq later; the
+  stores use an advisory lock instead (``core.storage.postgres.changes.EVENTS_LOCK``:
+  writers hold it shared until commit, a follower waits for it before reading up to the
+  last seq handed out). ``tx`` stays, for diagnosis.
 - Unused SQLite leftovers (``jobs.fair_round``, ``scheduler.current_round``) are not here.
 """
 
@@ -22,10 +25,9 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 
-import asyncpg
-
 from core.errors import ActorbotError
 from core.models import ACTIVE_STATES, JobState
+from core.storage.postgres.connection import Conn
 
 # Every process that migrates takes this transaction-level advisory lock first: when
 # several start at once on a fresh database, one applies a step and the others wait, then
@@ -261,7 +263,7 @@ CREATE TABLE IF NOT EXISTS schema_migrations (
 """
 
 
-async def schema_version(conn: asyncpg.Connection) -> int:
+async def schema_version(conn: Conn) -> int:
     """Return how many migrations the database has seen (0 for an empty one)."""
     exists = await conn.fetchval("SELECT to_regclass('schema_migrations') IS NOT NULL")
     if not exists:
@@ -269,7 +271,7 @@ async def schema_version(conn: asyncpg.Connection) -> int:
     return int(await conn.fetchval("SELECT coalesce(max(version), 0) FROM schema_migrations"))
 
 
-async def migrate(conn: asyncpg.Connection, migrations: Sequence[str] = MIGRATIONS) -> int:
+async def migrate(conn: Conn, migrations: Sequence[str] = MIGRATIONS) -> int:
     """Apply the migrations the database has not seen yet, safely against other processes.
 
     Each step runs in its own transaction under ``MIGRATION_LOCK`` together with its row in

@@ -1,0 +1,82 @@
+"""Named queries on the chat adapters' tables and a request's status message."""
+
+from __future__ import annotations
+
+# One statement for a batch; RETURNING names only the rows that were new.
+INBOX_ADD = """
+INSERT INTO chat_inbox (platform, key, payload, received_at)
+SELECT $1, e.key, e.payload, $4 FROM unnest($2::text[], $3::text[]) AS e(key, payload)
+ON CONFLICT DO NOTHING
+RETURNING key
+"""
+
+INBOX_ENTRY = """
+SELECT key, payload, first_reply, attempts, received_at FROM chat_inbox
+WHERE platform = $1 AND key = $2
+"""
+
+# arrival keeps the order of events received in the same instant (SQLite: rowid).
+INBOX_OPEN = """
+SELECT key, payload, first_reply, attempts, received_at FROM chat_inbox
+WHERE platform = $1 AND done_at IS NULL ORDER BY received_at, arrival
+"""
+
+INBOX_FIRST_REPLY = "UPDATE chat_inbox SET first_reply = $1 WHERE platform = $2 AND key = $3"
+
+INBOX_ATTEMPT = "UPDATE chat_inbox SET attempts = attempts + 1 WHERE platform = $1 AND key = $2"
+
+INBOX_DONE = "UPDATE chat_inbox SET done_at = $1 WHERE platform = $2 AND key = $3"
+
+INBOX_PRUNE = """
+DELETE FROM chat_inbox WHERE platform = $1 AND done_at IS NOT NULL AND received_at < $2
+"""
+
+REMEMBER_PHOTO = """
+INSERT INTO chat_photos (platform, chat_id, user_id, file_ref, request_id, message_id,
+                         updated_at)
+VALUES ($1, $2, $3, $4, $5, $6, $7)
+ON CONFLICT (platform, chat_id, user_id) DO UPDATE SET
+    file_ref = excluded.file_ref, request_id = excluded.request_id,
+    message_id = excluded.message_id, updated_at = excluded.updated_at
+"""
+
+LAST_PHOTO = """
+SELECT file_ref, request_id, message_id, updated_at FROM chat_photos
+WHERE platform = $1 AND chat_id = $2 AND user_id = $3 AND updated_at >= $4
+"""
+
+ADD_BUTTON = """
+INSERT INTO chat_buttons (id, platform, action, request_id, job_id, owner, created_at)
+VALUES ($1, $2, $3, $4, $5, $6, $7)
+"""
+
+BUTTON = """
+SELECT id, action, request_id, job_id, owner FROM chat_buttons WHERE platform = $1 AND id = $2
+"""
+
+SET_LOCALE = """
+INSERT INTO chat_prefs (platform, user_id, locale) VALUES ($1, $2, $3)
+ON CONFLICT (platform, user_id) DO UPDATE SET locale = excluded.locale
+"""
+
+LOCALE = "SELECT locale FROM chat_prefs WHERE platform = $1 AND user_id = $2"
+
+ADD_HISTORY = """
+INSERT INTO chat_history (platform, user_id, job_id, chat_id, file_ref, caption, created_at)
+VALUES ($1, $2, $3, $4, $5, $6, $7)
+ON CONFLICT (platform, job_id) DO UPDATE SET
+    user_id = excluded.user_id, chat_id = excluded.chat_id, file_ref = excluded.file_ref,
+    caption = excluded.caption, created_at = excluded.created_at
+"""
+
+HISTORY = """
+SELECT job_id, chat_id, file_ref, caption, created_at FROM chat_history
+WHERE platform = $1 AND user_id = $2 ORDER BY created_at DESC LIMIT $3
+"""
+
+# to_jsonb(NULL) is NULL, and jsonb_set with NULL would blank the whole address.
+SET_STATUS_MESSAGE = """
+UPDATE requests
+SET address = jsonb_set(address, '{status_message_id}', coalesce(to_jsonb($1::text), 'null'))
+WHERE id = $2
+"""
