@@ -249,6 +249,56 @@ async def test_access_asked_many_times_at_once_asks_the_admins_once(engine: Engi
         await storage.close()
 
 
+async def test_an_access_request_is_decided_once(engine: Engine) -> None:
+    storage = await engine.open()
+    try:
+        user = UserRef("test", "asker")
+        now = time.time()
+        policy = AdmissionPolicy(now=now, enforce=True)
+        asked = await storage.accounts.request_access(user, policy=policy, open_mode=False, now=now)
+        decisions = await asyncio.gather(
+            storage.accounts.decide_access(asked.account_id, "allowed"),
+            storage.accounts.decide_access(asked.account_id, "denied"),
+        )
+        assert sorted(decisions) == [False, True]
+        assert await storage.accounts.pending() == []
+        assert not await storage.accounts.decide_access(asked.account_id, "denied")
+    finally:
+        await storage.close()
+
+
+async def test_run_times_are_told_per_backend_and_held_handles_are_listed(engine: Engine) -> None:
+    clock = [1000.0]
+    storage = await engine.open(clock=lambda: clock[0])
+    try:
+        ids = [job for i in range(2) for job in await _admit(storage, f"r{i}", f"r{i}")]
+        await storage.jobs.claim(
+            "w", limit=2, platforms=["test"], lease_seconds=60, deadline_seconds=600
+        )
+        for job_id, backend, handle in zip(
+            ids, ["fast", "slow"], ["h-fast", "h-slow"], strict=True
+        ):
+            await storage.jobs.transition(
+                job_id, JobState.RUNNING, expect={JobState.SUBMITTING}, handle=handle,
+                backend=backend,
+            )  # fmt: skip
+        assert await storage.jobs.handles_since(999.0) == {"h-fast", "h-slow"}
+        assert await storage.jobs.handles_since(1001.0) == set()
+        for job_id, seconds in zip(ids, [10.0, 300.0], strict=True):
+            clock[0] = 1000.0 + seconds
+            for state, before in [
+                (JobState.DOWNLOADING, JobState.RUNNING),
+                (JobState.DELIVERING, JobState.DOWNLOADING),
+                (JobState.DONE, JobState.DELIVERING),
+            ]:
+                await storage.jobs.transition(job_id, state, expect={before})
+        assert await storage.jobs.recent_run_seconds(backend="fast") == 10.0
+        assert await storage.jobs.recent_run_seconds(backend="slow") == 300.0
+        assert await storage.jobs.recent_run_seconds() == 155.0
+    finally:
+        await storage.close()
+
+
 # --- chat state -----------------------------------------------------------------------------
 
 
