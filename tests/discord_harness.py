@@ -16,6 +16,7 @@ from bots.runtime import Runtime, open_runtime
 from core.models import Job
 from tests.conftest import db_rows, make_settings
 from tests.discord_server import BOT_TOKEN, DiscordServer, User
+from tests.jobapi_server import JobApiServer
 
 ANN = User(801, "Ann")
 LI = User(802, "Li", "zh-CN")
@@ -128,9 +129,19 @@ async def running_discord(
     peers: Sequence[str] = (),
     clock: Clock | None = None,
     worker: bool = True,
+    video: bytes | None = None,
     **settings: Any,
 ) -> AsyncIterator[Harness]:
-    """Start the server (unless given), the runtime with the bot, and the worker."""
+    """Start the server (unless given), the runtime with the bot, and the worker.
+
+    With ``video`` a loopback model server (job API) makes it; without, the preview renderer.
+    """
+    model = None
+    if video is not None:
+        model = JobApiServer(video=video, run_seconds=0.05)
+        await model.start()
+        settings.setdefault("backend", "jobapi")
+        settings.setdefault("jobapi", {"url": model.url, "poll_interval_seconds": 0.02})
     own_server = server is None
     server = server or DiscordServer()
     if own_server:
@@ -159,3 +170,5 @@ async def running_discord(
     finally:
         if own_server:
             await server.stop()
+        if model is not None:
+            await model.stop()

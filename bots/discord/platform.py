@@ -219,7 +219,11 @@ class DiscordPlatform:
         if application is None:
             return None
         # client=: a webhook without the client's state cannot send buttons.
-        return discord.Webhook.partial(application, route.token, client=self._client)
+        hook = discord.Webhook.partial(application, route.token, client=self._client)
+        # An interaction's webhook (as discord.py's own Interaction.followup): only such a
+        # webhook may send ephemeral messages.
+        hook.type = discord.WebhookType.application
+        return hook
 
     def _expired(self, route: Followup, exc: discord.HTTPException) -> bool:
         if not is_expired_token(exc):
