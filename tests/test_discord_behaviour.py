@@ -114,6 +114,16 @@ async def test_after_the_token_expires_the_channel_carries_on(
         assert upload.body["message_reference"]["fail_if_not_exists"] is False
         assert "users" in upload.body["allowed_mentions"]["parse"]
         assert len(h.server.calls_to("POST", token)) == before  # nothing more by webhook
+        # The status moved once into a channel message, which later changes edit in place.
+        channel = rf"^/channels/{CHANNEL_ID}/messages"
+        posted = [c for c in h.server.calls_to("POST", channel + "$") if not c.files]
+        assert len(posted) == 1 and posted[0].body["content"].startswith(f"<@{ANN.id}> ")
+        [status_id] = [
+            m["id"]
+            for m in h.server.messages.values()
+            if "webhook_id" not in m and not m["attachments"]
+        ]
+        await until(lambda: h.server.calls_to("PATCH", rf"{channel}/{status_id}$"))
         if how == "clock":
             assert not [c for c in h.server.calls if token in c.path and c.method == "PATCH"][1:]
 
