@@ -69,6 +69,25 @@ async def _start_telegram(runtime: Runtime, peers: Sequence[str]) -> AsyncIterat
         ) from exc
 
 
+@contextlib.asynccontextmanager
+async def _start_discord(runtime: Runtime, peers: Sequence[str]) -> AsyncIterator[Running]:
+    import aiohttp
+    import discord
+
+    from bots.discord import run_discord
+
+    try:
+        async with run_discord(runtime, peers=peers) as bot:
+            yield bot
+    except discord.LoginFailure as exc:
+        raise AdapterUnavailable(
+            "Discord refused the bot token.",
+            "Check it in the Developer Portal (Bot > Reset Token).",
+        ) from exc
+    except (aiohttp.ClientConnectorError, discord.GatewayNotFound) as exc:
+        raise AdapterUnavailable("Cannot reach Discord.", "Check the network.") from exc
+
+
 ADAPTERS: tuple[Adapter, ...] = (
     Adapter(
         name="telegram",
@@ -81,6 +100,15 @@ ADAPTERS: tuple[Adapter, ...] = (
             s.telegram.webhook_secret.get_secret_value(),
         ],
         start=_start_telegram,
+    ),
+    Adapter(
+        name="discord",
+        variable="ACTORBOT_DISCORD__TOKEN",
+        origin="from the Discord Developer Portal",
+        token=lambda s: s.discord.token.get_secret_value(),
+        # Interaction tokens are blanked by shape (bots/logs.py): no list names them.
+        secrets=lambda s: [s.discord.token.get_secret_value()],
+        start=_start_discord,
     ),
 )
 

@@ -7,6 +7,18 @@ import re
 from collections.abc import Iterable
 from urllib.parse import quote
 
+# Secrets no list can name in advance: Discord interaction tokens, each valid 15 minutes.
+# discord.py logs webhook URLs (/webhooks/{app}/{token}, /interactions/{id}/{token}/callback)
+# and whole gateway events (a dict with 'token': ...) at DEBUG.
+_TOKEN_SHAPES = re.compile(
+    r"(?P<path>/(?:webhooks|interactions)/\d+/)[^/\s?'\"]+"
+    r"|(?P<key>['\"]token['\"]\s*:\s*['\"])[^'\"]+"
+)
+
+
+def _blank_token(match: re.Match[str]) -> str:
+    return f"{match.group('path') or match.group('key')}[REDACTED]"
+
 
 class RedactingFormatter(logging.Formatter):
     """Replace secrets in the fully formatted record, exceptions and arguments included.
@@ -31,7 +43,7 @@ class RedactingFormatter(logging.Formatter):
 
     def format(self, record: logging.LogRecord) -> str:
         """Format the record, then blank the secrets."""
-        text = super().format(record)
+        text = _TOKEN_SHAPES.sub(_blank_token, super().format(record))
         return self._pattern.sub("[REDACTED]", text) if self._pattern else text
 
 

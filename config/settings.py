@@ -302,6 +302,20 @@ class TelegramSettings(BaseModel):
     group_max_rate: float = Field(20, ge=0)  # messages per minute per group; 0: off
 
 
+class DiscordSettings(BaseModel):
+    """The Discord bot: token and application from the Developer Portal."""
+
+    token: SecretStr = SecretStr("")
+    application_id: int = Field(0, ge=0)  # 0: read from the token's application at login
+    admin_ids: list[int] = []  # Discord user ids that may press anyone's buttons, /grant, ...
+    admin_role: str = ""  # members with a role of this name (or id) count as admins too
+    guild_ids: list[int] = []  # sync commands to these guilds at once; empty: global sync
+    edit_interval_seconds: float = Field(1.0, ge=0)  # status edits per channel
+    upload_limit_bytes: int = Field(10 * 1024 * 1024, gt=0)  # when Discord names none
+    photo_memory_seconds: float = Field(6 * 3600, gt=0)  # "New line" reuses the photo
+    history_size: int = Field(5, ge=1, le=10)
+
+
 class WebhookSettings(BaseModel):
     """Provider callbacks (Replicate, fal): they only wake a job, polling stays the truth."""
 
@@ -398,6 +412,7 @@ class Settings(BaseSettings):
     takecheck: TakeCheckSettings = TakeCheckSettings()
     webhooks: WebhookSettings = WebhookSettings()
     telegram: TelegramSettings = TelegramSettings()
+    discord: DiscordSettings = DiscordSettings()
     quotas: QuotaSettings = QuotaSettings()
     debug: DebugSettings = DebugSettings()
 

@@ -100,13 +100,20 @@ class Recorder:
         reply_to: str | None = None,
         buttons: Keyboard | None = None,
         ask: AskReply | None = None,
+        private: bool = False,
     ) -> str:
         return self._record(
             "send", place=place, text=text, reply_to=reply_to, buttons=buttons, ask=ask
         )
 
     async def reply(
-        self, origin: Origin, text: str, *, quote: bool | None = None, ask: AskReply | None = None
+        self,
+        origin: Origin,
+        text: str,
+        *,
+        quote: bool | None = None,
+        ask: AskReply | None = None,
+        private: bool = False,
     ) -> str:
         return self._record("reply", origin=origin, text=text, quote=quote, ask=ask)
 
@@ -118,7 +125,14 @@ class Recorder:
     async def delete(self, place: Place, message_id: str) -> None:
         self._record("delete", place=place, message_id=message_id)
 
-    async def answer(self, token: str, text: str | None = None, *, alert: bool = False) -> None:
+    async def answer(
+        self,
+        token: str,
+        text: str | None = None,
+        *,
+        alert: bool = False,
+        ask: AskReply | None = None,
+    ) -> None:
         self._record("answer", token=token, text=text, alert=alert)
 
     async def download(self, photo: PhotoRef) -> bytes:

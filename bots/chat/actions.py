@@ -58,7 +58,7 @@ class Actions:
             await answer(press.token, render("chat.button_expired", locale))
             return
         presser = press.person.user_id
-        admin = presser in self._admins
+        admin = press.person.admin or presser in self._admins
         if button.action in ACCESS_ACTIONS:
             # Only admins decide access; the owner is the applicant, who may not approve.
             if admin:
@@ -103,6 +103,13 @@ class Actions:
         await self._chatstate.remember_photo(
             self._platform.name, address.chat_id, owner, request_id=request_id
         )
+        if self._platform.capabilities.modals:
+            # A form asks for the line in place; the answer arrives as a new request.
+            ask = AskReply(render("chat.ask_line_placeholder", locale))
+            await self._platform.answer(
+                press.token, render("chat.new_line_prompt", locale), ask=ask
+            )
+            return
         await self._platform.answer(press.token)
         # Reply to the request so that a request for the answer targets its sender.
         await self._platform.send(

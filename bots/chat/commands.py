@@ -83,7 +83,7 @@ class Commands:
         return applicant_of(said.person, said.origin.place.chat_id, locale)
 
     def _is_admin(self, said: Said) -> bool:
-        return said.person.user_id in self._options.admins
+        return said.person.admin or said.person.user_id in self._options.admins
 
     async def _c_start(self, said: Said, args: str, locale: str, reply: ReplyOnce) -> None:
         text = render("chat.start", locale)

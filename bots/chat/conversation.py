@@ -150,7 +150,7 @@ class Conversation:
             except UserError as exc:
                 text = await self.refusal(exc, locale, applicant)
                 if text is not None:
-                    await reply.send(text, quote=True)
+                    await reply.send(text, quote=True, private=True)
                 return
             # A refusal here (the chat blocked the bot) ends the handler before admission:
             # nothing is stored or charged.
@@ -251,7 +251,7 @@ class Conversation:
             except (NotModified, Refused) as exc:
                 log.info("could not delete the acknowledgement: %s", exc)
         await self._board.pace(place.chat_id, group=place.group)
-        await self._platform.send(place, text, reply_to=address.reply_to)
+        await self._platform.send(place, text, reply_to=address.reply_to, private=True)
 
     # --- buttons ---------------------------------------------------------------------
 

@@ -36,6 +36,10 @@ class ChatNotifier:
         """Return the largest video the platform takes."""
         return self._platform.capabilities.upload_limit
 
+    def upload_limit(self, job: Job) -> int:
+        """Return the largest video this request's chat takes (read when it arrived)."""
+        return place_of(job.address).upload_limit or self.max_upload_bytes
+
     async def notify(self, event: JobEvent) -> None:
         """Update the request's status message (throttled; never raises)."""
         job = event.job
@@ -56,7 +60,7 @@ class ChatNotifier:
         place = place_of(address)
         self._check_blocked(place.chat_id)
         # Never upload what the platform would refuse as too large: fit it first (or refuse).
-        fitted = await fit_video_async(video, self.max_upload_bytes, self._work_dir)
+        fitted = await fit_video_async(video, self.upload_limit(job), self._work_dir)
         locale = address.extra.get("locale")
         owner = str(address.extra.get("user", ""))
         text = caption(job, locale, self._platform.capabilities.caption_limit)
@@ -102,7 +106,7 @@ class ChatNotifier:
             async with self._platform.uploading(place):
                 for video in videos:
                     fitted.append(
-                        await fit_video_async(video, self.max_upload_bytes, self._work_dir)
+                        await fit_video_async(video, self.upload_limit(first), self._work_dir)
                     )
                 album = [
                     Video(path, text, f"{job.id}.mp4")

@@ -18,6 +18,7 @@ class Person:
     name: str
     username: str | None
     locale: str
+    admin: bool = False  # the platform says so (a Discord role), besides the admin ids
 
     def ref(self, locale: str | None = None) -> UserRef:
         """Return the core's view of this user (answered in ``locale`` if given)."""
@@ -64,9 +65,19 @@ class Press:
     message_text: str = ""
 
 
+ROUTE = "route"  # DeliveryAddress.extra: Place.route, kept across restarts
+UPLOAD_LIMIT = "upload_limit"  # DeliveryAddress.extra: Place.upload_limit
+
+
 def place_of(address: DeliveryAddress) -> Place:
     """Return where a stored request's answers go."""
-    return Place(address.chat_id, address.thread_id, bool(address.extra.get("group")))
+    return Place(
+        address.chat_id,
+        address.thread_id,
+        bool(address.extra.get("group")),
+        address.extra.get(ROUTE),
+        address.extra.get(UPLOAD_LIMIT),
+    )
 
 
 def address_for(
@@ -85,5 +96,11 @@ def address_for(
         reply_to=origin.message_id,
         thread_id=place.thread_id,
         status_message_id=status_message_id,
-        extra={"locale": locale, "user": user_id, "group": place.group},
+        extra={
+            "locale": locale,
+            "user": user_id,
+            "group": place.group,
+            **({ROUTE: place.route} if place.route is not None else {}),
+            **({UPLOAD_LIMIT: place.upload_limit} if place.upload_limit else {}),
+        },
     )

@@ -47,6 +47,10 @@ class Place:
     chat_id: str
     thread_id: str | None = None
     group: bool = False  # shared with other people: slower pace, quoted replies
+    # The platform's own short-lived way back to the requester, opaque here (Discord: the
+    # interaction's webhook token and when it expires); kept in the delivery address.
+    route: str | None = None
+    upload_limit: int | None = None  # bytes one upload may have here, when the chat says
 
 
 @dataclass(frozen=True)
@@ -127,8 +131,13 @@ class Platform(Protocol):
         reply_to: str | None = None,
         buttons: Keyboard | None = None,
         ask: AskReply | None = None,
+        private: bool = False,
     ) -> str:
-        """Send a message (answering ``reply_to`` if it still exists); return its id."""
+        """Send a message (answering ``reply_to`` if it still exists); return its id.
+
+        ``private``: only the person it answers needs to see it (Discord's ephemeral
+        messages); platforms without such messages send it as usual.
+        """
         ...
 
     async def reply(
@@ -138,22 +147,37 @@ class Platform(Protocol):
         *,
         quote: bool | None = None,
         ask: AskReply | None = None,
+        private: bool = False,
     ) -> str:
         """Answer the user's message (quoted in groups, or when asked); return the id."""
         ...
 
     async def edit(
         self, place: Place, message_id: str, text: str, *, buttons: Keyboard | None = None
-    ) -> None:
-        """Replace a message's text and buttons (no buttons: remove them)."""
+    ) -> str | None:
+        """Replace a message's text and buttons (no buttons: remove them).
+
+        Return the id of a new message when the platform could no longer edit this one and
+        posted the text anew instead (Discord, after the interaction token expired).
+        """
         ...
 
     async def delete(self, place: Place, message_id: str) -> None:
         """Delete one of the bot's messages."""
         ...
 
-    async def answer(self, token: str, text: str | None = None, *, alert: bool = False) -> None:
-        """Answer a button press (it must be answered even when nothing is shown)."""
+    async def answer(
+        self,
+        token: str,
+        text: str | None = None,
+        *,
+        alert: bool = False,
+        ask: AskReply | None = None,
+    ) -> None:
+        """Answer a button press (it must be answered even when nothing is shown).
+
+        ``ask``: answer with a form asking for text (only where ``capabilities.modals``).
+        """
         ...
 
     async def download(self, photo: PhotoRef) -> bytes:

@@ -39,7 +39,12 @@ class ReplyOnce:
         self._pace = pace  # waits for the chat's turn (the platform's per-chat pace)
 
     async def send(
-        self, text: str, *, ask: AskReply | None = None, quote: bool | None = None
+        self,
+        text: str,
+        *,
+        ask: AskReply | None = None,
+        quote: bool | None = None,
+        private: bool = False,
     ) -> str:
         """Reply to the message (quoting in groups, or when asked); return the message id."""
         done = self._inbox.first_reply(self._key)
@@ -47,6 +52,6 @@ class ReplyOnce:
             return done
         if self._pace is not None:
             await self._pace()
-        sent = await self._platform.reply(self.origin, text, quote=quote, ask=ask)
+        sent = await self._platform.reply(self.origin, text, quote=quote, ask=ask, private=private)
         await self._inbox.record_first_reply(self._key, sent)
         return sent

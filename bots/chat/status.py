@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from core.models import Job
 from core.storage import ChatStore
 
+from .intents import place_of
 from .platform import (
     Action,
     Blocked,
@@ -144,10 +145,11 @@ class StatusBoard:
         status = self._statuses.get(job.request_id)
         address = job.address
         if status is None:
-            group = bool(address.extra.get("group"))
+            place = place_of(address)
+            group = place.group
             status = _Status(
                 request_id=job.request_id,
-                place=Place(address.chat_id, address.thread_id, group),
+                place=place,
                 reply_to=address.reply_to,
                 message_id=address.status_message_id,
                 locale=address.extra.get("locale"),
@@ -230,7 +232,13 @@ class StatusBoard:
             if status.message_id is None:
                 await self._send_new(status, text, buttons)
             else:
-                await self._platform.edit(status.place, status.message_id, text, buttons=buttons)
+                moved = await self._platform.edit(
+                    status.place, status.message_id, text, buttons=buttons
+                )
+                if moved is not None and moved != status.message_id:
+                    # Posted anew (the old message could no longer be edited): keep this one.
+                    status.message_id = moved
+                    await self._chatstate.set_status_message(status.request_id, moved)
             status.shown = (text, with_cancel)
         except NotModified:
             status.shown = (text, with_cancel)

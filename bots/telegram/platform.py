@@ -174,6 +174,7 @@ class TelegramPlatform:
         reply_to: str | None = None,
         buttons: Keyboard | None = None,
         ask: AskReply | None = None,
+        private: bool = False,  # Telegram has no private replies in a chat
     ) -> str:
         """Send a message (answering ``reply_to`` if it still exists); return its id."""
         with _mapped():
@@ -193,6 +194,7 @@ class TelegramPlatform:
         *,
         quote: bool | None = None,
         ask: AskReply | None = None,
+        private: bool = False,
     ) -> str:
         """Answer the user's message (quoted in groups, or when asked); return the id."""
         place = origin.place
@@ -226,7 +228,14 @@ class TelegramPlatform:
         with _mapped():
             await self._bot.delete_message(int(place.chat_id), int(message_id))
 
-    async def answer(self, token: str, text: str | None = None, *, alert: bool = False) -> None:
+    async def answer(
+        self,
+        token: str,
+        text: str | None = None,
+        *,
+        alert: bool = False,
+        ask: AskReply | None = None,  # no modals on Telegram (capabilities.modals is off)
+    ) -> None:
         """Answer a button press; it must be answered even when nothing is shown."""
         try:
             with _mapped():

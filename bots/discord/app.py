@@ -1,0 +1,261 @@
+"""The discord.py client and its command tree, run beside the worker in one event loop."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import AsyncIterator, Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import discord
+from discord import app_commands
+
+from bots.chat.commands import ChatOptions
+from bots.chat.conversation import Conversation
+from bots.chat.delivery import ChatNotifier
+from bots.chat.status import StatusBoard
+from bots.runtime import Runtime
+from core.i18n import render
+
+from .handlers import Handlers
+from .platform import PLATFORM, DiscordPlatform
+from .ui import LINE_LIMIT, ActionButton
+
+log = logging.getLogger(__name__)
+
+
+def text(key: str) -> app_commands.locale_str:
+    """Return a command string in English, translated by ``Translator`` for Discord's zh-CN."""
+    return app_commands.locale_str(render(key, "en"), key=key)
+
+
+class Translator(app_commands.Translator):
+    """Localize command names and descriptions from the message catalog."""
+
+    async def translate(
+        self,
+        string: app_commands.locale_str,
+        locale: discord.Locale,
+        context: app_commands.TranslationContextTypes,
+    ) -> str | None:
+        """Return the Simplified Chinese text of a catalog string (None: keep English)."""
+        key = string.extras.get("key")
+        if key is None or locale is not discord.Locale.chinese:
+            return None
+        return render(key, "zh")
+
+
+class _NoInbox:
+    """Interactions are never redelivered: there is nothing to replay or answer twice."""
+
+    def first_reply(self, key: str) -> str | None:
+        """Return None: no interaction is handled twice."""
+        return None
+
+    async def record_first_reply(self, key: str, message_id: str) -> None:
+        """Remember nothing."""
+
+
+class DiscordClient(discord.Client):
+    """A client with the command tree, the persistent buttons and the adapter's handlers."""
+
+    def __init__(self, *, guild_ids: Sequence[int], **options: Any) -> None:
+        # Slash commands, buttons and forms need no privileged intent; guilds brings the
+        # guilds' roles (the admin role) and upload limits.
+        intents = discord.Intents.none()
+        intents.guilds = True
+        super().__init__(intents=intents, **options)
+        self.tree = app_commands.CommandTree(self)
+        self.handlers: Handlers | None = None
+        self._guild_ids = list(guild_ids)
+
+    async def pressed(self, interaction: discord.Interaction, button_id: str) -> None:
+        """Hand a button press to the handlers (``ActionButton`` calls this)."""
+        if self.handlers is not None:
+            await self.handlers.pressed(interaction, button_id)
+
+    async def setup_hook(self) -> None:
+        """Register what must answer before READY: buttons of earlier runs, the commands."""
+        self.add_dynamic_items(ActionButton)
+        await self.tree.set_translator(Translator())
+        try:
+            if self._guild_ids:
+                # A guild's commands update at once; global ones may take a while to show.
+                for guild_id in self._guild_ids:
+                    guild = discord.Object(guild_id)
+                    self.tree.copy_global_to(guild=guild)
+                    await self.tree.sync(guild=guild)
+            else:
+                await self.tree.sync()
+        except discord.HTTPException as exc:
+            # The commands of the last sync stay in place; running beats not running.
+            log.warning("could not sync the slash commands: %s (%s)", exc.status, exc.code)
+
+
+def add_commands(
+    tree: app_commands.CommandTree[Any], handlers: Handlers, peers: Sequence[str]
+) -> None:
+    """Add /generate, "Make it talk", the users' commands and the admins' commands."""
+    everywhere = app_commands.allowed_contexts(guilds=True, dms=True, private_channels=True)
+
+    @app_commands.command(name=text("discord.generate"), description=text("discord.generate.about"))
+    @app_commands.rename(
+        image=text("discord.image"), line=text("discord.line"),
+        duration=text("discord.duration"), takes=text("discord.takes"),
+    )  # fmt: skip
+    @app_commands.describe(
+        image=text("discord.image.about"), line=text("discord.line.about"),
+        duration=text("discord.duration.about"), takes=text("discord.takes.about"),
+    )  # fmt: skip
+    @app_commands.choices(
+        duration=[
+            app_commands.Choice(name=text("discord.duration.auto"), value="auto"),
+            app_commands.Choice(name="5s", value="5"),
+            app_commands.Choice(name="10s", value="10"),
+        ]
+    )
+    @everywhere
+    async def generate(
+        interaction: discord.Interaction,
+        image: discord.Attachment,
+        line: app_commands.Range[str, 1, LINE_LIMIT],
+        duration: str = "auto",
+        takes: app_commands.Range[int, 1, 5] = 1,
+    ) -> None:
+        await handlers.generate(interaction, image, line, duration, takes)
+
+    async def make_it_talk(interaction: discord.Interaction, message: discord.Message) -> None:
+        await handlers.make_it_talk(interaction, message)
+
+    def simple(name: str) -> app_commands.Command[Any, Any, None]:
+        async def run(interaction: discord.Interaction) -> None:
+            await handlers.command(interaction, name)
+
+        return app_commands.Command(name=name, description=text(f"chat.cmd.{name}"), callback=run)
+
+    tree.add_command(generate)
+    tree.add_command(
+        everywhere(
+            app_commands.ContextMenu(name=text("discord.make_it_talk"), callback=make_it_talk)
+        )
+    )
+    for name in ("quota", "history", "help"):
+        tree.add_command(everywhere(simple(name)))
+
+    if peers:  # one balance across platforms: only when another one runs
+
+        @app_commands.command(name="link", description=text("chat.cmd.link"))
+        @app_commands.rename(code=text("discord.code"))
+        @app_commands.describe(code=text("discord.code.about"))
+        @everywhere
+        async def link(interaction: discord.Interaction, code: str = "") -> None:
+            await handlers.command(interaction, "link", code.strip())
+
+        tree.add_command(link)
+
+    admins = app_commands.default_permissions(manage_guild=True)
+
+    @app_commands.command(name="grant", description=text("discord.cmd.grant"))
+    @app_commands.rename(user=text("discord.user"), credits=text("discord.credits"))
+    @app_commands.describe(user=text("discord.user.about"), credits=text("discord.credits.about"))
+    @admins
+    async def grant(
+        interaction: discord.Interaction,
+        user: discord.User,
+        credits: app_commands.Range[int, 1, 1_000_000],
+    ) -> None:
+        await handlers.command(interaction, "grant", str(credits), target=str(user.id))
+
+    @app_commands.command(name="ban", description=text("discord.cmd.ban"))
+    @app_commands.rename(user=text("discord.user"), reason=text("discord.reason"))
+    @app_commands.describe(user=text("discord.user.about"), reason=text("discord.reason.about"))
+    @admins
+    async def ban(interaction: discord.Interaction, user: discord.User, reason: str = "") -> None:
+        await handlers.command(interaction, "ban", reason, target=str(user.id))
+
+    @app_commands.command(name="stats", description=text("discord.cmd.stats"))
+    @admins
+    async def stats(interaction: discord.Interaction) -> None:
+        await handlers.command(interaction, "stats")
+
+    tree.add_command(grant)
+    tree.add_command(ban)
+    tree.add_command(stats)
+
+
+@dataclass
+class DiscordBot:
+    """The running adapter: its client and the parts tests look at."""
+
+    client: DiscordClient
+    platform: DiscordPlatform
+    board: StatusBoard
+    notifier: ChatNotifier
+    intake: asyncio.Task[None]
+
+
+@contextlib.asynccontextmanager
+async def run_discord(
+    runtime: Runtime,
+    *,
+    peers: Sequence[str] = (),
+    clock: Callable[[], float] = time.time,
+    **client_options: Any,
+) -> AsyncIterator[DiscordBot]:
+    """Log in, sync the commands, connect to the gateway and deliver Discord's jobs.
+
+    Start the bot before the worker claims jobs and leave it after the worker stopped: the
+    worker delivers through it. ``clock`` decides when interaction tokens expire (tests).
+    """
+    settings = runtime.settings.discord
+    if settings.application_id:
+        client_options.setdefault("application_id", settings.application_id)
+    client = DiscordClient(guild_ids=settings.guild_ids, **client_options)
+    chatstate = runtime.storage.chats
+    platform = DiscordPlatform(client, upload_limit=settings.upload_limit_bytes, clock=clock)
+    # One lane per channel; Discord paces per route itself (and says so with a 429).
+    interval = settings.edit_interval_seconds
+    board = StatusBoard(platform, chatstate, private_interval=interval, group_interval=interval)
+    notifier = ChatNotifier(
+        platform, board, chatstate, work_dir=runtime.settings.data_dir / PLATFORM
+    )
+    options = ChatOptions(
+        admins=frozenset(str(admin) for admin in settings.admin_ids),
+        photo_memory_seconds=settings.photo_memory_seconds,
+        history_size=settings.history_size,
+        max_takes=runtime.settings.prompts.max_takes,
+        peers=tuple(peers),
+    )
+    conversation = Conversation(
+        platform=platform, service=runtime.service, store=runtime.storage.jobs,
+        chatstate=chatstate, board=board, inbox=_NoInbox(), options=options,
+    )  # fmt: skip
+    handlers = Handlers(
+        conversation, platform, settings, max_image_bytes=runtime.settings.images.max_bytes
+    )
+    client.handlers = handlers
+    add_commands(client.tree, handlers, peers)
+    runtime.router.add(PLATFORM, notifier)
+    try:
+        await client.login(settings.token.get_secret_value())  # setup_hook runs in here
+        intake = asyncio.create_task(client.connect(), name="discord-intake")
+        intake.add_done_callback(_report_intake)
+        log.info("discord bot %s running", client.user)
+        try:
+            yield DiscordBot(client, platform, board, notifier, intake)
+        finally:
+            await client.close()
+            intake.cancel()
+            await asyncio.gather(intake, return_exceptions=True)
+            await board.close()
+    finally:
+        if not client.is_closed():
+            await client.close()
+
+
+def _report_intake(task: asyncio.Task[None]) -> None:
+    if not task.cancelled() and task.exception() is not None:
+        log.critical("discord gateway stopped", exc_info=task.exception())

@@ -1,0 +1,219 @@
+"""Interactions -> the conversation's intents: slash commands, the context menu, buttons, forms.
+
+Thin glue: every interaction is acknowledged first (a deferred "thinking" response within
+Discord's 3 s), its image starts downloading at once (attachment URLs are signed and
+expire), and ``bots.chat`` decides the rest. A deferred response nothing answered is removed
+at the end, so none is left "thinking" forever.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+from collections.abc import Collection
+
+import discord
+
+from bots.chat.conversation import Conversation
+from bots.chat.intents import Command, Generate, Person, Press, Said
+from bots.chat.platform import Origin, PhotoRef, Place
+from config.settings import DiscordSettings
+from core.i18n import normalize_locale, render
+
+from .platform import PLATFORM, DiscordPlatform
+from .ui import LineModal
+
+log = logging.getLogger(__name__)
+
+DURATIONS = ("auto", "5", "10")
+
+
+def request_line(line: str, duration: str, takes: int) -> str:
+    """Return the line with the options written as a chat user would (``--5s --takes 2``)."""
+    flags = [] if duration not in ("5", "10") else [f"--{duration}s"]
+    if takes > 1:
+        flags.append(f"--takes {takes}")
+    return " ".join([line.strip(), *flags])
+
+
+def is_admin(user: discord.User | discord.Member, admin_ids: Collection[int], role: str) -> bool:
+    """Return whether a user administers the bot: listed by id, or holding the admin role."""
+    if user.id in admin_ids:
+        return True
+    if not role or not isinstance(user, discord.Member):
+        return False
+    # Role ids come with the interaction; names need the guild in the client's cache.
+    if role.isdigit() and int(role) in user._roles:
+        return True
+    return any(each.name == role for each in user.roles)
+
+
+def person_of(interaction: discord.Interaction, settings: DiscordSettings) -> Person:
+    """Return the conversation's view of the user behind an interaction."""
+    user = interaction.user
+    return Person(
+        PLATFORM,
+        str(user.id),
+        user.display_name,
+        user.name,
+        normalize_locale(str(interaction.locale)),
+        admin=is_admin(user, settings.admin_ids, settings.admin_role),
+    )
+
+
+class Handlers:
+    """What each kind of interaction does."""
+
+    def __init__(
+        self,
+        conversation: Conversation,
+        platform: DiscordPlatform,
+        settings: DiscordSettings,
+        *,
+        max_image_bytes: int,
+    ) -> None:
+        self._conversation = conversation
+        self._platform = platform
+        self._settings = settings
+        self._max_image_bytes = max_image_bytes
+        platform.on_line = self.new_line
+
+    def _said(
+        self, interaction: discord.Interaction, original: str, target: str | None = None
+    ) -> Said:
+        """Return the request an interaction makes: who, where, and the way back."""
+        guild = interaction.guild
+        limit = interaction.filesize_limit or (guild.filesize_limit if guild else 0)
+        place = Place(
+            str(interaction.channel_id),
+            None,  # a thread is a channel of its own on Discord
+            interaction.guild_id is not None,
+            self._platform.followup(interaction, int(original)).encode(),
+            limit or self._settings.upload_limit_bytes,
+        )
+        person = person_of(interaction, self._settings)
+        return Said(Origin(place, original), person, f"{PLATFORM}:{interaction.id}", target)
+
+    async def _defer(self, interaction: discord.Interaction, *, ephemeral: bool) -> str | None:
+        """Acknowledge at once; return the id of the response message to fill in later."""
+        try:
+            callback = await interaction.response.defer(thinking=True, ephemeral=ephemeral)
+            message_id = None if callback is None else callback.message_id
+            if message_id is None:
+                message_id = (await interaction.original_response()).id
+        except discord.HTTPException as exc:
+            # Too late (10062) or refused: nothing was promised, so nothing is stored.
+            log.warning("could not acknowledge interaction %s: %s", interaction.id, exc.status)
+            return None
+        self._platform.deferred(str(message_id), ephemeral=ephemeral)
+        return str(message_id)
+
+    async def _say(self, said: Said, intent: Generate | Command) -> None:
+        try:
+            await self._conversation.said(said, intent)
+        finally:
+            await self._platform.settle(said.origin.place, said.origin.message_id)
+
+    # --- requests --------------------------------------------------------------------
+
+    async def generate(
+        self,
+        interaction: discord.Interaction,
+        image: discord.Attachment,
+        line: str,
+        duration: str,
+        takes: int,
+    ) -> None:
+        """/generate: download the image, then the conversation checks and admits."""
+        key = f"{PLATFORM}:{interaction.id}"
+        self._platform.fetch(key, image, self._max_image_bytes)
+        original = await self._defer(interaction, ephemeral=False)
+        if original is None:
+            self._platform.forget_download(key)
+            return
+        photo = PhotoRef(key, image.size, 0, as_document=True)
+        try:
+            await self._say(
+                self._said(interaction, original),
+                Generate(request_line(line, duration, takes), photo),
+            )
+        finally:
+            self._platform.forget_download(key)
+
+    async def make_it_talk(
+        self, interaction: discord.Interaction, message: discord.Message
+    ) -> None:
+        """Answer "Make it talk" on a message: fetch its image, ask for the line in a form."""
+        locale = normalize_locale(str(interaction.locale))
+        images = [a for a in message.attachments if (a.content_type or "").startswith("image/")]
+        attachments = images or message.attachments
+        if not attachments:
+            await interaction.response.send_message(
+                render("discord.need_image", locale), ephemeral=True
+            )
+            return
+        attachment = attachments[0]
+        key = f"{PLATFORM}:{interaction.id}"
+        self._platform.fetch(key, attachment, self._max_image_bytes)
+        on_line = functools.partial(self._line_for_image, key, attachment.size)
+        modal = LineModal(
+            render("discord.line_title", locale),
+            render("chat.ask_line_placeholder", locale),
+            on_line,
+        )
+        try:
+            await interaction.response.send_modal(modal)
+        except discord.HTTPException:
+            self._platform.forget_download(key)
+            raise
+
+    async def _line_for_image(
+        self, key: str, size: int, interaction: discord.Interaction, line: str
+    ) -> None:
+        original = await self._defer(interaction, ephemeral=False)
+        if original is None:
+            self._platform.forget_download(key)
+            return
+        photo = PhotoRef(key, size, 0, as_document=True)
+        try:
+            await self._say(self._said(interaction, original), Generate(line, photo))
+        finally:
+            self._platform.forget_download(key)
+
+    async def new_line(self, interaction: discord.Interaction, line: str) -> None:
+        """Make a new line's video from the "New line" form (the button remembered the photo)."""
+        original = await self._defer(interaction, ephemeral=False)
+        if original is not None:
+            await self._say(self._said(interaction, original), Generate(line, None))
+
+    # --- commands and buttons --------------------------------------------------------
+
+    async def command(
+        self,
+        interaction: discord.Interaction,
+        name: str,
+        args: str = "",
+        target: str | None = None,
+    ) -> None:
+        """Run one of the conversation's commands; only the user sees the answer."""
+        original = await self._defer(interaction, ephemeral=True)
+        if original is not None:
+            await self._say(self._said(interaction, original, target), Command(name, args))
+
+    async def pressed(self, interaction: discord.Interaction, button_id: str) -> None:
+        """Act on a result or status button; the conversation checks who may press it."""
+        token = str(interaction.id)
+        self._platform.press(token, interaction)
+        message = interaction.message
+        origin = (
+            None if message is None else Origin(Place(str(interaction.channel_id)), str(message.id))
+        )
+        person = person_of(interaction, self._settings)
+        try:
+            await self._conversation.pressed(
+                Press(token, button_id, person, origin, message.content if message else "")
+            )
+        finally:
+            self._platform.press(token, None)
+            if not interaction.response.is_done():
+                await interaction.response.defer()  # a press must be answered
