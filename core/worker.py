@@ -21,7 +21,7 @@ from pathlib import Path
 
 from config.settings import WorkerSettings
 from core.backends.base import BackendState, RenderSpec, VideoBackend, capabilities_of
-from core.errors import BackendError, ContentFiltered
+from core.errors import BackendError, ContentFiltered, LeaseLost
 from core.failpoints import Failpoints
 from core.finishing import Finisher
 from core.models import EventKind, Job, JobEvent, JobState
@@ -288,7 +288,9 @@ class Worker:
         def _done(finished: asyncio.Task[None], job_id: str = job.id) -> None:
             self._tasks.discard(finished)
             self._driving.discard(job_id)
-            if not finished.cancelled() and finished.exception() is not None:
+            if not finished.cancelled() and isinstance(finished.exception(), LeaseLost):
+                log.warning("job %s: lease lost to another worker; dropping it here", job_id)
+            elif not finished.cancelled() and finished.exception() is not None:
                 # Even failing the job failed (e.g. the store was down): let the next
                 # heartbeat adopt it instead of renewing a lease nobody drives.
                 log.error("job %s task died: %r", job_id, finished.exception())
@@ -364,6 +366,10 @@ class Worker:
                     await self._finisher.deliver_group(job.request_id)
         except asyncio.CancelledError:
             raise
+        except LeaseLost:
+            # This worker stalled past its lease and another one took the job over: it
+            # carries on from the stored state; nothing here may touch the job any more.
+            log.warning("job %s: lease lost to another worker; dropping it here", job.id)
         except Exception as exc:
             # A bug must not strand the job: fail it with a message the user understands.
             log.exception("job %s crashed in state %s", job.id, job.state.value)

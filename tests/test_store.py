@@ -15,7 +15,7 @@ from core.models import DeliveryAddress, JobState, UserRef
 from core.storage.sqlite import open_sqlite
 from core.storage.sqlite.database import Database
 from core.storage.sqlite.migrations import MIGRATIONS
-from core.storage.types import ChangeKind, NewTake
+from core.storage.types import ChangeKind, Moved, NewTake
 from tests.conftest import db_rows
 
 
@@ -241,3 +241,70 @@ async def test_counters_and_refunds_are_code_not_triggers(tmp_path: Path) -> Non
     path = tmp_path / "db.sqlite3"
     await (await open_sqlite(path)).close()
     assert db_rows(path, "SELECT name FROM sqlite_master WHERE type = 'trigger'") == []
+
+
+async def test_a_worker_that_lost_its_lease_changes_nothing(tmp_path: Path) -> None:
+    now = [1000.0]
+    storage = await open_sqlite(tmp_path / "db.sqlite3", clock=lambda: now[0])
+    jobs = storage.jobs
+    try:
+        take = NewTake("line", "line", "en", 5, 1, None)
+        await jobs.admit(
+            user=UserRef("test", "u1"), source_key="m1", line="line", image_jpeg=b"jpeg",
+            image_size=(16, 9), address=DeliveryAddress("test", "c1"), takes=[take],
+        )  # fmt: skip
+        [claimed] = await jobs.claim(
+            "A", limit=1, platforms=["test"], lease_seconds=10, deadline_seconds=900
+        )
+        a = claimed.job.lease
+        assert a is not None and a.owner == "A"
+        assert await jobs.transition(claimed.job.id, JobState.RUNNING, lease=a, handle="h1")
+        # A stalls past its lease; B takes the job over with a new fencing token.
+        now[0] += 20
+        [adopted] = await jobs.adopt_stale("B", platforms=["test"], lease_seconds=10)
+        b = adopted.lease
+        assert b is not None and b.owner == "B" and b.token > a.token
+        before = await jobs.job(adopted.id)
+        seen = await jobs.events_after(0)
+
+        # A wakes up: its changes and its heartbeat touch nothing.
+        lost = await jobs.transition(adopted.id, JobState.FAILED, lease=a, error_key="job.x")
+        assert lost is Moved.LOST
+        await jobs.heartbeat("A", lease_seconds=10_000)
+        assert await jobs.job(adopted.id) == before
+        assert await jobs.events_after(0) == seen
+        [lease] = db_rows(
+            tmp_path / "db.sqlite3",
+            "SELECT lease_owner, lease_token, lease_expires FROM jobs WHERE id = ?",
+            (adopted.id,),
+        )
+        assert lease == ("B", b.token, now[0] + 10)
+
+        # B's change goes through.
+        assert await jobs.transition(adopted.id, JobState.DOWNLOADING, lease=b) is Moved.MOVED
+        assert (await jobs.events_after(0))[-1].state is JobState.DOWNLOADING
+    finally:
+        await storage.close()
+
+
+async def test_the_fencing_token_tells_two_claims_of_one_owner_apart(tmp_path: Path) -> None:
+    storage = await open_sqlite(tmp_path / "db.sqlite3")
+    jobs = storage.jobs
+    try:
+        take = NewTake("line", "line", "en", 5, 1, None)
+        await jobs.admit(
+            user=UserRef("test", "u1"), source_key="m1", line="line", image_jpeg=b"jpeg",
+            image_size=(16, 9), address=DeliveryAddress("test", "c1"), takes=[take],
+        )  # fmt: skip
+        claim = {"limit": 1, "platforms": ["test"], "lease_seconds": 60, "deadline_seconds": 900}
+        [first] = await jobs.claim("A", **claim)  # type: ignore[arg-type]
+        old = first.job.lease
+        # Retried: back to the queue, claimed again by the same worker.
+        assert await jobs.transition(first.job.id, JobState.QUEUED, lease=old, lease_owner=None)
+        [second] = await jobs.claim("A", **claim)  # type: ignore[arg-type]
+        assert second.job.lease is not None and second.job.lease != old
+        moved = await jobs.transition(first.job.id, JobState.FAILED, lease=old)
+        assert moved is Moved.LOST
+        assert (await jobs.job(first.job.id)).state is JobState.SUBMITTING  # type: ignore[union-attr]
+    finally:
+        await storage.close()
