@@ -99,8 +99,11 @@ async def test_one_ingress_and_two_workers_one_killed_deliver_every_request_once
 
         def owners() -> dict[str, str]:
             if not store.exists():
-                return {}
-            rows = db_rows(store, "SELECT id, lease_owner FROM jobs WHERE state = 'running'")
+                return {}  # (connecting would create it)
+            try:
+                rows = db_rows(store, "SELECT id, lease_owner FROM jobs WHERE state = 'running'")
+            except sqlite3.OperationalError:
+                return {}  # the processes are still creating the schema
             return {job_id: owner for job_id, owner in rows}
 
         def pid_of(owner: str) -> int:
