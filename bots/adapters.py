@@ -34,7 +34,8 @@ class Running(Protocol):
         ...
 
 
-Start = Callable[[Runtime, Sequence[str]], contextlib.AbstractAsyncContextManager[Running]]
+# (runtime, the other platforms running, whether to take the platform's events in)
+Start = Callable[[Runtime, Sequence[str], bool], contextlib.AbstractAsyncContextManager[Running]]
 
 
 @dataclass(frozen=True)
@@ -46,18 +47,20 @@ class Adapter:
     origin: str  # where that credential comes from
     token: Callable[[Settings], str]  # empty: not configured
     secrets: Callable[[Settings], list[str]]  # values the logs must never show
-    start: Start  # run it beside the worker: (runtime, the other platforms running)
+    start: Start  # run it beside the worker; without intake it only sends (a worker process)
 
 
 @contextlib.asynccontextmanager
-async def _start_telegram(runtime: Runtime, peers: Sequence[str]) -> AsyncIterator[Running]:
+async def _start_telegram(
+    runtime: Runtime, peers: Sequence[str], intake: bool
+) -> AsyncIterator[Running]:
     # Imported here: ``actorbot generate`` never loads a platform library.
     from telegram.error import InvalidToken, NetworkError
 
     from bots.telegram import run_telegram
 
     try:
-        async with run_telegram(runtime, peers=peers) as bot:
+        async with run_telegram(runtime, peers=peers, intake=intake) as bot:
             yield bot
     except InvalidToken as exc:
         raise AdapterUnavailable(
@@ -70,14 +73,16 @@ async def _start_telegram(runtime: Runtime, peers: Sequence[str]) -> AsyncIterat
 
 
 @contextlib.asynccontextmanager
-async def _start_discord(runtime: Runtime, peers: Sequence[str]) -> AsyncIterator[Running]:
+async def _start_discord(
+    runtime: Runtime, peers: Sequence[str], intake: bool
+) -> AsyncIterator[Running]:
     import aiohttp
     import discord
 
     from bots.discord import run_discord
 
     try:
-        async with run_discord(runtime, peers=peers) as bot:
+        async with run_discord(runtime, peers=peers, intake=intake) as bot:
             yield bot
     except discord.LoginFailure as exc:
         raise AdapterUnavailable(

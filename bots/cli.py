@@ -18,7 +18,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
-from bots.adapters import ADAPTERS, Adapter, AdapterUnavailable, configured
+from bots.adapters import ADAPTERS, Adapter, AdapterUnavailable, Running, configured
 from bots.adapters import secrets as adapter_secrets
 from bots.logs import configure_logging
 from bots.runtime import Runtime, open_runtime
@@ -166,7 +166,7 @@ async def _resume(settings: Settings, console: Console) -> int:
     return EXIT_OK
 
 
-async def _run(settings: Settings, console: Console) -> int:
+async def _run(settings: Settings, console: Console, role: str = "all") -> int:
     adapters = configured(settings)
     if not adapters:
         wanted = " or ".join(f"{adapter.variable} ({adapter.origin})" for adapter in ADAPTERS)
@@ -178,36 +178,53 @@ async def _run(settings: Settings, console: Console) -> int:
         return EXIT_USAGE
     async with open_runtime(settings, {"cli": FileNotifier()}) as runtime:
         try:
-            return await _serve(runtime, adapters)
+            return await _serve(runtime, adapters, role)
         except AdapterUnavailable as exc:
-            # Details go to the (redacting) log: an error text may quote a URL with the token.
-            log.warning("%s", exc, exc_info=exc.__cause__)
-            console.print(f"[red]{escape(exc.headline)}[/] {escape(exc.advice)}")
+            # Details go to the (redacting) log at DEBUG (a URL may quote the token): the
+            # operator gets the one line below.
+            log.debug("%s", exc, exc_info=exc.__cause__)
+            console.print(f"[red]{escape(exc.headline)}[/] {escape(exc.advice)}", soft_wrap=True)
         return EXIT_FAILED
 
 
-async def _serve(runtime: Runtime, adapters: Sequence[Adapter]) -> int:
-    """Run the adapters and the worker in this event loop until SIGINT/SIGTERM."""
+async def _serve(runtime: Runtime, adapters: Sequence[Adapter], role: str = "all") -> int:
+    """Run this process's role until SIGINT/SIGTERM.
+
+    ``ingress``: the adapters take platform events in and admit jobs; no worker.
+    ``worker``: the worker claims jobs of every configured platform and delivers and edits
+    statuses through the platforms' HTTP APIs; no intake. ``all``: both.
+    """
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
     names = [adapter.name for adapter in adapters]
+    intake = role in ("ingress", "all")
+    started: list[Running] = []
     async with contextlib.AsyncExitStack() as stack:
         # Adapters start first (the worker delivers through them) and stop last.
         for adapter in adapters:
             peers = [name for name in names if name != adapter.name]
-            running = await stack.enter_async_context(adapter.start(runtime, peers))
+            running = await stack.enter_async_context(adapter.start(runtime, peers, intake))
             running.intake.add_done_callback(lambda _: stop.set())
-        worker = asyncio.create_task(runtime.worker.run(), name="worker")
-        # A worker that died must not leave the bot answering "queued" forever.
-        worker.add_done_callback(lambda _: stop.set())
-        log.info("running adapters: %s", ", ".join(names))
+            started.append(running)
+        worker = None
+        if role in ("worker", "all"):
+            worker = asyncio.create_task(runtime.worker.run(), name="worker")
+            # A worker that died must not leave the bot answering "queued" forever.
+            worker.add_done_callback(lambda _: stop.set())
+        log.info("running adapters (%s): %s", role, ", ".join(names))
         await stop.wait()
-        await runtime.worker.stop()
-        worker.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await worker
+        if worker is not None:
+            await runtime.worker.stop()
+            worker.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await worker
+        for running in started:
+            task = running.intake
+            error = task.exception() if task.done() and not task.cancelled() else None
+            if isinstance(error, AdapterUnavailable):
+                raise error  # (a second poller of the token: said in one line)
     return EXIT_OK
 
 
@@ -224,7 +241,14 @@ def _parser() -> argparse.ArgumentParser:
     gen.add_argument("--duration", type=int, choices=(5, 10), help="clip length in seconds")
     gen.add_argument("--seed", type=int, help="seed for repeatable takes")
     gen.add_argument("--voice", help="voice name; the same name always sounds the same")
-    sub.add_parser("run", help="run the configured chat bots and the worker")
+    run = sub.add_parser("run", help="run the configured chat bots and the worker")
+    run.add_argument(
+        "--role",
+        choices=("all", "ingress", "worker"),
+        default="all",
+        help="ingress: take chat events in and admit jobs; worker: run and deliver jobs;"
+        " all (default): both, in this process",
+    )
     sub.add_parser("resume", help="finish local jobs left unfinished by a crash, then exit")
     sub.add_parser("doctor", help="check config, fonts, speech, codecs and the store")
     sub.add_parser("presets", help="list the model presets: lengths, price, voice")
@@ -256,7 +280,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "resume":
             return asyncio.run(_resume(settings, console))
         if args.command == "run":
-            return asyncio.run(_run(settings, console))
+            return asyncio.run(_run(settings, console, args.role))
         if args.command == "presets":
             return _presets(settings, console)
         from bots.doctor import doctor

@@ -92,6 +92,7 @@ async def open_runtime(
                             if n in settings.presets
                         },
                     ),
+                    wakeups=storage.wakeups,
                     retention=Retention(
                         store=storage.jobs,
                         settings=settings.retention,

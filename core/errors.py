@@ -7,8 +7,9 @@
     │   └── RequestRejected     duplicate, unknown job, not yours, busy, quota, access
     ├── BackendError            a video backend failed; ``transient`` says whether to retry
     │   └── ContentFiltered     the provider's content policy refused the request (never retried)
-    └── DeliveryError           a platform could not take the result; ``permanent`` stops retries
-        └── DeliveryUnknown     the request was sent but not answered: maybe delivered, never resent
+    ├── DeliveryError           a platform could not take the result; ``permanent`` stops retries
+    │   └── DeliveryUnknown     the request was sent but not answered: maybe delivered, never resent
+    └── LeaseLost               another worker took the job over: this one changes nothing more
 
 Third-party exceptions are translated into this tree once, at the edge that calls the
 library (``raise BackendError(...) from exc``); nothing above that edge sees them.
@@ -104,3 +105,14 @@ class DeliveryUnknown(DeliveryError):
 
     def __init__(self, message: str) -> None:
         super().__init__(message, permanent=True)
+
+
+class LeaseLost(ActorbotError):
+    """The worker no longer holds the job's lease (it expired and another took it over).
+
+    Nothing was changed; the worker drops the job and the new holder carries it on.
+    """
+
+    def __init__(self, job_id: str) -> None:
+        super().__init__(f"job {job_id}: lease lost to another worker")
+        self.job_id = job_id

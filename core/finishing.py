@@ -18,7 +18,7 @@ from pathlib import Path
 
 from config.settings import WorkerSettings
 from core.backends.base import VideoBackend
-from core.errors import BackendError, DeliveryError, DeliveryUnknown
+from core.errors import BackendError, DeliveryError, DeliveryUnknown, LeaseLost
 from core.failpoints import Failpoints
 from core.media import probe_video
 from core.models import EventKind, Job, JobEvent, JobState
@@ -205,6 +205,8 @@ class Finisher:
             sent = await self._send(ready, lambda: self._notifier.deliver_group(ready, videos))
             if sent is not _Sent.FAILED:
                 await self._finish_delivered(ready, sent)
+        except LeaseLost:
+            raise  # the group is another worker's now: its claim is not ours to drop
         except Exception:
             # A bug mid-group must not leave the siblings claimed by a live worker forever.
             try:

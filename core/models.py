@@ -100,6 +100,14 @@ class VideoRequest:
 
 
 @dataclass(frozen=True)
+class Lease:
+    """A worker's hold on a job: its owner and the fencing token of the claim that gave it."""
+
+    owner: str
+    token: int  # raised by every claim or takeover: an older holder's token no longer matches
+
+
+@dataclass(frozen=True)
 class Job:
     """One take of one request, as stored."""
 
@@ -134,6 +142,13 @@ class Job:
     backend: str | None = None  # the preset (or builtin backend) it is on; None: not yet
     # Why the first result failed its take check; set once its free re-take started.
     retake_reason: str | None = None
+    lease_owner: str | None = None  # the worker holding it (as last read)
+    lease_token: int = 0  # fencing token of that worker's claim
+
+    @property
+    def lease(self) -> Lease | None:
+        """Return the lease the job was read under, if a worker held it."""
+        return None if self.lease_owner is None else Lease(self.lease_owner, self.lease_token)
 
 
 class EventKind(StrEnum):

@@ -59,7 +59,7 @@ class Service:
         images: ImageSettings,
         prompts: PromptSettings,
         slots: int,
-        wake: Callable[[], None] = lambda: None,
+        wake: Callable[[], None] | None = None,
         default_run_seconds: float = DEFAULT_RUN_SECONDS,
         failpoints: Failpoints | None = None,
         quotas: QuotaSettings | None = None,
@@ -71,7 +71,8 @@ class Service:
         self._images = images
         self._prompts = prompts
         self._slots = max(1, slots)
-        self._wake = wake
+        # After an admission or a cancel: the store's wake-ups reach workers elsewhere too.
+        self._wake = wake if wake is not None else storage.wakeups.notify
         self._default_run_seconds = default_run_seconds
         # ETAs learn from this backend's runs only: a hosted model takes minutes, and
         # runs of another backend (before a config change) would mislead.
@@ -85,7 +86,7 @@ class Service:
         )
 
     def set_wake(self, wake: Callable[[], None]) -> None:
-        """Connect the worker's wake-up, called after every admission."""
+        """Connect the worker's wake-up (it notifies the store's), called after every admission."""
         self._wake = wake
 
     async def check(

@@ -7,9 +7,11 @@ from collections.abc import Callable
 from dataclasses import fields, replace
 from typing import Any
 
+from core.errors import LeaseLost
 from core.models import EventKind, Job, JobEvent, JobState
 from core.notify import NotifierRouter
 from core.storage import JobStore
+from core.storage.types import Moved
 
 log = logging.getLogger(__name__)
 
@@ -59,9 +61,13 @@ class Transitions:
         """Commit a state change and return the job as it now stands.
 
         If the job was not in ``expect`` nothing changes and the job is returned as read
-        back from the store.
+        back from the store. The change names the lease the job was read under: if another
+        worker took the job over since, nothing changes and ``LeaseLost`` is raised.
         """
-        if not await self._store.transition(job.id, to, expect=expect, **fields):
+        moved = await self._store.transition(job.id, to, expect=expect, lease=job.lease, **fields)
+        if moved is Moved.LOST:
+            raise LeaseLost(job.id)
+        if not moved:
             current = await self._store.job(job.id)
             return current if current is not None else job
         known = {name: value for name, value in fields.items() if name in _JOB_FIELDS}

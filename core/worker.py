@@ -21,13 +21,13 @@ from pathlib import Path
 
 from config.settings import WorkerSettings
 from core.backends.base import BackendState, RenderSpec, VideoBackend, capabilities_of
-from core.errors import BackendError, ContentFiltered
+from core.errors import BackendError, ContentFiltered, LeaseLost
 from core.failpoints import Failpoints
 from core.finishing import Finisher
 from core.models import EventKind, Job, JobEvent, JobState
 from core.notify import NotifierRouter
 from core.retention import Retention
-from core.storage import JobStore
+from core.storage import JobStore, LocalWakeups, Wakeups
 from core.storage.types import Claimed
 from core.takecheck import TakeChecks
 from core.transitions import Transitions
@@ -94,6 +94,7 @@ class Worker:
         eta: Callable[[int], float] | None = None,
         retention: Retention | None = None,
         take_checks: TakeChecks | None = None,
+        wakeups: Wakeups | None = None,
     ) -> None:
         self._store = store
         self._backend = backend
@@ -110,7 +111,7 @@ class Worker:
         # Each backend has its own slots; new jobs are claimed for the first one's.
         self._semaphores = {each.name: asyncio.Semaphore(each.slots) for each in self._chain}
         self._slots = self._semaphores[backend.name]
-        self._wake = asyncio.Event()
+        self._wakeups: Wakeups = wakeups if wakeups is not None else LocalWakeups()
         self._queue_changed = asyncio.Event()
         self._tasks: set[asyncio.Task[None]] = set()
         self._driving: set[str] = set()
@@ -142,8 +143,8 @@ class Worker:
         return self._notifier.platforms
 
     def wake(self) -> None:
-        """Tell the worker new work was admitted."""
-        self._wake.set()
+        """Tell the workers (this one and, if the store carries it, others) work may be free."""
+        self._wakeups.notify()
         self._queue_changed.set()
 
     # --- main loops ------------------------------------------------------------------
@@ -217,7 +218,7 @@ class Worker:
     async def stop(self) -> None:
         """Stop claiming, interrupt running jobs and hand their leases back at once."""
         self._stopping = True
-        self._wake.set()
+        self._wakeups.notify()
         runner = self._run_task
         if runner is not None and runner is not asyncio.current_task() and not runner.done():
             # Stop the claim loop first, so that no job is claimed after this point.
@@ -236,7 +237,6 @@ class Worker:
             log.exception("releasing the leases of worker %s failed", self.owner)
 
     async def _idle(self) -> None:
-        self._wake.clear()
         timeout = self._settings.heartbeat_seconds
         try:
             next_at = await self._store.next_wakeup(self.platforms)
@@ -248,8 +248,9 @@ class Worker:
         # that frees the cap wakes us, so sleep until then instead of spinning.
         if next_at is not None and next_at > now:
             timeout = min(timeout, next_at - now)
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self._wake.wait(), timeout)
+        if await self._wakeups.wait(timeout):
+            # Something was admitted or freed (maybe by another process): places moved.
+            self._queue_changed.set()
 
     async def _heartbeat_loop(self) -> None:
         while True:
@@ -288,7 +289,9 @@ class Worker:
         def _done(finished: asyncio.Task[None], job_id: str = job.id) -> None:
             self._tasks.discard(finished)
             self._driving.discard(job_id)
-            if not finished.cancelled() and finished.exception() is not None:
+            if not finished.cancelled() and isinstance(finished.exception(), LeaseLost):
+                log.warning("job %s: lease lost to another worker; dropping it here", job_id)
+            elif not finished.cancelled() and finished.exception() is not None:
                 # Even failing the job failed (e.g. the store was down): let the next
                 # heartbeat adopt it instead of renewing a lease nobody drives.
                 log.error("job %s task died: %r", job_id, finished.exception())
@@ -364,6 +367,10 @@ class Worker:
                     await self._finisher.deliver_group(job.request_id)
         except asyncio.CancelledError:
             raise
+        except LeaseLost:
+            # This worker stalled past its lease and another one took the job over: it
+            # carries on from the stored state; nothing here may touch the job any more.
+            log.warning("job %s: lease lost to another worker; dropping it here", job.id)
         except Exception as exc:
             # A bug must not strand the job: fail it with a message the user understands.
             log.exception("job %s crashed in state %s", job.id, job.state.value)

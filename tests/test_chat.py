@@ -38,8 +38,9 @@ from bots.chat.status import StatusBoard
 from bots.runtime import Runtime, open_runtime
 from core.errors import DeliveryError
 from core.i18n import render
-from core.models import DeliveryAddress, EventKind, Job, JobEvent, JobState
+from core.models import DeliveryAddress, EventKind, Job, JobEvent, JobState, UserRef
 from core.storage import ChatStore
+from core.storage.types import NewTake
 from tests.conftest import db_rows, make_settings, photo_jpeg
 
 LINE = "The girl smiles and says: \"You didn't really think I'd give up?\""
@@ -203,7 +204,9 @@ async def chat(tmp_path: Path, **quotas: Any) -> AsyncIterator[Chat]:
     async with open_runtime(settings, {}) as runtime:
         platform = Recorder(image=photo_jpeg())
         chatstate = runtime.storage.chats
-        board = StatusBoard(platform, chatstate, private_interval=0.01, group_interval=0.01)
+        board = StatusBoard(
+            platform, chatstate, runtime.storage.jobs, private_interval=0.01, group_interval=0.01
+        )
         inbox = Replies()
         options = ChatOptions(
             admins=frozenset({ROOT.user_id}),
@@ -379,18 +382,76 @@ def _job(**changes: Any) -> Job:
     return Job(**base)
 
 
+async def _stored(c: Chat, takes: int = 1) -> list[Job]:
+    """Admit a request for Ann's private chat (answering her message 7), without a status."""
+    take = NewTake("Hi", "Hi", "en", 5, 1, None)
+    extra = {"locale": "en", "user": "101", "group": False}
+    admitted = await c.runtime.storage.jobs.admit(
+        user=UserRef("test", "101"), source_key=f"k{time.monotonic()}", line="Hi",
+        image_jpeg=b"jpeg", image_size=(16, 9),
+        address=DeliveryAddress("test", "101", reply_to="7", extra=extra), takes=[take] * takes,
+    )  # fmt: skip
+    return list(admitted.jobs)
+
+
+async def _move(c: Chat, job: Job, *states: JobState) -> Job:
+    for state in states:
+        assert await c.runtime.storage.jobs.transition(job.id, state)
+    moved = await c.runtime.storage.jobs.job(job.id)
+    assert moved is not None
+    return moved
+
+
 async def test_status_changes_while_waiting_for_a_turn_are_sent_once(tmp_path: Path) -> None:
     async with chat(tmp_path) as c:
-        board = StatusBoard(c.platform, c.chatstate, private_interval=0.3, group_interval=0.3)
+        store = c.runtime.storage.jobs
+        board = StatusBoard(
+            c.platform, c.chatstate, store, private_interval=0.3, group_interval=0.3
+        )
         await board.pace("101", group=False)  # the chat's turn is taken: the rest waits
-        take = _job()
-        for text in ("one", "two", "three"):
-            board.update(take, text, waiting=False, final=False)
+        [take] = await _stored(c)
+        for state in (JobState.SUBMITTING, JobState.RUNNING, JobState.FAILED):
+            board.update(await _move(c, take, state))
         await asyncio.wait_for(_until(lambda: c.platform.made("send")), 5)
         await board.close()
         [sent] = c.platform.made("send")
-        assert sent["text"] == "three" and sent["reply_to"] == "7"
+        assert sent["text"] == render("job.backend_failed", "en") and sent["reply_to"] == "7"
         assert c.platform.made("edit") == []
+
+
+async def test_any_process_renders_a_requests_whole_status_from_the_store(
+    tmp_path: Path,
+) -> None:
+    async with chat(tmp_path) as c:
+        store = c.runtime.storage.jobs
+
+        def board() -> StatusBoard:  # one per process
+            return StatusBoard(
+                c.platform, c.chatstate, store, private_interval=0.01, group_interval=0.01
+            )
+
+        one, two = board(), board()
+        first, second = await _stored(c, takes=2)
+        # One process saw take 1 start and posted the status.
+        one.update(await _move(c, first, JobState.SUBMITTING, JobState.RUNNING))
+        await asyncio.wait_for(_until(lambda: c.platform.made("send")), 5)
+        posted = (await _move(c, first)).address.status_message_id
+        assert posted is not None
+        # Another process finishes take 2: it edits that message, with both takes right.
+        two.update(await _move(c, second, JobState.SUBMITTING, JobState.DONE))
+        await asyncio.wait_for(_until(lambda: c.platform.made("edit")), 5)
+        await one.close()
+        await two.close()
+        [edit] = c.platform.made("edit")
+        assert len(c.platform.made("send")) == 1
+        assert edit["message_id"] == posted
+        started = render("job.started", "en")
+        done = render("job.delivered", "en", seconds=5, take=2, takes=2)
+        assert edit["text"] == "\n".join(
+            render("chat.take_line", "en", take=take, takes=2, text=text)
+            for take, text in ((1, started), (2, done))
+        )
+        assert edit["buttons"] is None  # nothing waits: no cancel button
 
 
 async def test_a_blocked_chat_is_left_alone_and_delivery_fails_for_good(
@@ -438,15 +499,15 @@ async def test_a_delivered_video_has_caption_buttons_and_history(
 
 async def test_a_deleted_status_message_is_posted_again(tmp_path: Path) -> None:
     async with chat(tmp_path) as c:
-        take = _job()
-        c.board.update(take, "one", waiting=False, final=False)
+        [take] = await _stored(c)
+        c.board.update(take)
         await asyncio.wait_for(_until(lambda: c.platform.made("send")), 5)
         c.platform.fail["edit"] = MessageGone("message to edit not found")
-        c.board.update(take, "two", waiting=False, final=False)
+        c.board.update(await _move(c, take, JobState.SUBMITTING))
         await asyncio.wait_for(_until(lambda: c.platform.made("edit")), 5)
-        c.board.update(take, "three", waiting=False, final=False)
+        c.board.update(await _move(c, take, JobState.RUNNING, JobState.FAILED))
         await asyncio.wait_for(_until(lambda: len(c.platform.made("send")) == 2), 5)
-        assert c.platform.made("send")[-1]["text"] == "three"
+        assert c.platform.made("send")[-1]["text"] == render("job.backend_failed", "en")
 
 
 async def _until(condition: Any) -> None:

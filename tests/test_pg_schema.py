@@ -14,8 +14,8 @@ from core.storage.sqlite.database import migrate as migrate_sqlite
 
 # SQLite leftovers the PostgreSQL schema leaves out on purpose (see its module docstring).
 SQLITE_ONLY = {("scheduler", "*"), ("jobs", "fair_round"), ("sqlite_sequence", "*")}
-# Columns only PostgreSQL has: cross-process lease fencing, inbox order without rowid.
-POSTGRES_ONLY = {("jobs", "lease_token"), ("chat_inbox", "arrival")}
+# Columns only PostgreSQL has: inbox order without rowid.
+POSTGRES_ONLY = {("chat_inbox", "arrival")}
 
 
 async def _columns(conn: asyncpg.Connection[asyncpg.Record]) -> set[tuple[str, str]]:

@@ -19,7 +19,7 @@ from core.quotas import AdmissionPolicy
 from core.storage import Storage
 from core.storage.postgres import open_postgres
 from core.storage.postgres.changes import EVENTS_LOCK
-from core.storage.types import ChangeKind, NewTake
+from core.storage.types import ChangeKind, Moved, NewTake
 from tests.conftest import Engine
 from tests.test_quotas import run_schedule
 
@@ -299,6 +299,75 @@ async def test_run_times_are_told_per_backend_and_held_handles_are_listed(engine
         await storage.close()
 
 
+# --- leases --------------------------------------------------------------------------------
+
+
+async def test_a_worker_that_lost_its_lease_changes_nothing(engine: Engine) -> None:
+    now = [1000.0]
+    storage = await engine.open(clock=lambda: now[0])
+    jobs = storage.jobs
+    try:
+        take = NewTake("line", "line", "en", 5, 1, None)
+        await jobs.admit(
+            user=UserRef("test", "u1"), source_key="m1", line="line", image_jpeg=b"jpeg",
+            image_size=(16, 9), address=DeliveryAddress("test", "c1"), takes=[take],
+        )  # fmt: skip
+        [claimed] = await jobs.claim(
+            "A", limit=1, platforms=["test"], lease_seconds=10, deadline_seconds=900
+        )
+        a = claimed.job.lease
+        assert a is not None and a.owner == "A"
+        assert await jobs.transition(claimed.job.id, JobState.RUNNING, lease=a, handle="h1")
+        # A stalls past its lease; B takes the job over with a new fencing token.
+        now[0] += 20
+        [adopted] = await jobs.adopt_stale("B", platforms=["test"], lease_seconds=10)
+        b = adopted.lease
+        assert b is not None and b.owner == "B" and b.token > a.token
+        before = await jobs.job(adopted.id)
+        seen = await jobs.events_after(0)
+
+        # A wakes up: its changes and its heartbeat touch nothing.
+        lost = await jobs.transition(adopted.id, JobState.FAILED, lease=a, error_key="job.x")
+        assert lost is Moved.LOST
+        await jobs.heartbeat("A", lease_seconds=10_000)
+        assert await jobs.job(adopted.id) == before
+        assert await jobs.events_after(0) == seen
+        [lease] = await engine.rows(
+            "SELECT lease_owner, lease_token, lease_expires FROM jobs WHERE id = ?",
+            (adopted.id,),
+        )
+        assert lease == ("B", b.token, now[0] + 10)
+
+        # B's change goes through.
+        assert await jobs.transition(adopted.id, JobState.DOWNLOADING, lease=b) is Moved.MOVED
+        assert (await jobs.events_after(0))[-1].state is JobState.DOWNLOADING
+    finally:
+        await storage.close()
+
+
+async def test_the_fencing_token_tells_two_claims_of_one_owner_apart(engine: Engine) -> None:
+    storage = await engine.open()
+    jobs = storage.jobs
+    try:
+        take = NewTake("line", "line", "en", 5, 1, None)
+        await jobs.admit(
+            user=UserRef("test", "u1"), source_key="m1", line="line", image_jpeg=b"jpeg",
+            image_size=(16, 9), address=DeliveryAddress("test", "c1"), takes=[take],
+        )  # fmt: skip
+        claim = {"limit": 1, "platforms": ["test"], "lease_seconds": 60, "deadline_seconds": 900}
+        [first] = await jobs.claim("A", **claim)  # type: ignore[arg-type]
+        old = first.job.lease
+        # Retried: back to the queue, claimed again by the same worker.
+        assert await jobs.transition(first.job.id, JobState.QUEUED, lease=old, lease_owner=None)
+        [second] = await jobs.claim("A", **claim)  # type: ignore[arg-type]
+        assert second.job.lease is not None and second.job.lease != old
+        moved = await jobs.transition(first.job.id, JobState.FAILED, lease=old)
+        assert moved is Moved.LOST
+        assert (await jobs.job(first.job.id)).state is JobState.SUBMITTING  # type: ignore[union-attr]
+    finally:
+        await storage.close()
+
+
 # --- chat state -----------------------------------------------------------------------------
 
 
@@ -398,3 +467,16 @@ async def test_a_follower_never_steps_past_an_event_still_to_commit(pg_dsn: str)
     finally:
         await writer.close()
         await storage.close()
+
+
+async def test_a_notify_in_one_process_wakes_a_worker_in_another(pg_dsn: str) -> None:
+    first = await open_postgres(pg_dsn)
+    second = await open_postgres(pg_dsn)
+    try:
+        assert not await second.wakeups.wait(0.05)  # nothing yet
+        first.wakeups.notify()
+        # Across connections, through LISTEN/NOTIFY (the bound only stops a broken run).
+        assert await second.wakeups.wait(30)
+    finally:
+        await first.close()
+        await second.close()

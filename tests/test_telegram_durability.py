@@ -97,9 +97,9 @@ def bot_env(
     return env
 
 
-async def start_bot(env: dict[str, str]) -> asyncio.subprocess.Process:
+async def start_bot(env: dict[str, str], *args: str) -> asyncio.subprocess.Process:
     return await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "bots.cli", "run",
+        sys.executable, "-m", "bots.cli", "run", *args,
         cwd=REPO, env=env, stdin=asyncio.subprocess.DEVNULL,
         stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
     )  # fmt: skip

@@ -8,7 +8,15 @@ from typing import Any
 import pytest
 from telegram import Message
 
-from bots.chat.texts import TAKE_OFFSET, caption, format_eta, status_line, status_text
+from bots.chat.texts import (
+    TAKE_OFFSET,
+    TakeHint,
+    caption,
+    format_eta,
+    hint_of,
+    status_text,
+    take_line,
+)
 from bots.telegram.platform import CAPTION_LIMIT, TEXT_LIMIT
 from bots.telegram.routing import (
     Command,
@@ -142,26 +150,27 @@ def job(**changes: Any) -> Job:
     return Job(**base)
 
 
-def test_event_texts() -> None:
-    queued = JobEvent(EventKind.QUEUED, job(), position=3, eta_seconds=200)
-    assert status_line(queued, "en") == "Queued: ready in about 5 min."
-    assert status_line(queued, "zh") == "排队中：预计还需约 5 分钟。"
-    first = JobEvent(EventKind.QUEUED, job(), position=1, eta_seconds=40)
-    assert status_line(first, "en") == "Queued: you are next, ready in under a minute."
+def test_take_lines_follow_the_stored_state_and_the_queue_places_passed_in() -> None:
+    waiting = job(state=JobState.QUEUED)
+    assert take_line(waiting, "en", TakeHint(3, 200)) == "Queued: ready in about 5 min."
+    assert take_line(waiting, "zh", TakeHint(3, 200)) == "排队中：预计还需约 5 分钟。"
+    first = TakeHint(1, 40)
+    assert take_line(waiting, "en", first) == "Queued: you are next, ready in under a minute."
     # No clock in the text: it would stand still between events ("Generating… (0 s)").
-    assert status_line(JobEvent(EventKind.PROGRESS, job()), "en") == "Generating…"
-    waiting = JobEvent(EventKind.PROGRESS, job(), position=37)
-    assert status_line(waiting, "en") == "Generating… in the provider's queue: 20+"
+    assert take_line(job(), "en") == "Generating…"
+    # A place in our queue means nothing once the take runs (a late hint), and back.
+    assert take_line(job(), "en", first) == "Generating…"
+    assert take_line(waiting, "en", TakeHint(3, provider=True)).startswith("Queued")
+    provider = JobEvent(EventKind.PROGRESS, job(), position=37)
+    assert take_line(job(), "en", hint_of(provider)) == "Generating… in the provider's queue: 20+"
     # The provider's own queue, as such, in both languages.
-    third = JobEvent(EventKind.PROGRESS, job(), position=3)
-    assert status_line(third, "en") == "Generating… in the provider's queue: 3rd"
-    assert status_line(third, "zh") == "生成中…在服务商的队列中：第 3 位"
-    next_up = JobEvent(EventKind.PROGRESS, job(), position=1)
-    assert status_line(next_up, "en") == "Generating… in the provider's queue: 1st"
-    failed = JobEvent(
-        EventKind.FAILED, job(), error_key="job.deadline", error_params={"minutes": 15}
-    )
-    assert "15 min" in status_line(failed, "en")
+    third = hint_of(JobEvent(EventKind.PROGRESS, job(), position=3))
+    assert take_line(job(), "en", third) == "Generating… in the provider's queue: 3rd"
+    assert take_line(job(), "zh", third) == "生成中…在服务商的队列中：第 3 位"
+    next_up = hint_of(JobEvent(EventKind.STARTED, job(), position=1))
+    assert take_line(job(), "en", next_up) == "Generating… in the provider's queue: 1st"
+    failed = job(state=JobState.FAILED, error_key="job.deadline", error_params={"minutes": 15})
+    assert "15 min" in take_line(failed, "en")
     assert (
         status_text({1: "a", 2: "b"}, 3, "en", TEXT_LIMIT)
         == "Take 1/3: a\nTake 2/3: b\nTake 3/3: …"
@@ -171,10 +180,8 @@ def test_event_texts() -> None:
 
 
 def test_waiting_texts_change_in_steps_not_with_every_queue_move() -> None:
-    seen = {
-        status_line(JobEvent(EventKind.QUEUED, job(), position=p, eta_seconds=p * 60.0), "en")
-        for p in range(1, 201)
-    }
+    waiting = job(state=JobState.QUEUED)
+    seen = {take_line(waiting, "en", TakeHint(p, p * 60.0)) for p in range(1, 201)}
     # 200 places in the queue, a handful of different texts: an edit each, at most.
     assert len(seen) <= 15, sorted(seen)
 
@@ -183,7 +190,7 @@ def test_a_retake_is_numbered_after_the_takes_of_its_line() -> None:
     address = DeliveryAddress("telegram", "101", extra={TAKE_OFFSET: 1})
     again = job(state=JobState.DONE, address=address)
     assert caption(again, "en", CAPTION_LIMIT).endswith("5 s · take 2/2")
-    assert status_line(JobEvent(EventKind.DELIVERED, again), "en") == "Done: 5 s, take 2/2."
+    assert take_line(again, "en") == "Done: 5 s, take 2/2."
 
 
 def test_caption_fits_telegrams_limit() -> None:

@@ -37,7 +37,7 @@ from .platform import (
 )
 from .replies import FirstReplies, ReplyOnce
 from .status import StatusBoard
-from .texts import queued_line
+from .texts import TakeHint
 
 log = logging.getLogger(__name__)
 
@@ -214,15 +214,13 @@ class Conversation:
             log.warning("could not fetch the photo for %s: %s", key, exc)
             await self._refuse(address, render("chat.fetch_failed", locale), ack_id)
             return None
-        for index, job in enumerate(admission.jobs):
-            position = (
-                admission.position if index == 0 else await self._store.queue_position(job.id)
-            )
-            if position is None:
-                continue  # already started: the worker's events say so
-            eta = admission.eta_seconds if index == 0 else self._service.eta_for(position)
-            line_text = queued_line(position, eta, locale)
-            self._board.update(job, line_text, waiting=True, final=False, fresh=False)
+        if admission.jobs:
+            # The status shows every take as stored; the first one's place comes from the
+            # admission itself, the others' from the store.
+            hint = None
+            if admission.position is not None:
+                hint = TakeHint(admission.position, admission.eta_seconds)
+            self._board.update(admission.jobs[0], hint)
         return admission
 
     async def _image(self, photo: PhotoRef | None, remembered: RememberedPhoto | None) -> bytes:

@@ -7,17 +7,15 @@ from pathlib import Path
 
 from core.delivery import fit_video_async
 from core.errors import DeliveryError
-from core.models import EventKind, Job, JobEvent
+from core.models import Job, JobEvent
 from core.storage import ChatStore
 
 from .intents import place_of
 from .platform import Action, Blocked, Keyboard, Platform, Video
 from .status import StatusBoard
-from .texts import album_buttons_text, album_captions, caption, result_buttons, status_line
+from .texts import album_buttons_text, album_captions, caption, hint_of, result_buttons
 
 log = logging.getLogger(__name__)
-
-_FINAL = frozenset({EventKind.DELIVERED, EventKind.FAILED, EventKind.CANCELED})
 
 
 class ChatNotifier:
@@ -41,13 +39,8 @@ class ChatNotifier:
         return place_of(job.address).upload_limit or self.max_upload_bytes
 
     async def notify(self, event: JobEvent) -> None:
-        """Update the request's status message (throttled; never raises)."""
-        job = event.job
-        locale = job.address.extra.get("locale")
-        line = status_line(event, locale)
-        self._board.update(
-            job, line, waiting=event.kind is EventKind.QUEUED, final=event.kind in _FINAL
-        )
+        """Update the request's status message from the store (throttled; never raises)."""
+        self._board.update(event.job, hint_of(event))
 
     def _check_blocked(self, chat_id: str) -> None:
         if self._board.is_blocked(chat_id):

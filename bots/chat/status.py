@@ -6,6 +6,11 @@ message the bot sends or edits there takes a turn (``group_interval`` apart in g
 ``private_interval`` in private chats), whether it is a status edit, an acknowledgement or
 a refusal (``pace``). Status changes wait for a turn and are coalesced meanwhile: a status
 that changed five times while waiting is sent once, with its latest text.
+
+The text is rendered from stored state when the turn comes: the request's takes as the
+store has them (``take_line``), plus places in queues passed in with the updates. Any
+process (an ingress that admitted the request, any worker driving one of its takes) edits
+the message correctly: what a board keeps is a cache of what it sent, never the truth.
 """
 
 from __future__ import annotations
@@ -17,8 +22,8 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from core.models import Job
-from core.storage import ChatStore
+from core.models import Job, JobState
+from core.storage import ChatStore, JobStore
 
 from .intents import place_of
 from .platform import (
@@ -32,7 +37,7 @@ from .platform import (
     PlatformError,
     Refused,
 )
-from .texts import cancel_button, status_text
+from .texts import TakeHint, cancel_button, status_text, take_line
 
 log = logging.getLogger(__name__)
 
@@ -50,17 +55,11 @@ class _Status:
     locale: str | None
     owner: str
     group: bool
-    takes: int
-    lines: dict[int, str] = field(default_factory=dict)
-    waiting: set[int] = field(default_factory=set)  # takes still queued (cancel button)
-    finished: set[int] = field(default_factory=set)
+    hints: dict[int, TakeHint] = field(default_factory=dict)  # take -> its place in a queue
     shown: tuple[str, bool] | None = None
     cancel_id: str | None = None
     failures: int = 0
-
-    @property
-    def complete(self) -> bool:
-        return len(self.finished) >= self.takes
+    complete: bool = False  # every take finished, as last read
 
     @property
     def chat_id(self) -> str:
@@ -82,13 +81,17 @@ class StatusBoard:
         self,
         platform: Platform,
         chatstate: ChatStore,
+        store: JobStore,
         *,
         private_interval: float,
         group_interval: float,
+        eta: Callable[[int], float] | None = None,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self._platform = platform
         self._chatstate = chatstate
+        self._store = store
+        self._eta = eta  # the ETA of a queue place, for a waiting take this board has no hint of
         self._private_interval = private_interval
         self._group_interval = group_interval
         self._clock = clock
@@ -117,29 +120,17 @@ class StatusBoard:
 
     # --- updates ---------------------------------------------------------------------
 
-    def update(
-        self, job: Job, line: str, *, waiting: bool, final: bool, fresh: bool = True
-    ) -> None:
-        """Set one take's line; the message is edited when the chat's lane allows.
+    def update(self, job: Job, hint: TakeHint | None = None) -> None:
+        """Note that a take changed: its request's message is re-rendered when the lane allows.
 
-        ``fresh=False`` (the admission's own view) never overwrites a line that an event
-        already set: the worker may have started the take before the handler got here.
+        The text is rendered from the store then; ``hint`` is the take's place in a queue.
         """
-        if not fresh and (job.request_id in self._completed or job.take in self._lines_of(job)):
-            return
+        if job.request_id in self._completed:
+            return  # a late view of a finished request must not edit it again
         status = self._status_for(job)
-        status.lines[job.take] = line
-        if waiting:
-            status.waiting.add(job.take)
-        else:
-            status.waiting.discard(job.take)
-        if final:
-            status.finished.add(job.take)
+        if hint is not None:
+            status.hints[job.take] = hint
         self._mark(status)
-
-    def _lines_of(self, job: Job) -> dict[int, str]:
-        status = self._statuses.get(job.request_id)
-        return {} if status is None else status.lines
 
     def _status_for(self, job: Job) -> _Status:
         status = self._statuses.get(job.request_id)
@@ -155,7 +146,6 @@ class StatusBoard:
                 locale=address.extra.get("locale"),
                 owner=str(address.extra.get("user", "")),
                 group=group,
-                takes=job.takes,
             )
             self._statuses[job.request_id] = status
         elif status.message_id is None and address.status_message_id is not None:
@@ -218,13 +208,41 @@ class StatusBoard:
         else:
             del self._lanes[chat_id]
 
+    async def _render(self, status: _Status) -> tuple[str, bool] | None:
+        """Return the status text and whether it has a cancel button, from the store."""
+        jobs = await self._store.jobs_for_request(status.request_id)
+        if not jobs:
+            return None
+        stored = jobs[0].address.status_message_id
+        if stored is not None:
+            status.message_id = stored  # another process may have posted a new one
+        status.complete = all(job.state.is_terminal for job in jobs)
+        lines: dict[int, str] = {}
+        for job in jobs:
+            hint = status.hints.get(job.take)
+            if job.state is JobState.QUEUED and (hint is None or hint.provider):
+                # Admitted or moved by another process: ask the store where it waits.
+                position = await self._store.queue_position(job.id)
+                eta = None if position is None or self._eta is None else self._eta(position)
+                hint = TakeHint(position, eta)
+            lines[job.take] = take_line(job, status.locale, hint)
+        limit = self._platform.capabilities.text_limit
+        text = status_text(lines, jobs[0].takes, status.locale, limit)
+        waiting = any(job.state is JobState.QUEUED for job in jobs)
+        return text, waiting
+
     async def _apply(self, status: _Status) -> bool:
         """Send or edit the status message; return whether a request was made."""
         if self.is_blocked(status.chat_id):
             return False
-        limit = self._platform.capabilities.text_limit
-        text = status_text(status.lines, status.takes, status.locale, limit)
-        with_cancel = bool(status.waiting) and not status.complete
+        try:
+            rendered = await self._render(status)
+        except Exception:
+            log.exception("reading the status of %s failed", status.request_id)
+            return False
+        if rendered is None:
+            return False
+        text, with_cancel = rendered
         if status.shown == (text, with_cancel):
             return False
         try:
@@ -243,8 +261,13 @@ class StatusBoard:
         except NotModified:
             status.shown = (text, with_cancel)
         except MessageGone:
-            # The user deleted the status message: the next change posts a new one.
+            # The user deleted the status message: the next change posts a new one (every
+            # process: the stored id goes too).
             status.message_id = None
+            try:
+                await self._chatstate.set_status_message(status.request_id, None)
+            except Exception:
+                log.exception("forgetting the status message of %s failed", status.request_id)
         except Refused as exc:
             log.warning("status of %s not shown: %s", status.request_id, exc)
         except Blocked:

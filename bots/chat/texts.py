@@ -9,7 +9,7 @@ import math
 from dataclasses import dataclass
 
 from core.i18n import normalize_locale, render, result_notes
-from core.models import EventKind, Job, JobEvent
+from core.models import EventKind, Job, JobEvent, JobState
 
 
 @dataclass(frozen=True)
@@ -68,35 +68,56 @@ def take_numbers(job: Job) -> tuple[int, int]:
     return job.take + offset, job.takes + offset
 
 
-def status_line(event: JobEvent, locale: str | None) -> str:
-    """Return the one-line state of a take for its status message.
+@dataclass(frozen=True)
+class TakeHint:
+    """What a status shows beside the stored state: a place in a queue, which moves quietly.
 
-    Nothing here counts seconds: a status is edited on events, not on a clock, so a live
-    counter would stand still between them.
+    ``provider``: a place in the provider's own queue (while the take runs there), else in
+    ours (while it waits). A hint for a state the take has left is ignored.
     """
-    job = event.job
-    kind = event.kind
-    if kind is EventKind.QUEUED:
-        return queued_line(event.position, event.eta_seconds, locale)
-    if kind in (EventKind.STARTED, EventKind.PROGRESS):
-        if event.position is not None and event.position >= 1:
+
+    position: int | None = None
+    eta_seconds: float | None = None
+    provider: bool = False
+
+
+def hint_of(event: JobEvent) -> TakeHint | None:
+    """Return the place in a queue an event carries, if any."""
+    if event.kind is EventKind.QUEUED:
+        return TakeHint(event.position, event.eta_seconds)
+    if event.kind in (EventKind.STARTED, EventKind.PROGRESS) and event.position is not None:
+        return TakeHint(event.position, provider=True)
+    return None
+
+
+def take_line(job: Job, locale: str | None, hint: TakeHint | None = None) -> str:
+    """Return the one-line state of a stored take for its status message.
+
+    A function of the stored job (and the queue place passed in), so that any process
+    renders the same line. Nothing here counts seconds: a status is edited on events,
+    not on a clock, so a live counter would stand still between them.
+    """
+    state = job.state
+    if state is JobState.QUEUED:
+        ours = hint if hint is not None and not hint.provider else TakeHint()
+        return queued_line(ours.position, ours.eta_seconds, locale)
+    if state in (JobState.SUBMITTING, JobState.RUNNING):
+        if hint is not None and hint.provider and hint.position is not None and hint.position >= 1:
             # The provider queues it (its own queue, not ours): where, is news; how long
             # so far, is not.
-            return render("job.provider_queue", locale, place=place(event.position, locale))
+            return render("job.provider_queue", locale, place=place(hint.position, locale))
         return render("job.started", locale)
-    if kind is EventKind.DELIVERING:
+    if state in (JobState.DOWNLOADING, JobState.DELIVERING):
         # The chat shows "sending video…" while it uploads and the video follows in
         # seconds: an edit saying so would tell the user nothing new.
         return render("job.started", locale)
-    if kind is EventKind.DELIVERED:
+    if state is JobState.DONE:
         key = "job.delivered_unconfirmed" if job.delivery_unconfirmed else "job.delivered"
         take, takes = take_numbers(job)
         return render(key, locale, seconds=job.seconds, take=take, takes=takes)
-    if kind is EventKind.CANCELED:
+    if state is JobState.CANCELED:
         return render("job.canceled", locale)
-    key = event.error_key or job.error_key or "job.backend_failed"
-    params = event.error_params or job.error_params
-    return render(key, locale, **params)
+    return render(job.error_key or "job.backend_failed", locale, **job.error_params)
 
 
 def queued_line(position: int | None, eta: float | None, locale: str | None) -> str:

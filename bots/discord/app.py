@@ -202,6 +202,7 @@ async def run_discord(
     runtime: Runtime,
     *,
     peers: Sequence[str] = (),
+    intake: bool = True,
     clock: Callable[[], float] = time.time,
     **client_options: Any,
 ) -> AsyncIterator[DiscordBot]:
@@ -209,6 +210,8 @@ async def run_discord(
 
     Start the bot before the worker claims jobs and leave it after the worker stopped: the
     worker delivers through it. ``clock`` decides when interaction tokens expire (tests).
+    Without ``intake`` (a worker process) it logs in over HTTP only: it sends and edits
+    through the REST API and opens no gateway connection.
     """
     settings = runtime.settings.discord
     if settings.application_id:
@@ -218,7 +221,10 @@ async def run_discord(
     platform = DiscordPlatform(client, upload_limit=settings.upload_limit_bytes, clock=clock)
     # One lane per channel; Discord paces per route itself (and says so with a 429).
     interval = settings.edit_interval_seconds
-    board = StatusBoard(platform, chatstate, private_interval=interval, group_interval=interval)
+    board = StatusBoard(
+        platform, chatstate, runtime.storage.jobs, private_interval=interval,
+        group_interval=interval, eta=runtime.service.eta_for,
+    )  # fmt: skip
     notifier = ChatNotifier(
         platform, board, chatstate, work_dir=runtime.settings.data_dir / PLATFORM
     )
@@ -241,19 +247,25 @@ async def run_discord(
     runtime.router.add(PLATFORM, notifier)
     try:
         await client.login(settings.token.get_secret_value())  # setup_hook runs in here
-        intake = asyncio.create_task(client.connect(), name="discord-intake")
-        intake.add_done_callback(_report_intake)
+        # A worker process sends through the REST API only: no gateway of its own.
+        gateway = client.connect() if intake else _forever()
+        taking = asyncio.create_task(gateway, name="discord-intake")
+        taking.add_done_callback(_report_intake)
         log.info("discord bot %s running", client.user)
         try:
-            yield DiscordBot(client, platform, board, notifier, intake)
+            yield DiscordBot(client, platform, board, notifier, taking)
         finally:
             await client.close()
-            intake.cancel()
-            await asyncio.gather(intake, return_exceptions=True)
+            taking.cancel()
+            await asyncio.gather(taking, return_exceptions=True)
             await board.close()
     finally:
         if not client.is_closed():
             await client.close()
+
+
+async def _forever() -> None:
+    await asyncio.Event().wait()
 
 
 def _report_intake(task: asyncio.Task[None]) -> None:

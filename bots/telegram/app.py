@@ -11,6 +11,7 @@ from dataclasses import dataclass
 
 from telegram.ext import AIORateLimiter, Application, ApplicationBuilder
 
+from bots.adapters import AdapterUnavailable
 from bots.chat.commands import ChatOptions
 from bots.chat.conversation import Conversation
 from bots.chat.delivery import ChatNotifier
@@ -105,14 +106,20 @@ class TelegramBot:
 
 @contextlib.asynccontextmanager
 async def run_telegram(
-    runtime: Runtime, *, peers: Sequence[str] = ()
+    runtime: Runtime, *, peers: Sequence[str] = (), intake: bool = True
 ) -> AsyncIterator[TelegramBot]:
     """Start the bot (polling or webhook) and register it as the Telegram notifier.
 
     ``peers`` are the other chat platforms this deployment runs: commands that reach them
     (``/link``) are offered only when there is one. Start the bot before the worker claims
     jobs and leave it after the worker stopped: the worker delivers through this bot.
+    Without ``intake`` (a worker process) it only sends and edits through the Bot API: no
+    polling, no webhook, no handlers; its ``intake`` task just waits to be canceled.
     """
+    if not intake:
+        async with _bot_api_only(runtime) as bot:
+            yield bot
+        return
     settings = runtime.settings.telegram
     app = build_application(settings)
     chatstate = runtime.storage.chats
@@ -120,21 +127,7 @@ async def run_telegram(
     await app.initialize()  # getMe: a wrong token fails here
     try:
         me = Me(app.bot.id, app.bot.username)
-        platform = TelegramPlatform(
-            app.bot,
-            max_upload_bytes=upload_limit(settings),
-            max_download_bytes=settings.max_download_bytes,
-            local_mode=settings.local_mode,
-        )
-        board = StatusBoard(
-            platform, chatstate,
-            private_interval=settings.private_edit_interval_seconds,
-            group_interval=settings.group_edit_interval_seconds,
-        )  # fmt: skip
-        notifier = ChatNotifier(
-            platform, board, chatstate, work_dir=runtime.settings.data_dir / "telegram"
-        )
-        runtime.router.add(PLATFORM, notifier)
+        platform, board, notifier = _outbound(runtime, app)
         ingest = Ingest(
             app, chatstate,
             lambda update: event_key(update, me, group_trigger=settings.group_trigger),
@@ -159,17 +152,17 @@ async def run_telegram(
             log.info("replaying %d stored updates", replayed)
         poller = Poller(ingest, timeout=settings.poll_timeout_seconds, failpoints=failpoints)
         webhook = WebhookServer(ingest, settings) if settings.webhook_url else None
-        intake = asyncio.create_task(
+        taking = asyncio.create_task(
             webhook.run() if webhook is not None else poller.run(), name="telegram-intake"
         )
-        intake.add_done_callback(_report_intake)
+        taking.add_done_callback(_report_intake)
         log.info("telegram bot @%s running (%s)", me.username, "webhook" if webhook else "polling")
         try:
-            yield TelegramBot(app, me, ingest, board, platform, notifier, intake)
+            yield TelegramBot(app, me, ingest, board, platform, notifier, taking)
         finally:
-            intake.cancel()
+            taking.cancel()
             try:
-                await asyncio.gather(intake, return_exceptions=True)
+                await asyncio.gather(taking, return_exceptions=True)
                 if webhook is None:
                     await poller.confirm()
                 await ingest.drain(_DRAIN_SECONDS)
@@ -180,6 +173,59 @@ async def run_telegram(
         await app.shutdown()
 
 
+def _outbound(
+    runtime: Runtime,
+    app: Application,  # type: ignore[type-arg]
+) -> tuple[TelegramPlatform, StatusBoard, ChatNotifier]:
+    """Build what sends and edits through the Bot API and register it as the notifier."""
+    settings = runtime.settings.telegram
+    platform = TelegramPlatform(
+        app.bot,
+        max_upload_bytes=upload_limit(settings),
+        max_download_bytes=settings.max_download_bytes,
+        local_mode=settings.local_mode,
+    )
+    board = StatusBoard(
+        platform, runtime.storage.chats, runtime.storage.jobs,
+        private_interval=settings.private_edit_interval_seconds,
+        group_interval=settings.group_edit_interval_seconds,
+        eta=runtime.service.eta_for,
+    )  # fmt: skip
+    notifier = ChatNotifier(
+        platform, board, runtime.storage.chats, work_dir=runtime.settings.data_dir / "telegram"
+    )
+    runtime.router.add(PLATFORM, notifier)
+    return platform, board, notifier
+
+
+@contextlib.asynccontextmanager
+async def _bot_api_only(runtime: Runtime) -> AsyncIterator[TelegramBot]:
+    """Run the bot for a worker process: deliveries and status edits, no updates."""
+    settings = runtime.settings.telegram
+    app = build_application(settings)
+    await app.initialize()  # getMe: a wrong token fails here too
+    try:
+        me = Me(app.bot.id, app.bot.username)
+        platform, board, notifier = _outbound(runtime, app)
+        ingest = Ingest(app, runtime.storage.chats, lambda update: None)  # never fed
+        idle = asyncio.create_task(_wait_forever(), name="telegram-outbound")
+        log.info("telegram bot @%s sending only (worker role)", me.username)
+        try:
+            yield TelegramBot(app, me, ingest, board, platform, notifier, idle)
+        finally:
+            idle.cancel()
+            await asyncio.gather(idle, return_exceptions=True)
+            await board.close()
+    finally:
+        await app.shutdown()
+
+
+async def _wait_forever() -> None:
+    await asyncio.Event().wait()
+
+
 def _report_intake(task: asyncio.Task[None]) -> None:
+    if not task.cancelled() and isinstance(task.exception(), AdapterUnavailable):
+        return  # said in one line by the command that started it
     if not task.cancelled() and task.exception() is not None:
         log.critical("telegram intake stopped", exc_info=task.exception())

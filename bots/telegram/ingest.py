@@ -20,6 +20,7 @@ from telegram.error import Conflict, InvalidToken, NetworkError, RetryAfter, Tel
 from telegram.ext import Application
 from telegram.warnings import PTBDeprecationWarning
 
+from bots.adapters import AdapterUnavailable
 from bots.chat.inbox import Inbox
 from core.failpoints import Failpoints
 from core.storage import ChatStore
@@ -108,8 +109,15 @@ class Poller:
             except RetryAfter as exc:
                 await asyncio.sleep(retry_seconds(exc))
                 continue
-            except (NetworkError, Conflict, TelegramError) as exc:
-                # Conflict: another process polls this token; keep trying, loudly.
+            except Conflict as exc:
+                # Telegram hands updates to one poller per token: another process has them.
+                raise AdapterUnavailable(
+                    "Another process is already polling this Telegram bot token"
+                    " (409 Conflict from getUpdates).",
+                    "Run exactly one polling ingress per token, or set telegram.webhook_url"
+                    " to run any number of ingress processes behind webhooks.",
+                ) from exc
+            except (NetworkError, TelegramError) as exc:
                 log.warning("getUpdates failed (%s); retrying in %.0f s", exc, backoff)
                 await asyncio.sleep(backoff)
                 backoff = min(30.0, backoff * 2)

@@ -2,7 +2,8 @@
 
 ``open_storage(settings)`` opens the configured engine and returns a ``Storage`` bundle:
 ``storage.jobs`` (``JobStore``), ``storage.accounts`` (``AccountStore``) and
-``storage.chats`` (``ChatStore``). Plain data goes in and out (``core.storage.types``);
+``storage.chats`` (``ChatStore``), with ``storage.wakeups`` (``Wakeups``) to tell idle
+workers that work may be claimable. Plain data goes in and out (``core.storage.types``);
 no connection, cursor or SQL crosses a protocol.
 """
 
@@ -15,11 +16,14 @@ from typing import TYPE_CHECKING, Self
 from core.storage.accounts import AccountStore
 from core.storage.chats import ChatStore
 from core.storage.jobs import JobStore
+from core.storage.wakeups import LocalWakeups, Wakeups
 
 if TYPE_CHECKING:
     from config.settings import Settings
 
-__all__ = ["AccountStore", "ChatStore", "JobStore", "Storage", "open_storage"]
+__all__ = [
+    "AccountStore", "ChatStore", "JobStore", "LocalWakeups", "Storage", "Wakeups", "open_storage",
+]  # fmt: skip
 
 
 class Storage:
@@ -32,10 +36,13 @@ class Storage:
         accounts: AccountStore,
         chats: ChatStore,
         close: Callable[[], Awaitable[None]],
+        wakeups: Wakeups | None = None,
     ) -> None:
         self.jobs = jobs
         self.accounts = accounts
         self.chats = chats
+        # In-process unless the engine carries wake-ups between processes.
+        self.wakeups: Wakeups = wakeups if wakeups is not None else LocalWakeups()
         self._close = close
 
     async def close(self) -> None:

@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from core.models import JobState
+from core.models import JobState, Lease
 
 # Columns a transition may set besides the state.
 SETTABLE = frozenset(
@@ -32,12 +32,16 @@ class Before:
     request_id: str
     charged: int  # credits still to pay back if it fails (0 once refunded)
     charge_period: str | None
+    lease: Lease | None = None  # the worker holding it
 
     @classmethod
     def from_row(cls, row: tuple[Any, ...]) -> Before:
         """Return the state of a job from a ``BEFORE_CHANGE`` row."""
-        job_id, state, account_id, request_id, charged, period = row
-        return cls(job_id, JobState(state), int(account_id), request_id, int(charged), period)
+        job_id, state, account_id, request_id, charged, period, owner, token = row
+        lease = None if owner is None else Lease(owner, int(token))
+        return cls(
+            job_id, JobState(state), int(account_id), request_id, int(charged), period, lease
+        )
 
 
 def refunds(before: JobState, after: JobState) -> bool:

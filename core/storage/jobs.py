@@ -5,9 +5,9 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from typing import Any, Protocol
 
-from core.models import DeliveryAddress, Job, JobState, UserRef
+from core.models import DeliveryAddress, Job, JobState, Lease, UserRef
 from core.quotas import AdmissionPolicy
-from core.storage.types import Admitted, Claimed, JobChange, NewTake, Precheck
+from core.storage.types import Admitted, Claimed, JobChange, Moved, NewTake, Precheck
 
 
 class JobStore(Protocol):
@@ -111,7 +111,10 @@ class JobStore(Protocol):
         lease_seconds: float,
         deadline_seconds: float,
     ) -> list[Claimed]:
-        """Move up to ``limit`` waiting jobs to SUBMITTING under a lease, in fair order."""
+        """Move up to ``limit`` waiting jobs to SUBMITTING under a lease, in fair order.
+
+        Each claim raises the job's ``lease_token``; the claimed jobs carry their lease.
+        """
         ...
 
     async def claim_next(
@@ -131,15 +134,25 @@ class JobStore(Protocol):
         to: JobState,
         *,
         expect: Iterable[JobState] | None = None,
+        lease: Lease | None = None,
         **fields: Any,
-    ) -> bool:
-        """Move a job to a state, setting extra fields; False if it was not in ``expect``."""
+    ) -> Moved:
+        """Move a job to a state, setting extra fields, and say what happened.
+
+        ``SKIPPED`` if it was not in ``expect``; with ``lease``, ``LOST`` (and nothing
+        changed) unless the job's ``lease_owner`` and ``lease_token`` still match it, checked
+        in the same UPDATE that makes the change.
+        """
         ...
 
     async def claim_group(
         self, request_id: str, owner: str, *, lease_seconds: float
     ) -> list[Job] | None:
-        """Claim delivering a request's finished takes as one group; None if not now."""
+        """Claim delivering a request's finished takes as one group; None if not now.
+
+        The takes are returned as they stand after the claim, under the claimer's leases
+        (a take taken over from another owner gets a new ``lease_token``).
+        """
         ...
 
     async def release_group(self, request_id: str) -> None:
@@ -159,7 +172,10 @@ class JobStore(Protocol):
     async def adopt_stale(
         self, owner: str, *, platforms: Sequence[str], lease_seconds: float
     ) -> list[Job]:
-        """Take over active jobs whose lease expired (their worker died) and return them."""
+        """Take over active jobs whose lease expired (their worker died) and return them.
+
+        Each takeover raises the job's ``lease_token``, so the old holder's changes fail.
+        """
         ...
 
     async def expire_lease(self, job_id: str) -> None:

@@ -60,6 +60,17 @@ class Precheck:
     total_queued: int
 
 
+class Moved(StrEnum):
+    """What a state change did: only ``MOVED`` is true."""
+
+    MOVED = "moved"
+    SKIPPED = "skipped"  # the job was not in a state the caller expected
+    LOST = "lost"  # the caller's lease is gone (another worker took the job over)
+
+    def __bool__(self) -> bool:
+        return self is Moved.MOVED
+
+
 class ChangeKind(StrEnum):
     """What wrote a job event."""
 

@@ -17,6 +17,7 @@ from core.storage.postgres.accounts import PostgresAccounts
 from core.storage.postgres.chats import PostgresChats
 from core.storage.postgres.database import Database
 from core.storage.postgres.jobs import PostgresJobs
+from core.storage.postgres.wakeups import PostgresWakeups
 
 
 async def open_postgres(
@@ -24,9 +25,21 @@ async def open_postgres(
 ) -> Storage:
     """Open (migrating if needed) the PostgreSQL store at ``url``."""
     db = await Database.open(url, max_size=max_size)
+    wakeups = PostgresWakeups(db, url)
+    try:
+        await wakeups.start()
+    except BaseException:
+        await db.close()
+        raise
+
+    async def close() -> None:
+        await wakeups.aclose()
+        await db.close()
+
     return Storage(
         jobs=PostgresJobs(db, clock=clock),
         accounts=PostgresAccounts(db),
         chats=PostgresChats(db, clock=clock),
-        close=db.close,
+        close=close,
+        wakeups=wakeups,
     )

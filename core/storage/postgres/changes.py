@@ -12,12 +12,13 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-from core.models import IN_FLIGHT_STATES, JobState
+from core.models import IN_FLIGHT_STATES, JobState, Lease
 from core.storage.changes import SETTABLE, Before, refunds
 from core.storage.postgres.connection import Conn
+from core.storage.postgres.database import changed
 from core.storage.postgres.queries import jobs as sql
 from core.storage.postgres.schema import MIGRATION_LOCK
-from core.storage.types import ChangeKind
+from core.storage.types import ChangeKind, Moved
 
 __all__ = ["EVENTS_LOCK", "SETTABLE", "cancel_waiting", "record", "settle", "transition"]
 
@@ -72,24 +73,37 @@ async def transition(
     expect: Iterable[JobState] | None,
     fields: Mapping[str, Any],
     now: float,
-) -> bool:
-    """Move one job to a state, setting ``fields``; False if it was not in ``expect``."""
+    lease: Lease | None = None,
+) -> Moved:
+    """Move one job to a state, setting ``fields``, unless ``lease`` is no longer held.
+
+    ``LOST`` when the job's lease is not ``lease`` any more (another worker took it over),
+    ``SKIPPED`` when it was not in ``expect``; either way nothing changes. The row is locked
+    by ``BEFORE_CHANGE``, and the UPDATE checks the lease again all the same.
+    """
     row = await conn.fetchrow(sql.BEFORE_CHANGE, job_id)
     if row is None:
-        return False
+        return Moved.SKIPPED
     job = Before.from_row(tuple(row))
+    if lease is not None and job.lease != lease:
+        return Moved.LOST
     if expect is not None and job.state not in set(expect):
-        return False
+        return Moved.SKIPPED
     values = dict(fields)
     if to.is_terminal:
         values.setdefault("finished_at", now)
     # Names from SETTABLE only (checked by the caller); values are parameters.
     assignments = "".join(f", {name} = ${index}" for index, name in enumerate(values, 4))
-    await conn.execute(
-        sql.CHANGE_STATE.format(assignments=assignments), to.value, now, job_id, *values.values()
-    )
+    params = (to.value, now, job_id, *values.values())
+    if lease is None:
+        await conn.execute(sql.CHANGE_STATE.format(assignments=assignments), *params)
+    else:
+        numbers = {"owner": len(params) + 1, "token": len(params) + 2}
+        query = sql.CHANGE_LEASED.format(assignments=assignments, **numbers)
+        if not changed(await conn.execute(query, *params, lease.owner, lease.token)):
+            return Moved.LOST
     await settle(conn, job, to, now, error_key=values.get("error_key"))
-    return True
+    return Moved.MOVED
 
 
 async def cancel_waiting(conn: Conn, account_id: int, key: str, now: float) -> list[str]:

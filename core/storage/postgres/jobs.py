@@ -14,7 +14,7 @@ from functools import partial
 from typing import Any
 
 from core.errors import RequestRejected
-from core.models import DeliveryAddress, Job, JobState, UserRef
+from core.models import DeliveryAddress, Job, JobState, Lease, UserRef
 from core.quotas import AdmissionPolicy
 from core.storage.changes import Before
 from core.storage.postgres import admission, changes
@@ -22,7 +22,16 @@ from core.storage.postgres.connection import Conn
 from core.storage.postgres.database import Database, changed
 from core.storage.postgres.queries import jobs as sql
 from core.storage.postgres.rows import change_from_record, job_from_record
-from core.storage.types import Admitted, ChangeKind, Claimed, JobChange, NewTake, Precheck, new_id
+from core.storage.types import (
+    Admitted,
+    ChangeKind,
+    Claimed,
+    JobChange,
+    Moved,
+    NewTake,
+    Precheck,
+    new_id,
+)
 
 
 class PostgresJobs:
@@ -233,9 +242,12 @@ class PostgresJobs:
         to: JobState,
         *,
         expect: Iterable[JobState] | None = None,
+        lease: Lease | None = None,
         **fields: Any,
-    ) -> bool:
-        """Move a job to a state, setting extra columns; False if it was not in ``expect``.
+    ) -> Moved:
+        """Move a job to a state, setting extra columns, and say what happened.
+
+        ``SKIPPED`` if it was not in ``expect``, ``LOST`` if ``lease`` is not held any more.
 
         Its counters, a refund (into FAILED or CANCELED) and its event are written in the
         same transaction (``core.storage.postgres.changes``).
@@ -246,7 +258,7 @@ class PostgresJobs:
         allowed = None if expect is None else frozenset(expect)
         move = partial(
             changes.transition, job_id=job_id, to=to, expect=allowed, fields=fields,
-            now=self._clock(),
+            now=self._clock(), lease=lease,
         )  # fmt: skip
         return await self._db.run(move)
 
@@ -274,7 +286,9 @@ class PostgresJobs:
             if not changed(await conn.execute(sql.GROUP_WIN, owner, request_id, now)):
                 return None
             await conn.execute(sql.GROUP_LEASES, owner, now + lease_seconds, request_id)
-            return jobs
+            # As they stand after the claim: under the claimer's leases.
+            rows = await conn.fetch(sql.JOBS_FOR_REQUEST, request_id)
+            return [job_from_record(row) for row in rows]
 
         return await self._db.run(claim)
 

@@ -12,7 +12,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from core.storage import Storage
+from core.storage import LocalWakeups, Storage
 from core.storage.sqlite.accounts import SqliteAccounts
 from core.storage.sqlite.chats import SqliteChats
 from core.storage.sqlite.database import Database
@@ -31,4 +31,5 @@ def sqlite_storage(db: Database, *, clock: Callable[[], float] = time.time) -> S
         accounts=SqliteAccounts(db),
         chats=SqliteChats(db, clock=clock),
         close=db.close,
+        wakeups=LocalWakeups(),  # other processes on the file find work at their heartbeat
     )

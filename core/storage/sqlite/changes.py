@@ -13,10 +13,10 @@ import sqlite3
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-from core.models import IN_FLIGHT_STATES, JobState
+from core.models import IN_FLIGHT_STATES, JobState, Lease
 from core.storage.changes import SETTABLE, Before, refunds
 from core.storage.sqlite.queries import jobs as sql
-from core.storage.types import ChangeKind
+from core.storage.types import ChangeKind, Moved
 
 __all__ = ["SETTABLE", "Before", "cancel_waiting", "record", "refunds", "settle", "transition"]
 
@@ -64,26 +64,36 @@ def transition(
     expect: Iterable[JobState] | None,
     fields: Mapping[str, Any],
     now: float,
-) -> bool:
-    """Move one job to a state, setting ``fields``; False if it was not in ``expect``."""
+    lease: Lease | None = None,
+) -> Moved:
+    """Move one job to a state, setting ``fields``, unless ``lease`` is no longer held.
+
+    ``LOST`` when the job's lease is not ``lease`` any more (another worker took it over),
+    ``SKIPPED`` when it was not in ``expect``; either way nothing changes.
+    """
     row = db.execute(sql.BEFORE_CHANGE, (job_id,)).fetchone()
     if row is None:
-        return False
+        return Moved.SKIPPED
     job = Before.from_row(row)
+    if lease is not None and job.lease != lease:
+        return Moved.LOST
     if expect is not None and job.state not in set(expect):
-        return False
+        return Moved.SKIPPED
     values = dict(fields)
     if to.is_terminal:
         values.setdefault("finished_at", now)
     if "error_params" in values:
         values["error_params"] = json.dumps(values["error_params"], ensure_ascii=False)
     assignments = "".join(f", {name} = ?" for name in values)
-    db.execute(
-        sql.CHANGE_STATE.format(assignments=assignments),
-        (to.value, now, *values.values(), job_id),
-    )
+    params = (to.value, now, *values.values(), job_id)
+    if lease is None:
+        db.execute(sql.CHANGE_STATE.format(assignments=assignments), params)
+    elif not db.execute(
+        sql.CHANGE_LEASED.format(assignments=assignments), (*params, lease.owner, lease.token)
+    ).rowcount:
+        return Moved.LOST  # (the write lock makes this unreachable here; PostgreSQL may not)
     settle(db, job, to, now, error_key=values.get("error_key"))
-    return True
+    return Moved.MOVED
 
 
 def cancel_waiting(db: sqlite3.Connection, account_id: int, key: str, now: float) -> list[str]:

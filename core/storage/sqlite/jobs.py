@@ -14,14 +14,23 @@ from functools import partial
 from typing import Any
 
 from core.errors import RequestRejected
-from core.models import DeliveryAddress, Job, JobState, UserRef
+from core.models import DeliveryAddress, Job, JobState, Lease, UserRef
 from core.quotas import AdmissionPolicy
 from core.storage.sqlite import admission, changes
 from core.storage.sqlite.database import Database
 from core.storage.sqlite.queries import jobs as sql
 from core.storage.sqlite.queries import marks
 from core.storage.sqlite.rows import change_from_row, job_from_row
-from core.storage.types import Admitted, ChangeKind, Claimed, JobChange, NewTake, Precheck, new_id
+from core.storage.types import (
+    Admitted,
+    ChangeKind,
+    Claimed,
+    JobChange,
+    Moved,
+    NewTake,
+    Precheck,
+    new_id,
+)
 
 
 class SqliteJobs:
@@ -239,10 +248,12 @@ class SqliteJobs:
         to: JobState,
         *,
         expect: Iterable[JobState] | None = None,
+        lease: Lease | None = None,
         **fields: Any,
-    ) -> bool:
-        """Move a job to a state, setting extra columns; False if it was not in ``expect``.
+    ) -> Moved:
+        """Move a job to a state, setting extra columns, and say what happened.
 
+        ``SKIPPED`` if it was not in ``expect``, ``LOST`` if ``lease`` is not held any more.
         Its counters, a refund (into FAILED or CANCELED) and its event are written in the
         same transaction (``core.storage.sqlite.changes``).
         """
@@ -252,7 +263,7 @@ class SqliteJobs:
         allowed = None if expect is None else frozenset(expect)
         move = partial(
             changes.transition, job_id=job_id, to=to, expect=allowed, fields=fields,
-            now=self._clock(),
+            now=self._clock(), lease=lease,
         )  # fmt: skip
         return await self._db.write(move)
 
@@ -277,7 +288,7 @@ class SqliteJobs:
             if not db.execute(sql.GROUP_WIN, (owner, request_id, now)).rowcount:
                 return None
             db.execute(sql.GROUP_LEASES, (owner, now + lease_seconds, request_id))
-            return jobs
+            return [job_from_row(row) for row in db.execute(sql.JOBS_FOR_REQUEST, (request_id,))]
 
         return await self._db.write(claim)
 

@@ -301,4 +301,10 @@ MIGRATIONS: tuple[str, ...] = (
     ALTER TABLE jobs ADD COLUMN backend TEXT;
     ALTER TABLE jobs ADD COLUMN retake_reason TEXT;
     """,
+    # Fencing for leases across processes: every claim or takeover raises the token, and a
+    # worker's state change names the token it holds, so a worker whose lease expired and
+    # was taken over changes nothing (core/storage/sqlite/changes.py).
+    """
+    ALTER TABLE jobs ADD COLUMN lease_token INTEGER NOT NULL DEFAULT 0;
+    """,
 )

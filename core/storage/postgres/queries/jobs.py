@@ -20,7 +20,7 @@ JOB_ROW = (
     "seconds", "seed", "voice", "attempts", "handle", "created_at", "updated_at",
     "started_at", "finished_at", "error_key", "error_params", "error_detail", "result_path",
     "resubmitted", "not_before", "deadline_at", "delivery_unconfirmed", "backend",
-    "retake_reason",
+    "retake_reason", "lease_owner", "lease_token",
 )  # fmt: skip
 JOB_COLUMNS = ", ".join(f"j.{name}" for name in JOB_ROW) + ", r.address"
 _JOB_FROM = "FROM jobs j JOIN requests r ON r.id = j.request_id"
@@ -241,8 +241,12 @@ WHERE id = $2 AND (group_owner IS NULL OR NOT EXISTS (
       AND lease_owner = requests.group_owner AND lease_expires >= $3))
 """
 
+# A take taken over from another owner gets a new fencing token; the claimer's own keep
+# theirs (its other tasks still hold them).
 GROUP_LEASES = f"""
-UPDATE jobs SET lease_owner = $1, lease_expires = $2 WHERE request_id = $3 AND state = {DELIVERING}
+UPDATE jobs SET lease_token = lease_token + (lease_owner IS DISTINCT FROM $1)::int,
+                lease_owner = $1, lease_expires = $2
+WHERE request_id = $3 AND state = {DELIVERING}
 """
 
 RELEASE_GROUP = "UPDATE requests SET group_owner = NULL WHERE id = $1"
@@ -264,18 +268,23 @@ RELEASE_LEASES = f"UPDATE jobs SET lease_expires = 0 WHERE lease_owner = $1 AND 
 
 # What a state change needs to know of the job before it, under the row's lock.
 BEFORE_CHANGE = """
-SELECT id, state, account_id, request_id, charged, charge_period FROM jobs WHERE id = $1
+SELECT id, state, account_id, request_id, charged, charge_period, lease_owner, lease_token
+FROM jobs WHERE id = $1
 FOR NO KEY UPDATE
 """
 
 ACCOUNT_WAITING = f"""
-SELECT id, state, account_id, request_id, charged, charge_period FROM jobs
+SELECT id, state, account_id, request_id, charged, charge_period, lease_owner, lease_token
+FROM jobs
 WHERE account_id = $1 AND state = {QUEUED} ORDER BY seq
 FOR NO KEY UPDATE
 """
 
 # The assignments are column names from a fixed list (core.storage.postgres.changes).
 CHANGE_STATE = "UPDATE jobs SET state = $1, updated_at = $2{assignments} WHERE id = $3"
+# A worker's change names the lease it holds: compare-and-set, no change without it. The
+# lease comes after the assignments' parameters ({owner} and {token} are their numbers).
+CHANGE_LEASED = CHANGE_STATE + " AND lease_owner = ${owner} AND lease_token = ${token}"
 
 COUNT_ACCOUNT = """
 UPDATE accounts SET queued = queued + $1, in_flight = in_flight + $2 WHERE id = $3

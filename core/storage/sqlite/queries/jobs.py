@@ -21,7 +21,7 @@ JOB_ROW = (
     "seconds", "seed", "voice", "attempts", "handle", "created_at", "updated_at",
     "started_at", "finished_at", "error_key", "error_params", "error_detail", "result_path",
     "resubmitted", "not_before", "deadline_at", "delivery_unconfirmed", "backend",
-    "retake_reason",
+    "retake_reason", "lease_owner", "lease_token",
 )  # fmt: skip
 JOB_COLUMNS = ", ".join(f"j.{name}" for name in JOB_ROW) + ", r.address"
 _JOB_FROM = "FROM jobs j JOIN requests r ON r.id = j.request_id"
@@ -149,7 +149,8 @@ ORDER BY a.ticket, a.id LIMIT 1
 """
 
 CLAIM_JOB = """
-UPDATE jobs SET state = ?, lease_owner = ?, lease_expires = ?, attempts = attempts + 1,
+UPDATE jobs SET state = ?, lease_owner = ?, lease_expires = ?, lease_token = lease_token + 1,
+                attempts = attempts + 1,
                 started_at = coalesce(started_at, ?), deadline_at = coalesce(deadline_at, ?),
                 updated_at = ?
 WHERE id = ?
@@ -163,7 +164,7 @@ UPDATE accounts SET turn_used = turn_used + 1 WHERE id = ? RETURNING turn_used, 
 NEW_TURN = "UPDATE accounts SET ticket = ?, turn_used = 0 WHERE id = ?"
 
 ADOPT_STALE = f"""
-UPDATE jobs SET lease_owner = ?, lease_expires = ?, updated_at = ?
+UPDATE jobs SET lease_owner = ?, lease_expires = ?, lease_token = lease_token + 1, updated_at = ?
 WHERE state IN {ACTIVE} AND lease_expires < ? AND platform IN ({{marks}})
 RETURNING id, request_id, state
 """
@@ -175,8 +176,12 @@ WHERE id = ? AND (group_owner IS NULL OR NOT EXISTS (
       AND lease_owner = requests.group_owner AND lease_expires >= ?))
 """
 
+# A take taken over from another owner gets a new fencing token; the claimer's own keep
+# theirs (its other tasks still hold them).
 GROUP_LEASES = f"""
-UPDATE jobs SET lease_owner = ?, lease_expires = ? WHERE request_id = ? AND state = {DELIVERING}
+UPDATE jobs SET lease_token = lease_token + (lease_owner IS NOT ?1), lease_owner = ?1,
+                lease_expires = ?2
+WHERE request_id = ?3 AND state = {DELIVERING}
 """
 
 RELEASE_GROUP = "UPDATE requests SET group_owner = NULL WHERE id = ?"
@@ -202,16 +207,20 @@ UPDATE jobs SET lease_expires = 0 WHERE lease_owner = ? AND state NOT IN {NOT_LE
 
 # What a state change needs to know of the job before it: the counters and the refund.
 BEFORE_CHANGE = """
-SELECT id, state, account_id, request_id, charged, charge_period FROM jobs WHERE id = ?
+SELECT id, state, account_id, request_id, charged, charge_period, lease_owner, lease_token
+FROM jobs WHERE id = ?
 """
 
 ACCOUNT_WAITING = f"""
-SELECT id, state, account_id, request_id, charged, charge_period FROM jobs
+SELECT id, state, account_id, request_id, charged, charge_period, lease_owner, lease_token
+FROM jobs
 WHERE account_id = ? AND state = {QUEUED} ORDER BY seq
 """
 
-# The assignments are column names from a fixed list (core.storage.sqlite.changes).
+# The assignments are column names from a fixed list (core.storage.sqlite.changes). A
+# worker's change names the lease it holds: compare-and-set, no change without it.
 CHANGE_STATE = "UPDATE jobs SET state = ?, updated_at = ?{assignments} WHERE id = ?"
+CHANGE_LEASED = CHANGE_STATE + " AND lease_owner = ? AND lease_token = ?"
 
 COUNT_ACCOUNT = "UPDATE accounts SET queued = queued + ?, in_flight = in_flight + ? WHERE id = ?"
 
