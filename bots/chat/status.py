@@ -172,6 +172,11 @@ class StatusBoard:
         asyncio.get_running_loop().call_later(lane.next_at - now, self._forget_lane, chat_id, lane)
         if at > now:
             await asyncio.sleep(at - now)
+        woke = self._clock()
+        if woke > at and lane.next_at == at + lane.interval:
+            # A late wake-up (a busy event loop) must not shorten the gap to the next one.
+            lane.next_at = woke + lane.interval
+            at = woke
         return at
 
     def _mark(self, status: _Status) -> None:
