@@ -1,9 +1,9 @@
 """Storage behind small protocols by domain; each engine implements them in a subpackage.
 
 ``open_storage(settings)`` opens the configured engine and returns a ``Storage`` bundle:
-``storage.jobs`` (``JobStore``), ``storage.accounts`` (``AccountStore``) and
-``storage.chats`` (``ChatStore``). Plain data goes in and out (``core.storage.types``);
-no connection, cursor or SQL crosses a protocol.
+``storage.jobs`` (``JobStore``), ``storage.accounts`` (``AccountStore``),
+``storage.chats`` (``ChatStore``) and ``storage.characters`` (``CharacterStore``). Plain
+data goes in and out (``core.storage.types``); no connection, cursor or SQL crosses a protocol.
 """
 
 from __future__ import annotations
@@ -13,13 +13,14 @@ from types import TracebackType
 from typing import TYPE_CHECKING, Self
 
 from core.storage.accounts import AccountStore
+from core.storage.characters import CharacterStore
 from core.storage.chats import ChatStore
 from core.storage.jobs import JobStore
 
 if TYPE_CHECKING:
     from config.settings import Settings
 
-__all__ = ["AccountStore", "ChatStore", "JobStore", "Storage", "open_storage"]
+__all__ = ["AccountStore", "CharacterStore", "ChatStore", "JobStore", "Storage", "open_storage"]
 
 
 class Storage:
@@ -31,11 +32,13 @@ class Storage:
         jobs: JobStore,
         accounts: AccountStore,
         chats: ChatStore,
+        characters: CharacterStore,
         close: Callable[[], Awaitable[None]],
     ) -> None:
         self.jobs = jobs
         self.accounts = accounts
         self.chats = chats
+        self.characters = characters
         self._close = close
 
     async def close(self) -> None:
