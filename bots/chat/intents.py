@@ -41,6 +41,7 @@ class Command:
 
     name: str
     args: str = ""
+    photo: PhotoRef | None = None  # /character save: the photo it carries or replies to
 
 
 @dataclass(frozen=True)
