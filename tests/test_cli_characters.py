@@ -7,6 +7,7 @@ from pathlib import Path
 from core.media import probe_video
 from tests.conftest import db_rows
 from tests.test_cli import actorbot
+from tests.test_preview import decoded_audio
 
 
 def test_save_list_cast_and_delete_a_character(tmp_path: Path, portrait: bytes) -> None:
@@ -46,3 +47,26 @@ def test_generate_without_photo_or_character_says_what_to_give(tmp_path: Path) -
     result = actorbot(tmp_path, "generate", "She says: 'Hello.'")
     assert result.returncode == 2
     assert "give a PHOTO" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_on_the_preview_renderer_a_character_sounds_the_same_in_every_take(
+    tmp_path: Path, portrait: bytes
+) -> None:
+    photo = tmp_path / "photo.jpg"
+    photo.write_bytes(portrait)
+    # Two characters from the same photo, neither given a voice: each keeps one of its own.
+    for name in ("Ann", "Bea"):
+        assert actorbot(tmp_path, "character", "save", name, str(photo)).returncode == 0
+    line = "She says: 'We meet again, at last.' --5s"
+    for output, cast in (("ann1.mp4", "@Ann"), ("ann2.mp4", "@ann"), ("bea.mp4", "@Bea")):
+        made = actorbot(tmp_path, "generate", f"{cast} {line}", "-o", output)
+        assert made.returncode == 0, made.stderr
+    store = tmp_path / "data" / "actorbot.sqlite3"
+    [(first,), (second,), _] = db_rows(store, "SELECT seed FROM jobs ORDER BY seq")
+    assert first != second  # different takes (random seeds), yet the same voice:
+    ann1, rate = decoded_audio(tmp_path / "ann1.mp4")
+    ann2, _ = decoded_audio(tmp_path / "ann2.mp4")
+    bea, _ = decoded_audio(tmp_path / "bea.mp4")
+    assert rate > 0 and max(abs(sample) for sample in ann1) > 0.05  # speech, not silence
+    assert ann1 == ann2
+    assert ann1 != bea
