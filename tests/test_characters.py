@@ -13,7 +13,7 @@ from core.errors import RequestRejected
 from core.models import DeliveryAddress, UserRef, VideoRequest
 from core.prompts import take_seeds
 from core.storage.sqlite import open_sqlite
-from tests.conftest import photo_jpeg
+from tests.conftest import make_settings, photo_jpeg
 from tests.test_quotas import QuotaService, db_rows, service
 
 OWNER = UserRef("test", "owner")
@@ -146,3 +146,25 @@ async def test_a_bad_name_is_refused(tmp_path: Path, name: str) -> None:
     async with service(tmp_path) as svc:
         with pytest.raises(RequestRejected, match=r"character\.bad_name"):
             await svc.characters.save(OWNER, name, photo_jpeg())
+
+
+def test_the_readme_table_of_what_stays_stable_matches_the_presets(tmp_path: Path) -> None:
+    presets = make_settings(tmp_path).presets
+    section = (Path(__file__).parents[1] / "README.md").read_text().split("## Characters")[1]
+    rows = {
+        cells[0].split("`")[1]: cells
+        for line in section.split("\n## ")[0].splitlines()
+        if line.startswith("| `")
+        for cells in [[cell.strip() for cell in line.strip("|").split("|")]]
+    }
+    assert set(rows) == {*presets, "preview"}
+    for name, preset in presets.items():
+        _, photo, seed, voice = rows[name]
+        keeps_seed = "seed" in preset.keeps or bool(preset.seed_field)
+        if "voice_id" in preset.keeps or preset.voice_field:
+            kept_voice = "voice id"
+        else:
+            kept_voice = "reference audio" if "reference_audio" in preset.keeps else "no"
+        assert (photo, seed.startswith("yes"), voice.split(" (")[0]) == (
+            "yes", keeps_seed, kept_voice,
+        ), name  # fmt: skip
