@@ -1,4 +1,4 @@
-"""The ``actorbot`` command: generate a video locally, run the bots, resume, doctor."""
+"""The ``actorbot`` command: generate a video locally, characters, run the bots, resume, doctor."""
 
 from __future__ import annotations
 
@@ -23,9 +23,12 @@ from bots.adapters import secrets as adapter_secrets
 from bots.logs import configure_logging
 from bots.runtime import Runtime, open_runtime
 from config.settings import ConfigError, Settings, load_settings
+from core.characters import Characters
 from core.errors import ActorbotError, DeliveryError, UserError
 from core.i18n import normalize_locale, render, result_notes
 from core.models import DeliveryAddress, EventKind, Job, JobEvent, UserRef, VideoRequest
+from core.prompts import character_names
+from core.storage import open_storage
 
 log = logging.getLogger(__name__)
 
@@ -67,6 +70,10 @@ def _locale(settings: Settings) -> str:
     return normalize_locale(os.environ.get("LANG") if settings.locale == "en" else settings.locale)
 
 
+def _user(locale: str) -> UserRef:
+    return UserRef("cli", os.environ.get("USER", "local"), locale=locale)
+
+
 async def _generate(
     settings: Settings, args: argparse.Namespace, image: bytes, console: Console
 ) -> int:
@@ -75,7 +82,7 @@ async def _generate(
     files = FileNotifier()
     async with open_runtime(settings, {"cli": files}) as runtime:
         request = VideoRequest(
-            user=UserRef("cli", os.environ.get("USER", "local"), locale=locale),
+            user=_user(locale),
             image=image,
             line=args.line,
             address=DeliveryAddress("cli", "local", extra={"output": str(output)}),
@@ -84,6 +91,7 @@ async def _generate(
             takes=args.takes,
             seed=args.seed,
             voice=args.voice,
+            character=args.character,
         )
         try:
             admission = await runtime.service.submit(request)
@@ -153,6 +161,53 @@ async def _follow(
                 progress.update(row, description=f"{label}: [red]{escape(message)}[/]")
                 results[job.id] = False
     return results
+
+
+async def _character(settings: Settings, args: argparse.Namespace, console: Console) -> int:
+    """Save, list, voice or delete the local user's characters."""
+    from rich.table import Table
+
+    locale = _locale(settings)
+    user = _user(locale)
+    async with await open_storage(settings) as storage:
+        characters = Characters(
+            storage.characters, storage.accounts, settings.characters, settings.images
+        )
+        try:
+            if args.action == "save":
+                saved = await characters.save(
+                    user, args.name, args.photo_bytes, voice=args.voice, seed=args.seed,
+                    description=args.description,
+                )  # fmt: skip
+                console.print(escape(render("character.saved", locale, name=saved.name)))
+            elif args.action == "voice":
+                await characters.set_voice(user, args.name, args.voice)
+                name = args.name.removeprefix("@")
+                console.print(
+                    escape(render("character.voice_set", locale, name=name, voice=args.voice))
+                )
+            elif args.action == "delete":
+                await characters.delete(user, args.name)
+                name = args.name.removeprefix("@")
+                console.print(escape(render("character.deleted", locale, name=name)))
+            else:
+                saved_ones = await characters.list(user)
+                if not saved_ones:
+                    console.print(escape(render("character.list_empty", locale)))
+                    return EXIT_OK
+                table = Table(title=f"Characters ({len(saved_ones)}/{characters.limit})")
+                for column in ("name", "voice", "seed", "description"):
+                    table.add_column(column)
+                for one in saved_ones:
+                    seed = "" if one.seed is None else str(one.seed)
+                    table.add_row(
+                        escape(one.name), escape(one.voice or "—"), seed, escape(one.description)
+                    )
+                console.print(table)
+        except UserError as exc:
+            console.print(f"[red]error:[/] {escape(render(exc.key, locale, **exc.params))}")
+            return EXIT_FAILED
+    return EXIT_OK
 
 
 async def _resume(settings: Settings, console: Console) -> int:
@@ -232,15 +287,23 @@ def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="actorbot", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
     gen = sub.add_parser("generate", help="turn a photo and a line into a video, locally")
-    gen.add_argument("photo", help="JPEG, PNG, WebP, AVIF or HEIC image of the character")
     gen.add_argument(
-        "line", help="e.g. The girl smiles and says: \"You didn't think I'd give up?\""
+        "photo",
+        nargs="?",
+        help="JPEG, PNG, WebP, AVIF or HEIC image of the character (none with a character)",
     )
+    gen.add_argument(
+        "line",
+        help="e.g. The girl smiles and says: \"You didn't think I'd give up?\""
+        " (@NAME casts a saved character)",
+    )
+    gen.add_argument("--character", help="a saved character to cast: its photo, voice and seed")
     gen.add_argument("-o", "--output", default="out.mp4", help="where to write the video")
     gen.add_argument("--takes", type=int, help="how many takes to render (1-5)")
     gen.add_argument("--duration", type=int, choices=(5, 10), help="clip length in seconds")
     gen.add_argument("--seed", type=int, help="seed for repeatable takes")
     gen.add_argument("--voice", help="voice name; the same name always sounds the same")
+    _character_parser(sub.add_parser("character", help="save, list or delete characters"))
     run = sub.add_parser("run", help="run the configured chat bots and the worker")
     run.add_argument(
         "--role",
@@ -253,6 +316,30 @@ def _parser() -> argparse.ArgumentParser:
     sub.add_parser("doctor", help="check config, fonts, speech, codecs and the store")
     sub.add_parser("presets", help="list the model presets: lengths, price, voice")
     return parser
+
+
+def _character_parser(parser: argparse.ArgumentParser) -> None:
+    actions = parser.add_subparsers(dest="action", required=True)
+    save = actions.add_parser("save", help="save a photo as a character (again: a new photo)")
+    save.add_argument("name", help="cast it with @NAME in a line or --character NAME")
+    save.add_argument("photo", help="JPEG, PNG, WebP, AVIF or HEIC image of the character")
+    save.add_argument("--voice", help="voice name; the same name always sounds the same")
+    save.add_argument("--seed", type=int, help="seed its takes start from")
+    save.add_argument("--description", default="", help="a short note on who this is")
+    actions.add_parser("list", help="list your characters")
+    voice = actions.add_parser("voice", help="give a character a voice")
+    voice.add_argument("name")
+    voice.add_argument("voice")
+    delete = actions.add_parser("delete", help="delete a character and its photo")
+    delete.add_argument("name")
+
+
+def _read(path: str, console: Console) -> bytes | None:
+    try:
+        return Path(path).read_bytes()
+    except OSError as exc:
+        console.print(f"[red]error:[/] cannot read {escape(f'{path}: {exc.strerror}')}")
+        return None
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -269,14 +356,24 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     try:
         if args.command == "generate":
-            try:
-                image = Path(args.photo).read_bytes()
-            except OSError as exc:
+            if args.photo is None and args.character is None and not character_names(args.line):
                 console.print(
-                    f"[red]error:[/] cannot read {escape(f'{args.photo}: {exc.strerror}')}"
+                    "[red]error:[/] give a PHOTO, or cast a saved character with"
+                    " --character NAME or @NAME in the line"
                 )
+                return EXIT_USAGE
+            # A cast character brings its own (prepared) photo.
+            image = b"" if args.photo is None else _read(args.photo, console)
+            if image is None:
                 return EXIT_FAILED
             return asyncio.run(_generate(settings, args, image, console))
+        if args.command == "character":
+            args.photo_bytes = b""
+            if args.action == "save":
+                args.photo_bytes = _read(args.photo, console)
+                if args.photo_bytes is None:
+                    return EXIT_FAILED
+            return asyncio.run(_character(settings, args, console))
         if args.command == "resume":
             return asyncio.run(_resume(settings, console))
         if args.command == "run":

@@ -73,6 +73,7 @@ async def open_runtime(
                     failpoints=failpoints,
                     quotas=settings.quotas,
                     run_backend=backend.name,
+                    characters=settings.characters,
                 )
                 worker = Worker(
                     store=storage.jobs,

@@ -104,6 +104,14 @@ class PromptSettings(BaseModel):
     max_takes: int = Field(5, ge=1, le=10)
 
 
+class CharacterSettings(BaseModel):
+    """Saved characters: how many an account may keep."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    max_per_account: int = Field(20, ge=1)
+
+
 class WorkerSettings(BaseModel):
     """Leases, retries and deadlines of the job worker."""
 
@@ -403,6 +411,7 @@ class Settings(BaseSettings):
     store: StoreSettings = StoreSettings()
     images: ImageSettings = ImageSettings()
     prompts: PromptSettings = PromptSettings()
+    characters: CharacterSettings = CharacterSettings()
     worker: WorkerSettings = WorkerSettings()
     retention: RetentionSettings = RetentionSettings()
     preview: PreviewSettings = PreviewSettings()

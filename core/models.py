@@ -97,6 +97,7 @@ class VideoRequest:
     takes: int | None = None
     seed: int | None = None
     voice: str | None = None
+    character: str | None = None  # a saved character's name; then ``image`` may be empty
 
 
 @dataclass(frozen=True)

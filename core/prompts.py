@@ -43,6 +43,10 @@ Rules, in the order they apply:
   else 10 s. Speech beyond long_clip_max_seconds is refused (an explicit 10 s too), and
   so is an explicit 5 s clip with speech beyond half that: the model silently cuts long
   endings off.
+- Characters: ``@Name`` outside quotes casts a saved character (``characters``, in
+  order, each once); the mention leaves the prompt. A name is a word of any script with
+  inner hyphens, ended by a space or punctuation (``@然霞 笑着说`` / ``@然霞：'…'``); an
+  ``@`` after a letter or digit (an e-mail address) is no mention.
 - Seeds: 0..MAX_SEED, checked here on the value that wins (flag, keyword, any adapter);
   the takes of one request use consecutive seeds that wrap around (``take_seeds``).
 """
@@ -51,7 +55,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
 from config.settings import PromptSettings
@@ -116,6 +120,7 @@ _FLAG = re.compile(r"(?<![A-Za-z0-9_\-—–])(?P<dash>--|[—–]{1,2})(?P<name
 _DURATION = re.compile(r"([0-9]+)s")
 _NUMBER_ARG = re.compile(r"(?:=|\s+)([+-]?[0-9]+)(?!\w)")
 _NAME_ARG = re.compile(r"(?:=|\s+)(\w+(?:[.-]\w+)*)")
+_MENTION = re.compile(r"(?<![\w@])@(?P<name>\w+(?:-\w+)*)")
 
 
 @dataclass(frozen=True)
@@ -131,6 +136,7 @@ class ParsedLine:
     takes: int  # 1..settings.max_takes, default 1
     seed: int | None
     voice: str | None
+    characters: tuple[str, ...] = ()  # names cast with @Name, in order, each once
 
 
 class SpeechEstimate(NamedTuple):
@@ -172,6 +178,7 @@ class _Flags:
     takes: int | None = None
     seed: int | None = None
     voice: str | None = None
+    characters: list[str] = field(default_factory=list)
 
 
 def parse_line(
@@ -252,6 +259,7 @@ def parse_line(
         takes=takes,
         seed=seed,
         voice=voice if voice is not None else flags.voice,
+        characters=tuple(flags.characters),
     )
 
 
@@ -356,7 +364,24 @@ def _find_closer(text: str, start: int, closer: str) -> int | None:
     return None
 
 
+def character_names(text: str) -> list[str]:
+    """Return the characters a line casts with ``@Name`` outside quotes, in order, each once."""
+    flags = _Flags()
+    for segment in _split_quotes(text.strip()):
+        if not segment.quoted:
+            _strip_mentions(segment.text, flags)
+    return flags.characters
+
+
+def _strip_mentions(segment: str, flags: _Flags) -> str:
+    for match in _MENTION.finditer(segment):
+        if match["name"].casefold() not in {name.casefold() for name in flags.characters}:
+            flags.characters.append(match["name"])
+    return _MENTION.sub("", segment)
+
+
 def _strip_flags(segment: str, flags: _Flags, settings: PromptSettings) -> str:
+    segment = _strip_mentions(segment, flags)
     kept: list[str] = []
     pos = 0
     while (match := _FLAG.search(segment, pos)) is not None:

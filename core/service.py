@@ -2,23 +2,25 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import random
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from config.settings import ImageSettings, PromptSettings, QuotaSettings
+from config.settings import CharacterSettings, ImageSettings, PromptSettings, QuotaSettings
 from core.accounts import Accounts
+from core.characters import Characters, voice_of
 from core.errors import RequestRejected
 from core.failpoints import Failpoints
 from core.images import prepare_image_async
-from core.models import EventKind, Job, JobEvent, JobState, UserRef, VideoRequest
+from core.models import Account, EventKind, Job, JobEvent, JobState, UserRef, VideoRequest
 from core.notify import NotifierRouter
 from core.prompts import ParsedLine, parse_line, take_seeds
 from core.quotas import Quotas
 from core.storage import Storage
-from core.storage.types import NewTake
+from core.storage.types import Character, NewTake
 
 # Used for ETAs until the store has finished jobs to measure.
 DEFAULT_RUN_SECONDS = 60.0
@@ -30,6 +32,7 @@ class Checked:
 
     source_key: str
     parsed: ParsedLine
+    character: Character | None = None  # cast by @Name: its image, voice and seed are used
 
 
 @dataclass(frozen=True)
@@ -42,6 +45,13 @@ class Admission:
     position: int | None  # 1-based place of the first take in the queue
     eta_seconds: float | None
     credits_left: int | None = None  # None when the request cost nothing
+
+
+def _with_character(parsed: ParsedLine, character: Character) -> ParsedLine:
+    """Return the line with the character's voice and seed where the user set none."""
+    voice = parsed.voice or voice_of(character)
+    seed = parsed.seed if parsed.seed is not None else character.seed
+    return dataclasses.replace(parsed, voice=voice, seed=seed)
 
 
 class Service:
@@ -65,6 +75,7 @@ class Service:
         quotas: QuotaSettings | None = None,
         clock: Callable[[], float] = time.time,
         run_backend: str | None = None,
+        characters: CharacterSettings | None = None,
     ) -> None:
         self._store = storage.jobs
         self._notifier = notifier
@@ -84,6 +95,10 @@ class Service:
         self.accounts = Accounts(
             storage.accounts, storage.jobs, self.quotas, notifier=notifier, clock=clock
         )
+        self.characters = Characters(
+            storage.characters, storage.accounts, characters or CharacterSettings(), images,
+            clock=clock,
+        )  # fmt: skip
 
     def set_wake(self, wake: Callable[[], None]) -> None:
         """Connect the worker's wake-up (it notifies the store's), called after every admission."""
@@ -99,12 +114,16 @@ class Service:
         takes: int | None = None,
         seed: int | None = None,
         voice: str | None = None,
+        character: str | None = None,
+        chat_id: str | None = None,
     ) -> Checked:
         """Run the cheap checks of a request before its image is fetched; raise UserError.
 
-        Flood, access, duplicate, line, caps and credits as last seen: an adapter calls this
-        before it acknowledges anything, so a refused request costs one answer at most (and
-        none after the flood warning: ``UserError.silent``). Pass the result to ``submit``.
+        Flood, access, duplicate, line, the character it casts, caps and credits as last
+        seen: an adapter calls this before it acknowledges anything, so a refused request
+        costs one answer at most (and none after the flood warning: ``UserError.silent``).
+        A character (``@Name`` in the line, or ``character``) is the user's own or one
+        shared in ``chat_id``. Pass the result to ``submit``.
         """
         self.quotas.check_flood(user)
         policy = self.quotas.policy(user, self._clock())
@@ -115,6 +134,7 @@ class Service:
         parsed = parse_line(
             line, self._prompts, seconds=seconds, takes=takes, seed=seed, voice=voice
         )
+        cast = await self._cast(seen.account, user, chat_id, parsed, character)
         limits = policy.limits(seen.account.role if seen.account else "user")
         queued = seen.account.queued if seen.account else 0
         policy.check_caps(
@@ -123,7 +143,27 @@ class Service:
         cost = parsed.takes * policy.cost(parsed.seconds)
         if cost:
             policy.check_credits(limits.credits if seen.credits is None else seen.credits, cost)
-        return Checked(source_key, parsed)
+        return Checked(source_key, parsed, cast)
+
+    async def _cast(
+        self,
+        account: Account | None,
+        user: UserRef,
+        chat_id: str | None,
+        parsed: ParsedLine,
+        character: str | None,
+    ) -> Character | None:
+        """Return the character a request casts, or refuse one this model cannot perform."""
+        names = list(parsed.characters)
+        if character is not None and character.casefold() not in map(str.casefold, names):
+            names.insert(0, character.removeprefix("@"))
+        if not names:
+            return None
+        if len(names) > 1:
+            # No preset declares two-person scenes yet: refuse before anything is spent.
+            raise RequestRejected("character.two_person", names=", ".join(names))
+        account_id = None if account is None else account.id
+        return await self.characters.resolve(account_id, user.platform, chat_id, names[0])
 
     async def submit(self, request: VideoRequest, checked: Checked | None = None) -> Admission:
         """Validate a request, store it with its takes, and return its place in the queue.
@@ -141,6 +181,16 @@ class Service:
                 takes=request.takes,
                 seed=request.seed,
                 voice=request.voice,
+                character=request.character,
+                chat_id=request.address.chat_id,
+            )
+        if checked.character is not None:
+            # The character's image was prepared when it was saved; a photo sent along
+            # is not used (a remembered photo must not replace the cast).
+            saved = await self.characters.image(checked.character)
+            parsed = _with_character(checked.parsed, checked.character)
+            return await self.admit_prepared(
+                request, parsed, saved.jpeg, (saved.width, saved.height)
             )
         image = await prepare_image_async(request.image, self._images)
         return await self.admit_prepared(

@@ -1,4 +1,4 @@
-"""Commands: /start, /help, /cancel, /lang, /history, /quota, /link, /access, admin ones."""
+"""Commands: /start, /help, /cancel, /lang, /history, /quota, /link, /access, /character."""
 
 from __future__ import annotations
 
@@ -7,23 +7,24 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from core.errors import RequestRejected
+from core.errors import RequestRejected, UserError
 from core.i18n import DEFAULT_LOCALE, render
 from core.models import UserRef
 from core.quotas import time_left
 from core.service import Service
 from core.storage import ChatStore, JobStore
+from core.storage.types import Character
 
 from .access import AccessDesk, Applicant, applicant_of
 from .intents import Command, Said
-from .platform import Platform, Video
+from .platform import Platform, PlatformError, Video
 from .replies import ReplyOnce
 from .texts import stats_summary
 
 log = logging.getLogger(__name__)
 
 # The command menu, in order; each has a description key chat.cmd.<name>.
-MENU = ("gen", "help", "quota", "cancel", "history", "lang", "link", "start")
+MENU = ("gen", "character", "help", "quota", "cancel", "history", "lang", "link", "start")
 # Commands that only make sense beside another chat platform.
 NEEDS_PEERS = frozenset({"link"})
 
@@ -77,6 +78,9 @@ class Commands:
             handler = None  # nothing to reach: as unknown as any other bot's command
         if handler is None:
             return  # unknown commands are not ours to answer (other bots share groups)
+        if command.name == "character":
+            await self._character(said, command, locale, reply)
+            return
         await handler(said, command.args, locale, reply)
 
     def _applicant(self, said: Said, locale: str) -> Applicant:
@@ -174,6 +178,62 @@ class Commands:
             await reply.send(render(exc.key, locale, **exc.params))
             return
         await reply.send(render("access.link_code", locale, code=code.code, minutes=code.minutes))
+
+    async def _c_character(self, said: Said, args: str, locale: str, reply: ReplyOnce) -> None:
+        await self._character(said, Command("character", args), locale, reply)
+
+    async def _character(self, said: Said, command: Command, locale: str, reply: ReplyOnce) -> None:
+        """Save, list, voice, share or delete the user's characters."""
+        words = command.args.split(maxsplit=2)
+        action = words[0].lower() if words else ""
+        user = said.person.ref(locale)
+        characters = self._service.characters
+        usage = render("character.usage", locale)
+        try:
+            if action == "list":
+                await reply.send(self._character_list(await characters.list(user), locale))
+            elif action == "save" and len(words) >= 2:
+                if command.photo is None:
+                    await reply.send(render("character.need_photo", locale, name=words[1]))
+                    return
+                try:
+                    photo = await self._platform.download(command.photo)
+                except PlatformError as exc:
+                    log.warning("could not fetch the character photo: %s", exc)
+                    await reply.send(render("chat.fetch_failed", locale))
+                    return
+                description = words[2] if len(words) > 2 else ""
+                saved = await characters.save(user, words[1], photo, description=description)
+                await reply.send(render("character.saved", locale, name=saved.name))
+            elif action == "voice" and len(words) == 3:
+                await characters.set_voice(user, words[1], words[2])
+                name = words[1].removeprefix("@")
+                await reply.send(render("character.voice_set", locale, name=name, voice=words[2]))
+            elif action == "delete" and len(words) == 2:
+                await characters.delete(user, words[1])
+                name = words[1].removeprefix("@")
+                await reply.send(render("character.deleted", locale, name=name))
+            elif action == "share" and len(words) == 2:
+                await characters.share(user, words[1], said.origin.place.chat_id)
+                name = words[1].removeprefix("@")
+                await reply.send(render("character.shared", locale, name=name))
+            else:
+                await reply.send(usage)
+        except UserError as exc:
+            await reply.send(render(exc.key, locale, **exc.params))
+
+    def _character_list(self, characters: list[Character], locale: str) -> str:
+        if not characters:
+            return render("character.list_empty", locale)
+        limit = self._service.characters.limit
+        lines = [render("character.list_header", locale, count=len(characters), limit=limit)]
+        for character in characters:
+            seed = "" if character.seed is None else f" · seed {character.seed}"
+            about = f" · {character.description}" if character.description else ""
+            voice = character.voice or "—"
+            item = {"name": character.name, "voice": voice, "seed": seed, "description": about}
+            lines.append(render("character.list_item", locale, **item))
+        return "\n".join(lines)
 
     async def _c_grant(self, said: Said, args: str, locale: str, reply: ReplyOnce) -> None:
         await self._admin(said, "grant", args, locale, reply)

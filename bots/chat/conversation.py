@@ -18,6 +18,7 @@ from typing import Any
 from core.errors import ImageRejected, UserError
 from core.i18n import render
 from core.models import DeliveryAddress, UserRef, VideoRequest
+from core.prompts import character_names
 from core.service import Admission, Checked, Service
 from core.storage import ChatStore, JobStore
 from core.storage.types import RememberedPhoto
@@ -132,7 +133,8 @@ class Conversation:
                     name, chat, user_id,
                     file_ref=intent.photo.file_id, message_id=str(intent.photo.message_id),
                 )  # fmt: skip
-            else:
+            elif intent.line is None or not character_names(intent.line):
+                # A line that casts a saved character brings its own image.
                 remembered = await self._chatstate.last_photo(
                     name, chat, user_id, self._options.photo_memory_seconds
                 )
@@ -146,7 +148,7 @@ class Conversation:
             # The cheap checks come before any answer: a refused request costs its refusal
             # alone, and nothing at all once the user was warned about a flood.
             try:
-                checked = await self._service.check(user, intent.line, key)
+                checked = await self._service.check(user, intent.line, key, chat_id=chat)
             except UserError as exc:
                 text = await self.refusal(exc, locale, applicant)
                 if text is not None:
@@ -200,7 +202,8 @@ class Conversation:
         """Fetch the image, submit the checked request and show its place in the queue."""
         try:
             async with self._heavy:
-                jpeg = await image()
+                # A cast character's image is stored: no photo to fetch.
+                jpeg = b"" if checked.character is not None else await image()
                 request = VideoRequest(
                     user=user, image=jpeg, line=line, address=address, source_key=key, **options
                 )

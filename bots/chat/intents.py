@@ -42,6 +42,7 @@ class Command:
 
     name: str
     args: str = ""
+    photo: PhotoRef | None = None  # /character save: the photo it carries or replies to
 
 
 @dataclass(frozen=True)

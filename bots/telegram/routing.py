@@ -96,6 +96,9 @@ def route(
     command = parse_command(text, me.username)
     if command is not None:
         name, args = command
+        if name == "character":
+            # /character save NAME as a caption, or as a reply to a photo.
+            return Command(name, args, photo or photo_of(message.reply_to_message))
         if name != "gen":
             return Command(name, args)
         # /gen LINE as a reply to someone's photo uses that photo.

@@ -1,10 +1,10 @@
 """Storage behind small protocols by domain; each engine implements them in a subpackage.
 
 ``open_storage(settings)`` opens the configured engine and returns a ``Storage`` bundle:
-``storage.jobs`` (``JobStore``), ``storage.accounts`` (``AccountStore``) and
-``storage.chats`` (``ChatStore``), with ``storage.wakeups`` (``Wakeups``) to tell idle
-workers that work may be claimable. Plain data goes in and out (``core.storage.types``);
-no connection, cursor or SQL crosses a protocol.
+``storage.jobs`` (``JobStore``), ``storage.accounts`` (``AccountStore``),
+``storage.chats`` (``ChatStore``) and ``storage.characters`` (``CharacterStore``), with
+``storage.wakeups`` (``Wakeups``) to tell idle workers that work may be claimable. Plain
+data goes in and out (``core.storage.types``); no connection, cursor or SQL crosses a protocol.
 """
 
 from __future__ import annotations
@@ -14,6 +14,7 @@ from types import TracebackType
 from typing import TYPE_CHECKING, Self
 
 from core.storage.accounts import AccountStore
+from core.storage.characters import CharacterStore
 from core.storage.chats import ChatStore
 from core.storage.jobs import JobStore
 from core.storage.wakeups import LocalWakeups, Wakeups
@@ -22,7 +23,8 @@ if TYPE_CHECKING:
     from config.settings import Settings
 
 __all__ = [
-    "AccountStore", "ChatStore", "JobStore", "LocalWakeups", "Storage", "Wakeups", "open_storage",
+    "AccountStore", "CharacterStore", "ChatStore", "JobStore", "LocalWakeups", "Storage",
+    "Wakeups", "open_storage",
 ]  # fmt: skip
 
 
@@ -35,6 +37,7 @@ class Storage:
         jobs: JobStore,
         accounts: AccountStore,
         chats: ChatStore,
+        characters: CharacterStore,
         close: Callable[[], Awaitable[None]],
         wakeups: Wakeups | None = None,
     ) -> None:
@@ -43,6 +46,7 @@ class Storage:
         self.chats = chats
         # In-process unless the engine carries wake-ups between processes.
         self.wakeups: Wakeups = wakeups if wakeups is not None else LocalWakeups()
+        self.characters = characters
         self._close = close
 
     async def close(self) -> None:

@@ -138,3 +138,32 @@ class Delivered:
     file_ref: str
     caption: str
     created_at: float
+
+
+# --- characters ---------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Character:
+    """A saved cast member of an account: its prepared image, voice, seed and shares."""
+
+    id: int
+    account_id: int
+    name: str  # as the owner wrote it; names are unique per account, case-insensitively
+    image_sha256: str  # the prepared 16:9 JPEG, stored once per content
+    width: int
+    height: int
+    voice: str | None
+    seed: int | None
+    description: str
+    shared_in: tuple[tuple[str, str], ...]  # (platform, chat id) whose members may cast it
+    created_at: float
+
+
+@dataclass(frozen=True)
+class CharacterImage:
+    """A character's prepared image, as stored."""
+
+    jpeg: bytes
+    width: int
+    height: int

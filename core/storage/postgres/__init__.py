@@ -14,6 +14,7 @@ from collections.abc import Callable
 
 from core.storage import Storage
 from core.storage.postgres.accounts import PostgresAccounts
+from core.storage.postgres.characters import PostgresCharacters
 from core.storage.postgres.chats import PostgresChats
 from core.storage.postgres.database import Database
 from core.storage.postgres.jobs import PostgresJobs
@@ -40,6 +41,7 @@ async def open_postgres(
         jobs=PostgresJobs(db, clock=clock),
         accounts=PostgresAccounts(db),
         chats=PostgresChats(db, clock=clock),
+        characters=PostgresCharacters(db),
         close=close,
         wakeups=wakeups,
     )

@@ -14,6 +14,7 @@ from pathlib import Path
 
 from core.storage import LocalWakeups, Storage
 from core.storage.sqlite.accounts import SqliteAccounts
+from core.storage.sqlite.characters import SqliteCharacters
 from core.storage.sqlite.chats import SqliteChats
 from core.storage.sqlite.database import Database
 from core.storage.sqlite.jobs import SqliteJobs
@@ -30,6 +31,7 @@ def sqlite_storage(db: Database, *, clock: Callable[[], float] = time.time) -> S
         jobs=SqliteJobs(db, clock=clock),
         accounts=SqliteAccounts(db),
         chats=SqliteChats(db, clock=clock),
+        characters=SqliteCharacters(db),
         close=db.close,
         wakeups=LocalWakeups(),  # other processes on the file find work at their heartbeat
     )

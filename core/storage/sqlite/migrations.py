@@ -307,4 +307,35 @@ MIGRATIONS: tuple[str, ...] = (
     """
     ALTER TABLE jobs ADD COLUMN lease_token INTEGER NOT NULL DEFAULT 0;
     """,
+    # Characters (core/storage/sqlite/characters.py): an account's saved cast. The prepared
+    # image is stored once per content (sha256) and deleted with its last character.
+    """
+    CREATE TABLE character_images (
+        sha256 TEXT PRIMARY KEY,
+        jpeg BLOB NOT NULL,
+        width INTEGER NOT NULL,
+        height INTEGER NOT NULL
+    );
+    CREATE TABLE characters (
+        id INTEGER PRIMARY KEY,
+        account_id INTEGER NOT NULL REFERENCES accounts(id),
+        name TEXT NOT NULL,
+        name_key TEXT NOT NULL,
+        image_sha256 TEXT NOT NULL REFERENCES character_images(sha256),
+        voice TEXT,
+        seed INTEGER,
+        description TEXT NOT NULL DEFAULT '',
+        created_at REAL NOT NULL,
+        UNIQUE (account_id, name_key)
+    );
+    CREATE INDEX characters_by_image ON characters (image_sha256);
+    CREATE TABLE character_shares (
+        character_id INTEGER NOT NULL REFERENCES characters(id) ON DELETE CASCADE,
+        platform TEXT NOT NULL,
+        chat_id TEXT NOT NULL,
+        created_at REAL NOT NULL,
+        PRIMARY KEY (character_id, platform, chat_id)
+    );
+    CREATE INDEX character_shares_by_chat ON character_shares (platform, chat_id);
+    """,
 )

@@ -1,0 +1,70 @@
+"""The characters protocol: an account's saved cast, cast by name in a line.
+
+A character's image is stored once per content (keyed by its sha256): two characters
+saved from the same photo share it, and deleting the last one that uses it deletes it.
+Names are unique per account regardless of case (``name_key`` is the casefolded name).
+"""
+
+from __future__ import annotations
+
+from typing import Protocol
+
+from core.storage.types import Character, CharacterImage
+
+
+def name_key(name: str) -> str:
+    """Return the form a character's name is looked up by: case-insensitive."""
+    return name.casefold()
+
+
+class CharacterStore(Protocol):
+    """Characters of accounts, their images, and the chats they are shared in."""
+
+    async def save_character(
+        self,
+        account_id: int,
+        name: str,
+        image: CharacterImage,
+        *,
+        voice: str | None,
+        seed: int | None,
+        description: str,
+        limit: int,
+        now: float,
+    ) -> Character | None:
+        """Save (or replace the image of) a character; None when the account has ``limit``.
+
+        Saving an existing name replaces its image and keeps its voice, seed and
+        description unless new ones are given, and its shares.
+        """
+        ...
+
+    async def characters(self, account_id: int) -> list[Character]:
+        """Return an account's characters, by name."""
+        ...
+
+    async def character(self, account_id: int, name: str) -> Character | None:
+        """Return an account's character by name (any case), or None."""
+        ...
+
+    async def shared_character(self, platform: str, chat_id: str, name: str) -> Character | None:
+        """Return the character of that name shared in a chat (the earliest shared), or None."""
+        ...
+
+    async def character_image(self, image_sha256: str) -> CharacterImage | None:
+        """Return a stored character image by its sha256."""
+        ...
+
+    async def set_character_voice(self, account_id: int, name: str, voice: str | None) -> bool:
+        """Set a character's voice; False when the account has no such character."""
+        ...
+
+    async def share_character(
+        self, account_id: int, name: str, platform: str, chat_id: str, now: float
+    ) -> bool:
+        """Let the members of a chat cast a character; False when there is no such character."""
+        ...
+
+    async def delete_character(self, account_id: int, name: str) -> bool:
+        """Delete a character, its shares and its image when no other character uses it."""
+        ...

@@ -1,0 +1,71 @@
+"""Named queries on characters, their images and their shares."""
+
+from __future__ import annotations
+
+_COLUMNS = """
+c.id, c.account_id, c.name, c.image_sha256, i.width, i.height, c.voice, c.seed,
+c.description, c.created_at
+"""
+
+_FROM = "FROM characters c JOIN character_images i ON i.sha256 = c.image_sha256"
+
+# The account's row lock serialises saves of one account: the limit holds across processes.
+LOCK_ACCOUNT = "SELECT 1 FROM accounts WHERE id = $1 FOR UPDATE"
+
+COUNT = "SELECT count(*) FROM characters WHERE account_id = $1"
+
+# DO UPDATE (not NOTHING) locks the row: a concurrent delete of an unused image waits.
+SAVE_IMAGE = """
+INSERT INTO character_images (sha256, jpeg, width, height) VALUES ($1, $2, $3, $4)
+ON CONFLICT (sha256) DO UPDATE SET width = excluded.width
+"""
+
+FIND = "SELECT id, image_sha256 FROM characters WHERE account_id = $1 AND name_key = $2"
+
+INSERT = """
+INSERT INTO characters (account_id, name, name_key, image_sha256, voice, seed, description,
+                        created_at)
+VALUES ($1, $2, $3, $4, $5, $6, $7, $8)
+"""
+
+REPLACE = """
+UPDATE characters SET name = $1, image_sha256 = $2, voice = coalesce($3, voice),
+    seed = coalesce($4, seed),
+    description = CASE WHEN $5::text = '' THEN description ELSE $5::text END
+WHERE id = $6
+"""
+
+# An image no character uses any more goes with its last character.
+DROP_UNUSED_IMAGE = """
+DELETE FROM character_images
+WHERE sha256 = $1 AND NOT EXISTS (SELECT 1 FROM characters WHERE image_sha256 = $1)
+"""
+
+OF_ACCOUNT = f"SELECT {_COLUMNS} {_FROM} WHERE c.account_id = $1 ORDER BY c.name_key"
+
+BY_NAME = f"SELECT {_COLUMNS} {_FROM} WHERE c.account_id = $1 AND c.name_key = $2"
+
+SHARED = f"""
+SELECT {_COLUMNS} {_FROM} JOIN character_shares s ON s.character_id = c.id
+WHERE s.platform = $1 AND s.chat_id = $2 AND c.name_key = $3
+ORDER BY s.created_at, c.id LIMIT 1
+"""
+
+SHARES = """
+SELECT platform, chat_id FROM character_shares WHERE character_id = $1
+ORDER BY created_at, platform, chat_id
+"""
+
+IMAGE = "SELECT jpeg, width, height FROM character_images WHERE sha256 = $1"
+
+SET_VOICE = "UPDATE characters SET voice = $1 WHERE account_id = $2 AND name_key = $3"
+
+SHARE = """
+INSERT INTO character_shares (character_id, platform, chat_id, created_at)
+VALUES ($1, $2, $3, $4)
+ON CONFLICT DO NOTHING
+"""
+
+DROP_SHARES = "DELETE FROM character_shares WHERE character_id = $1"
+
+DELETE = "DELETE FROM characters WHERE id = $1"

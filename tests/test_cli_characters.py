@@ -1,0 +1,72 @@
+"""``actorbot character`` and ``actorbot generate --character``: a real subprocess, real files."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from core.media import probe_video
+from tests.conftest import db_rows
+from tests.test_cli import actorbot
+from tests.test_preview import decoded_audio
+
+
+def test_save_list_cast_and_delete_a_character(tmp_path: Path, portrait: bytes) -> None:
+    photo = tmp_path / "ranxia.jpg"
+    photo.write_bytes(portrait)
+    saved = actorbot(
+        tmp_path, "character", "save", "Ranxia", str(photo), "--voice", "alto", "--seed", "7",
+        "--description", "the lead",
+    )  # fmt: skip
+    assert saved.returncode == 0, saved.stderr
+    assert "Saved Ranxia." in saved.stderr
+    listed = actorbot(tmp_path, "character", "list")
+    assert listed.returncode == 0, listed.stderr
+    assert all(word in listed.stderr for word in ("Ranxia", "alto", "7", "the lead", "1/20"))
+
+    # No photo: the character's is used, with its voice and seed.
+    made = actorbot(
+        tmp_path, "generate", "--character", "ranxia", "She says: 'Hello.' --5s", "-o", "a.mp4"
+    )
+    assert made.returncode == 0, made.stderr
+    assert probe_video(tmp_path / "a.mp4").has_audio
+    store = tmp_path / "data" / "actorbot.sqlite3"
+    assert db_rows(store, "SELECT voice, seed FROM jobs") == [("alto", 7)]
+
+    refused = actorbot(tmp_path, "generate", "@Nobody says: 'Hi.'")
+    assert refused.returncode == 1
+    assert "There is no character called Nobody" in refused.stderr
+
+    deleted = actorbot(tmp_path, "character", "delete", "RANXIA")
+    assert deleted.returncode == 0 and "Deleted RANXIA" in deleted.stderr
+    assert db_rows(store, "SELECT count(*) FROM character_images") == [(0,)]
+    again = actorbot(tmp_path, "character", "delete", "Ranxia")
+    assert again.returncode == 1 and "no character called Ranxia" in again.stderr
+
+
+def test_generate_without_photo_or_character_says_what_to_give(tmp_path: Path) -> None:
+    result = actorbot(tmp_path, "generate", "She says: 'Hello.'")
+    assert result.returncode == 2
+    assert "give a PHOTO" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_on_the_preview_renderer_a_character_sounds_the_same_in_every_take(
+    tmp_path: Path, portrait: bytes
+) -> None:
+    photo = tmp_path / "photo.jpg"
+    photo.write_bytes(portrait)
+    # Two characters from the same photo, neither given a voice: each keeps one of its own.
+    for name in ("Ann", "Bea"):
+        assert actorbot(tmp_path, "character", "save", name, str(photo)).returncode == 0
+    line = "She says: 'We meet again, at last.' --5s"
+    for output, cast in (("ann1.mp4", "@Ann"), ("ann2.mp4", "@ann"), ("bea.mp4", "@Bea")):
+        made = actorbot(tmp_path, "generate", f"{cast} {line}", "-o", output)
+        assert made.returncode == 0, made.stderr
+    store = tmp_path / "data" / "actorbot.sqlite3"
+    [(first,), (second,), _] = db_rows(store, "SELECT seed FROM jobs ORDER BY seq")
+    assert first != second  # different takes (random seeds), yet the same voice:
+    ann1, rate = decoded_audio(tmp_path / "ann1.mp4")
+    ann2, _ = decoded_audio(tmp_path / "ann2.mp4")
+    bea, _ = decoded_audio(tmp_path / "bea.mp4")
+    assert rate > 0 and max(abs(sample) for sample in ann1) > 0.05  # speech, not silence
+    assert ann1 == ann2
+    assert ann1 != bea

@@ -1,0 +1,132 @@
+"""The characters contract: every engine saves, lists, shares and deletes them alike."""
+
+from __future__ import annotations
+
+from core.models import UserRef
+from core.storage import Storage
+from core.storage.types import CharacterImage
+from tests.conftest import Engine
+
+IMAGE = CharacterImage(b"jpeg one", 1280, 720)
+OTHER = CharacterImage(b"jpeg two", 1280, 720)
+
+
+async def _account(storage: Storage, user: str) -> int:
+    return await storage.accounts.ensure_account(UserRef("test", user), 1.0)
+
+
+async def test_save_list_get_by_name_in_any_case_and_set_voice(engine: Engine) -> None:
+    storage = await engine.open()
+    try:
+        owner = await _account(storage, "u1")
+        saved = await storage.characters.save_character(
+            owner, "Ranxia", IMAGE, voice="alto", seed=7, description="the lead", limit=20,
+            now=2.0,
+        )  # fmt: skip
+        assert saved is not None
+        assert (saved.name, saved.voice, saved.seed, saved.description) == (
+            "Ranxia", "alto", 7, "the lead",
+        )  # fmt: skip
+        await storage.characters.save_character(
+            owner, "Bo", OTHER, voice=None, seed=None, description="", limit=20, now=3.0
+        )
+        assert [c.name for c in await storage.characters.characters(owner)] == ["Bo", "Ranxia"]
+        found = await storage.characters.character(owner, "RANXIA")
+        assert found is not None and found.id == saved.id
+        image = await storage.characters.character_image(found.image_sha256)
+        assert image == IMAGE
+        assert await storage.characters.set_character_voice(owner, "ranxia", "tenor")
+        assert not await storage.characters.set_character_voice(owner, "nobody", "tenor")
+        again = await storage.characters.character(owner, "Ranxia")
+        assert again is not None and again.voice == "tenor"
+        # Another account has its own namespace.
+        other = await _account(storage, "u2")
+        assert await storage.characters.character(other, "Ranxia") is None
+    finally:
+        await storage.close()
+
+
+async def test_saving_a_name_again_replaces_its_image_and_keeps_its_voice(engine: Engine) -> None:
+    storage = await engine.open()
+    try:
+        owner = await _account(storage, "u1")
+        first = await storage.characters.save_character(
+            owner, "Ranxia", IMAGE, voice="alto", seed=7, description="", limit=1, now=2.0
+        )
+        assert first is not None
+        # The limit counts characters, not saves: replacing one at the limit works.
+        second = await storage.characters.save_character(
+            owner, "ranxia", OTHER, voice=None, seed=None, description="", limit=1, now=3.0
+        )
+        assert second is not None and second.id == first.id
+        assert (second.voice, second.seed) == ("alto", 7)
+        assert second.image_sha256 != first.image_sha256
+        # The image no character uses any more is gone.
+        assert await storage.characters.character_image(first.image_sha256) is None
+    finally:
+        await storage.close()
+
+
+async def test_an_image_is_stored_once_and_deleted_with_its_last_character(
+    engine: Engine,
+) -> None:
+    storage = await engine.open()
+    try:
+        owner = await _account(storage, "u1")
+        for name in ("A", "B"):
+            await storage.characters.save_character(
+                owner, name, IMAGE, voice=None, seed=None, description="", limit=20, now=2.0
+            )
+        assert await engine.rows("SELECT count(*) FROM character_images") == [(1,)]
+        assert await storage.characters.delete_character(owner, "a")
+        assert await engine.rows("SELECT count(*) FROM character_images") == [(1,)]
+        assert await storage.characters.delete_character(owner, "B")
+        assert await engine.rows("SELECT count(*) FROM character_images") == [(0,)]
+        assert not await storage.characters.delete_character(owner, "B")
+        assert await storage.characters.characters(owner) == []
+    finally:
+        await storage.close()
+
+
+async def test_a_shared_character_resolves_in_that_chat_only_until_deleted(
+    engine: Engine,
+) -> None:
+    storage = await engine.open()
+    try:
+        owner = await _account(storage, "u1")
+        await storage.characters.save_character(
+            owner, "Ranxia", IMAGE, voice="alto", seed=None, description="", limit=20, now=2.0
+        )
+        assert not await storage.characters.share_character(owner, "nobody", "test", "g1", 3.0)
+        assert await storage.characters.share_character(owner, "ranxia", "test", "g1", 3.0)
+        assert await storage.characters.share_character(owner, "Ranxia", "test", "g1", 4.0)
+        shared = await storage.characters.shared_character("test", "g1", "RANXIA")
+        assert shared is not None and shared.account_id == owner
+        assert shared.shared_in == (("test", "g1"),)
+        assert await storage.characters.shared_character("test", "g2", "Ranxia") is None
+        assert await storage.characters.shared_character("other", "g1", "Ranxia") is None
+        assert await storage.characters.delete_character(owner, "Ranxia")
+        assert await storage.characters.shared_character("test", "g1", "Ranxia") is None
+        assert await engine.rows("SELECT count(*) FROM character_shares") == [(0,)]
+    finally:
+        await storage.close()
+
+
+async def test_the_per_account_limit_refuses_one_more(engine: Engine) -> None:
+    storage = await engine.open()
+    try:
+        owner = await _account(storage, "u1")
+        for index in range(3):
+            saved = await storage.characters.save_character(
+                owner, f"c{index}", IMAGE, voice=None, seed=None, description="", limit=3,
+                now=2.0,
+            )  # fmt: skip
+            assert saved is not None
+        refused = await storage.characters.save_character(
+            owner, "c3", OTHER, voice=None, seed=None, description="", limit=3, now=2.0
+        )
+        assert refused is None
+        assert len(await storage.characters.characters(owner)) == 3
+        assert await engine.rows("SELECT count(*) FROM character_images") == [(1,)]
+    finally:
+        await storage.close()
