@@ -31,6 +31,16 @@ CHANNEL_ID = 700000000000000004
 BOT_TOKEN = "MTIzNDU2Nzg5.loopback.bot-token-value"
 
 
+def api_base(url: str) -> str:
+    """Return discord.py's ``Route.BASE`` for a loopback server at ``url``."""
+    return f"{url}/api/v10"
+
+
+def gateway_url(url: str) -> yarl.URL:
+    """Return discord.py's ``DiscordWebSocket.DEFAULT_GATEWAY`` for a loopback server."""
+    return yarl.URL(url).with_scheme("ws") / "gw" / ""
+
+
 @dataclass(frozen=True)
 class User:
     """A Discord user of the loopback server."""
@@ -117,11 +127,9 @@ class DiscordServer:
 
     def patch(self, monkeypatch: pytest.MonkeyPatch) -> None:
         """Point discord.py's REST and gateway at this server."""
-        monkeypatch.setattr(discord.http.Route, "BASE", f"{self.url}/api/v10")
+        monkeypatch.setattr(discord.http.Route, "BASE", api_base(self.url))
         monkeypatch.setattr(
-            discord.gateway.DiscordWebSocket,
-            "DEFAULT_GATEWAY",
-            yarl.URL(f"ws://127.0.0.1:{self.port}/gw/"),
+            discord.gateway.DiscordWebSocket, "DEFAULT_GATEWAY", gateway_url(self.url)
         )
 
     @property
