@@ -93,6 +93,7 @@ class DiscordServer:
         self.attachments: dict[str, bytes] = {}
         self.commands: dict[str, list[dict[str, Any]]] = {}  # scope -> synced commands
         self.expired: set[str] = set()  # interaction tokens that answer 401/50027
+        self.channels: set[int] = {CHANNEL_ID}  # the test channel and the DMs opened
         self.faults: list[Fault] = []
         self._ids = itertools.count(1)
         self._deferred: dict[str, int] = {}  # token -> the thinking message not yet used
@@ -452,11 +453,15 @@ class DiscordServer:
         if m := re.fullmatch(r"/webhooks/\d+/([^/]+)/messages/(@original|\d+)", path):
             return self._webhook_message(method, m.group(1), m.group(2), body, files)
         if (m := re.fullmatch(r"/channels/(\d+)/messages", path)) and method == "POST":
+            if int(m.group(1)) not in self.channels:
+                # A user id is no channel: a DM must be opened first.
+                return self._json({"message": "Unknown Channel", "code": 10003}, 404)
             return self._json(self._message(int(m.group(1)), body, files))
         if m := re.fullmatch(r"/channels/(\d+)/messages/(\d+)", path):
             return self._edit(method, int(m.group(2)), body)
         if path == "/users/@me/channels" and method == "POST":
             recipient = body["recipient_id"]
+            self.channels.add(int(recipient) + 1)
             return self._json(
                 {
                     "id": str(int(recipient) + 1),

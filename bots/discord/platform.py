@@ -357,6 +357,12 @@ class DiscordPlatform:
             channel = self._client.get_partial_messageable(int(place.chat_id))
             await channel.get_partial_message(int(message_id)).delete()
 
+    async def private_place(self, user_id: str) -> Place:
+        """Return a user's DM channel: a user id is no channel on Discord."""
+        with _mapped():
+            dm = await self._client.create_dm(discord.Object(int(user_id)))
+        return Place(str(dm.id))
+
     async def answer(
         self,
         token: str,
