@@ -94,6 +94,7 @@ class DiscordServer:
         self.commands: dict[str, list[dict[str, Any]]] = {}  # scope -> synced commands
         self.expired: set[str] = set()  # interaction tokens that answer 401/50027
         self.channels: set[int] = {CHANNEL_ID}  # the test channel and the DMs opened
+        self.upload_delay = 0.0  # seconds to hold the answer to a request carrying files
         self.faults: list[Fault] = []
         self._ids = itertools.count(1)
         self._deferred: dict[str, int] = {}  # token -> the thinking message not yet used
@@ -398,6 +399,15 @@ class DiscordServer:
         method = request.method
         body, files = await self._body(request)
         self.calls.append(Call(method, path, body, files, dict(request.query)))
+        response = self._answer(method, path, body, files)
+        if files and self.upload_delay:
+            # The upload is taken (the message exists); only the answer is late.
+            await asyncio.sleep(self.upload_delay)
+        return response
+
+    def _answer(
+        self, method: str, path: str, body: Any, files: list[tuple[str, bytes]]
+    ) -> web.Response:
         fault = self._fault(method, path)
         if fault is not None:
             return fault

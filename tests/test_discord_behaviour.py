@@ -193,3 +193,21 @@ async def test_a_429_is_honoured_and_a_403_never_retried(
         assert len(uploads(h)) == 3  # the 403 once, never again
         rows = db_rows(h.runtime.settings.store_path, "SELECT state FROM jobs")
         assert sorted(state for (state,) in rows) == ["done", "failed"]
+
+
+async def test_no_answer_to_the_upload_ends_done_unconfirmed_not_resent(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, tiny_mp4: bytes
+) -> None:
+    async with running_discord(tmp_path, monkeypatch, video=tiny_mp4) as h:
+        h.bot.platform.upload_read_timeout = 0.3
+        h.server.upload_delay = 3.0
+        await h.generate(ANN, photo_jpeg())
+        [job] = await h.finished()
+        assert (job.state, job.delivery_unconfirmed) == (JobState.DONE, True), job.error_detail
+        assert job.error_key is None
+        assert len(uploads(h)) == 1
+        accounts = h.runtime.service.accounts
+        account = await accounts.account_id(UserRef("discord", str(ANN.id)))
+        assert account is not None
+        reasons = [entry.reason for entry in await accounts.history(account)]
+        assert "refund" not in reasons and "debit" in reasons
