@@ -94,6 +94,7 @@ class DiscordServer:
         self.commands: dict[str, list[dict[str, Any]]] = {}  # scope -> synced commands
         self.expired: set[str] = set()  # interaction tokens that answer 401/50027
         self.channels: set[int] = {CHANNEL_ID}  # the test channel and the DMs opened
+        self.roles: dict[int, str] = {555: "Producers", 556: "Listeners"}  # in the guild
         self.upload_delay = 0.0  # seconds to hold the answer to a request carrying files
         self.faults: list[Fault] = []
         self._ids = itertools.count(1)
@@ -244,17 +245,43 @@ class DiscordServer:
                             "avatar": None,
                             "bot": True,
                         },
-                        "guilds": [],
+                        "guilds": [{"id": str(GUILD_ID), "unavailable": True}],
                         "session_id": "loopback-session",
                         "resume_gateway_url": f"ws://127.0.0.1:{self.port}/gw/",
                         "application": {"id": str(APP_ID), "flags": 0},
                     }
                     await ws.send_str(json.dumps({"op": 0, "t": "READY", "s": 1, "d": ready}))
+                    # With the guilds intent, each guild follows with its roles (names).
+                    guild = {"op": 0, "t": "GUILD_CREATE", "s": next(self._seq),
+                             "d": self.guild()}  # fmt: skip
+                    await ws.send_str(json.dumps(guild))
                     self.identified.set()
         finally:
             if ws in self._sockets:
                 self._sockets.remove(ws)
         return ws
+
+    def guild(self) -> dict[str, Any]:
+        """Return the test guild as GUILD_CREATE carries it."""
+        roles = [{"id": str(GUILD_ID), "name": "@everyone", "permissions": "0", "position": 0}]
+        roles += [
+            {"id": str(role_id), "name": name, "permissions": "0", "position": 1}
+            for role_id, name in self.roles.items()
+        ]
+        return {
+            "id": str(GUILD_ID),
+            "name": "loopback",
+            "owner_id": "1",
+            "roles": roles,
+            "channels": [],
+            "members": [],
+            "member_count": 3,
+            "features": [],
+            "emojis": [],
+            "stickers": [],
+            "premium_tier": 0,
+            "unavailable": False,
+        }
 
     async def dispatch(self, interaction: dict[str, Any]) -> None:
         """Push an INTERACTION_CREATE to the connected client."""

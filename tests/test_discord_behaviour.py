@@ -211,3 +211,26 @@ async def test_no_answer_to_the_upload_ends_done_unconfirmed_not_resent(
         assert account is not None
         reasons = [entry.reason for entry in await accounts.history(account)]
         assert "refund" not in reasons and "debit" in reasons
+
+
+@pytest.mark.parametrize("role", ["555", "Producers"])
+async def test_a_member_with_the_admin_role_may_press_anyones_buttons(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, tiny_mp4: bytes, role: str
+) -> None:
+    settings = {"admin_role": role}
+    async with running_discord(tmp_path, monkeypatch, video=tiny_mp4, discord=settings) as h:
+        await h.generate(ANN, photo_jpeg())
+        await h.finished()
+        message = await result_message(h)
+        retake = buttons(message)["🔁 Another take"]
+        refused = await h.press(BOB, message, retake, roles=(556,))  # some other role
+        [callback] = await until(
+            lambda: h.server.calls_to("POST", f"/interactions/{refused['id']}/")
+        )
+        assert callback.body["data"]["flags"] & 64
+        assert callback.body["data"]["content"] == render("request.not_owner", "en")
+        allowed = await h.press(BOB, message, retake, roles=(555,))
+        jobs = await h.finished(count=2)
+        assert [job.state for job in jobs] == [JobState.DONE] * 2
+        [answer] = await until(lambda: h.server.calls_to("POST", f"/interactions/{allowed['id']}/"))
+        assert answer.body["data"]["content"] == render("chat.retake_started", "en")
