@@ -234,3 +234,22 @@ async def test_a_member_with_the_admin_role_may_press_anyones_buttons(
         assert [job.state for job in jobs] == [JobState.DONE] * 2
         [answer] = await until(lambda: h.server.calls_to("POST", f"/interactions/{allowed['id']}/"))
         assert answer.body["data"]["content"] == render("chat.retake_started", "en")
+
+
+async def test_cancel_cancels_the_users_waiting_takes_in_this_channel(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, tiny_mp4: bytes
+) -> None:
+    async with running_discord(tmp_path, monkeypatch, video=tiny_mp4, worker=False) as h:
+        await h.generate(ANN, photo_jpeg(), options=[{"name": "takes", "type": 4, "value": 2}])
+        await h.generate(BOB, photo_jpeg())
+        await until(lambda: len(db_rows(h.runtime.settings.store_path, "SELECT id FROM jobs")) == 3)
+        asked = h.server.interaction(ANN, 2, h.server.command("cancel", []))
+        await h.server.dispatch(asked)
+        expected = render("chat.canceled", "en", count=2)
+        # The private "thinking" response is filled in with the answer.
+        await until(
+            lambda: [c for c in h.server.calls_to("PATCH", asked["token"])
+                     if c.body["content"] == expected]
+        )  # fmt: skip
+        states = sorted(job.state.value for job in await h.jobs())
+        assert states == ["canceled", "canceled", "queued"]  # Bob's take still waits
