@@ -12,7 +12,7 @@ import pytest
 from core.i18n import render
 from core.models import JobState, UserRef
 from tests.conftest import db_rows, photo_jpeg
-from tests.discord_harness import ANN, BOB, Harness, buttons, running_discord, until
+from tests.discord_harness import ANN, BOB, LI, Harness, buttons, running_discord, until
 from tests.discord_server import CHANNEL_ID, DiscordServer
 
 
@@ -253,3 +253,25 @@ async def test_cancel_cancels_the_users_waiting_takes_in_this_channel(
         )  # fmt: skip
         states = sorted(job.state.value for job in await h.jobs())
         assert states == ["canceled", "canceled", "queued"]  # Bob's take still waits
+
+
+async def test_an_image_that_cannot_be_downloaded_is_explained_without_naming_telegram(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, tiny_mp4: bytes
+) -> None:
+    async with running_discord(tmp_path, monkeypatch, video=tiny_mp4) as h:
+        attachment = h.server.add_attachment("gone.jpg", photo_jpeg(), "image/jpeg")
+        h.server.attachments.clear()  # the CDN no longer has it
+        data = h.server.command(
+            "generate",
+            [{"name": "image", "type": 11, "value": attachment["id"]},
+             {"name": "line", "type": 3, "value": "She says: \"Hello.\""}],
+            {"attachments": {attachment["id"]: attachment}},
+        )  # fmt: skip
+        interaction = h.server.interaction(LI, 2, data)
+        await h.server.dispatch(interaction)
+        [text] = await until(lambda: private_answers(h, interaction))
+        assert text == render("chat.fetch_failed", "zh")
+        assert await h.jobs() == []
+    for locale in ("en", "zh"):
+        assert "Telegram" not in render("chat.fetch_failed", locale)
+        assert "Discord" not in render("chat.fetch_failed", locale)
