@@ -89,10 +89,12 @@ class Harness:
         await self.server.dispatch(interaction)
         return interaction
 
-    async def press(self, user: User, message: dict[str, Any], custom_id: str) -> dict[str, Any]:
+    async def press(
+        self, user: User, message: dict[str, Any], custom_id: str, **kw: Any
+    ) -> dict[str, Any]:
         """Press a button of a message; return the interaction payload."""
         data = {"custom_id": custom_id, "component_type": 2}
-        interaction = self.server.interaction(user, 3, data, message=message)
+        interaction = self.server.interaction(user, 3, data, message=message, **kw)
         await self.server.dispatch(interaction)
         return interaction
 

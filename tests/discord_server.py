@@ -31,6 +31,16 @@ CHANNEL_ID = 700000000000000004
 BOT_TOKEN = "MTIzNDU2Nzg5.loopback.bot-token-value"
 
 
+def api_base(url: str) -> str:
+    """Return discord.py's ``Route.BASE`` for a loopback server at ``url``."""
+    return f"{url}/api/v10"
+
+
+def gateway_url(url: str) -> yarl.URL:
+    """Return discord.py's ``DiscordWebSocket.DEFAULT_GATEWAY`` for a loopback server."""
+    return yarl.URL(url).with_scheme("ws") / "gw" / ""
+
+
 @dataclass(frozen=True)
 class User:
     """A Discord user of the loopback server."""
@@ -83,6 +93,9 @@ class DiscordServer:
         self.attachments: dict[str, bytes] = {}
         self.commands: dict[str, list[dict[str, Any]]] = {}  # scope -> synced commands
         self.expired: set[str] = set()  # interaction tokens that answer 401/50027
+        self.channels: set[int] = {CHANNEL_ID}  # the test channel and the DMs opened
+        self.roles: dict[int, str] = {555: "Producers", 556: "Listeners"}  # in the guild
+        self.upload_delay = 0.0  # seconds to hold the answer to a request carrying files
         self.faults: list[Fault] = []
         self._ids = itertools.count(1)
         self._deferred: dict[str, int] = {}  # token -> the thinking message not yet used
@@ -117,11 +130,9 @@ class DiscordServer:
 
     def patch(self, monkeypatch: pytest.MonkeyPatch) -> None:
         """Point discord.py's REST and gateway at this server."""
-        monkeypatch.setattr(discord.http.Route, "BASE", f"{self.url}/api/v10")
+        monkeypatch.setattr(discord.http.Route, "BASE", api_base(self.url))
         monkeypatch.setattr(
-            discord.gateway.DiscordWebSocket,
-            "DEFAULT_GATEWAY",
-            yarl.URL(f"ws://127.0.0.1:{self.port}/gw/"),
+            discord.gateway.DiscordWebSocket, "DEFAULT_GATEWAY", gateway_url(self.url)
         )
 
     @property
@@ -234,17 +245,43 @@ class DiscordServer:
                             "avatar": None,
                             "bot": True,
                         },
-                        "guilds": [],
+                        "guilds": [{"id": str(GUILD_ID), "unavailable": True}],
                         "session_id": "loopback-session",
                         "resume_gateway_url": f"ws://127.0.0.1:{self.port}/gw/",
                         "application": {"id": str(APP_ID), "flags": 0},
                     }
                     await ws.send_str(json.dumps({"op": 0, "t": "READY", "s": 1, "d": ready}))
+                    # With the guilds intent, each guild follows with its roles (names).
+                    guild = {"op": 0, "t": "GUILD_CREATE", "s": next(self._seq),
+                             "d": self.guild()}  # fmt: skip
+                    await ws.send_str(json.dumps(guild))
                     self.identified.set()
         finally:
             if ws in self._sockets:
                 self._sockets.remove(ws)
         return ws
+
+    def guild(self) -> dict[str, Any]:
+        """Return the test guild as GUILD_CREATE carries it."""
+        roles = [{"id": str(GUILD_ID), "name": "@everyone", "permissions": "0", "position": 0}]
+        roles += [
+            {"id": str(role_id), "name": name, "permissions": "0", "position": 1}
+            for role_id, name in self.roles.items()
+        ]
+        return {
+            "id": str(GUILD_ID),
+            "name": "loopback",
+            "owner_id": "1",
+            "roles": roles,
+            "channels": [],
+            "members": [],
+            "member_count": 3,
+            "features": [],
+            "emojis": [],
+            "stickers": [],
+            "premium_tier": 0,
+            "unavailable": False,
+        }
 
     async def dispatch(self, interaction: dict[str, Any]) -> None:
         """Push an INTERACTION_CREATE to the connected client."""
@@ -389,6 +426,15 @@ class DiscordServer:
         method = request.method
         body, files = await self._body(request)
         self.calls.append(Call(method, path, body, files, dict(request.query)))
+        response = self._answer(method, path, body, files)
+        if files and self.upload_delay:
+            # The upload is taken (the message exists); only the answer is late.
+            await asyncio.sleep(self.upload_delay)
+        return response
+
+    def _answer(
+        self, method: str, path: str, body: Any, files: list[tuple[str, bytes]]
+    ) -> web.Response:
         fault = self._fault(method, path)
         if fault is not None:
             return fault
@@ -444,11 +490,15 @@ class DiscordServer:
         if m := re.fullmatch(r"/webhooks/\d+/([^/]+)/messages/(@original|\d+)", path):
             return self._webhook_message(method, m.group(1), m.group(2), body, files)
         if (m := re.fullmatch(r"/channels/(\d+)/messages", path)) and method == "POST":
+            if int(m.group(1)) not in self.channels:
+                # A user id is no channel: a DM must be opened first.
+                return self._json({"message": "Unknown Channel", "code": 10003}, 404)
             return self._json(self._message(int(m.group(1)), body, files))
         if m := re.fullmatch(r"/channels/(\d+)/messages/(\d+)", path):
             return self._edit(method, int(m.group(2)), body)
         if path == "/users/@me/channels" and method == "POST":
             recipient = body["recipient_id"]
+            self.channels.add(int(recipient) + 1)
             return self._json(
                 {
                     "id": str(int(recipient) + 1),

@@ -126,6 +126,9 @@ class Recorder:
     async def delete(self, place: Place, message_id: str) -> None:
         self._record("delete", place=place, message_id=message_id)
 
+    async def private_place(self, user_id: str) -> Place:
+        return Place(user_id)  # a private chat has its user's id here, as on Telegram
+
     async def answer(
         self,
         token: str,

@@ -12,7 +12,7 @@ import pytest
 from core.i18n import render
 from core.models import JobState, UserRef
 from tests.conftest import db_rows, photo_jpeg
-from tests.discord_harness import ANN, BOB, Harness, buttons, running_discord, until
+from tests.discord_harness import ANN, BOB, LI, Harness, buttons, running_discord, until
 from tests.discord_server import CHANNEL_ID, DiscordServer
 
 
@@ -193,3 +193,85 @@ async def test_a_429_is_honoured_and_a_403_never_retried(
         assert len(uploads(h)) == 3  # the 403 once, never again
         rows = db_rows(h.runtime.settings.store_path, "SELECT state FROM jobs")
         assert sorted(state for (state,) in rows) == ["done", "failed"]
+
+
+async def test_no_answer_to_the_upload_ends_done_unconfirmed_not_resent(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, tiny_mp4: bytes
+) -> None:
+    async with running_discord(tmp_path, monkeypatch, video=tiny_mp4) as h:
+        h.bot.platform.upload_read_timeout = 0.3
+        h.server.upload_delay = 3.0
+        await h.generate(ANN, photo_jpeg())
+        [job] = await h.finished()
+        assert (job.state, job.delivery_unconfirmed) == (JobState.DONE, True), job.error_detail
+        assert job.error_key is None
+        assert len(uploads(h)) == 1
+        accounts = h.runtime.service.accounts
+        account = await accounts.account_id(UserRef("discord", str(ANN.id)))
+        assert account is not None
+        reasons = [entry.reason for entry in await accounts.history(account)]
+        assert "refund" not in reasons and "debit" in reasons
+
+
+@pytest.mark.parametrize("role", ["555", "Producers"])
+async def test_a_member_with_the_admin_role_may_press_anyones_buttons(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, tiny_mp4: bytes, role: str
+) -> None:
+    settings = {"admin_role": role}
+    async with running_discord(tmp_path, monkeypatch, video=tiny_mp4, discord=settings) as h:
+        await h.generate(ANN, photo_jpeg())
+        await h.finished()
+        message = await result_message(h)
+        retake = buttons(message)["🔁 Another take"]
+        refused = await h.press(BOB, message, retake, roles=(556,))  # some other role
+        [callback] = await until(
+            lambda: h.server.calls_to("POST", f"/interactions/{refused['id']}/")
+        )
+        assert callback.body["data"]["flags"] & 64
+        assert callback.body["data"]["content"] == render("request.not_owner", "en")
+        allowed = await h.press(BOB, message, retake, roles=(555,))
+        jobs = await h.finished(count=2)
+        assert [job.state for job in jobs] == [JobState.DONE] * 2
+        [answer] = await until(lambda: h.server.calls_to("POST", f"/interactions/{allowed['id']}/"))
+        assert answer.body["data"]["content"] == render("chat.retake_started", "en")
+
+
+async def test_cancel_cancels_the_users_waiting_takes_in_this_channel(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, tiny_mp4: bytes
+) -> None:
+    async with running_discord(tmp_path, monkeypatch, video=tiny_mp4, worker=False) as h:
+        await h.generate(ANN, photo_jpeg(), options=[{"name": "takes", "type": 4, "value": 2}])
+        await h.generate(BOB, photo_jpeg())
+        await until(lambda: len(db_rows(h.runtime.settings.store_path, "SELECT id FROM jobs")) == 3)
+        asked = h.server.interaction(ANN, 2, h.server.command("cancel", []))
+        await h.server.dispatch(asked)
+        expected = render("chat.canceled", "en", count=2)
+        # The private "thinking" response is filled in with the answer.
+        await until(
+            lambda: [c for c in h.server.calls_to("PATCH", asked["token"])
+                     if c.body["content"] == expected]
+        )  # fmt: skip
+        states = sorted(job.state.value for job in await h.jobs())
+        assert states == ["canceled", "canceled", "queued"]  # Bob's take still waits
+
+
+async def test_an_image_that_cannot_be_downloaded_is_explained_without_naming_telegram(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, tiny_mp4: bytes
+) -> None:
+    async with running_discord(tmp_path, monkeypatch, video=tiny_mp4) as h:
+        attachment = h.server.add_attachment("gone.jpg", photo_jpeg(), "image/jpeg")
+        h.server.attachments.clear()  # the CDN no longer has it
+        data = h.server.command(
+            "generate",
+            [{"name": "image", "type": 11, "value": attachment["id"]},
+             {"name": "line", "type": 3, "value": "She says: \"Hello.\""}],
+            {"attachments": {attachment["id"]: attachment}},
+        )  # fmt: skip
+        interaction = h.server.interaction(LI, 2, data)
+        await h.server.dispatch(interaction)
+        [text] = await until(lambda: private_answers(h, interaction))
+        assert text == render("chat.fetch_failed", "zh")
+        assert await h.jobs() == []
+    for locale in ("en", "zh"):
+        assert "Telegram" not in render("chat.fetch_failed", locale)
+        assert "Discord" not in render("chat.fetch_failed", locale)

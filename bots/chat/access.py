@@ -70,7 +70,7 @@ class AccessDesk:
         self._platform = platform
         self._service = service
         self._chatstate = chatstate
-        self._admins = admins  # user ids; their private chats have the same ids
+        self._admins = admins  # user ids: the platform says how to reach each privately
 
     @property
     def required(self) -> bool:
@@ -95,7 +95,12 @@ class AccessDesk:
         if not request.new:
             return render("access.pending", applicant.locale)
         for admin_id in self._admins:
-            await self.offer(admin_id, request.account_id, applicant)
+            try:
+                place = await self._platform.private_place(admin_id)
+            except PlatformError as exc:
+                log.warning("could not reach admin %s privately: %s", admin_id, exc)
+                continue
+            await self.offer(place.chat_id, request.account_id, applicant)
         return render("chat.access_asked", applicant.locale)
 
     async def offer(self, chat_id: str, account_id: int, applicant: Applicant) -> None:
@@ -146,6 +151,10 @@ class AccessDesk:
                 log.info("could not mark the access request decided: %s", exc)
         outcome = "access.approved" if approved else "chat.access_user_denied"
         try:
-            await platform.send(Place(chat_id), render(outcome, user_locale))
+            # A chat id equal to the user's id stands for their private chat (/pending).
+            place = (
+                await platform.private_place(chat_id) if chat_id == button.owner else Place(chat_id)
+            )
+            await platform.send(place, render(outcome, user_locale))
         except PlatformError as exc:
             log.info("could not tell user %s about their access: %s", button.owner, exc)

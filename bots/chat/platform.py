@@ -166,6 +166,10 @@ class Platform(Protocol):
         """Delete one of the bot's messages."""
         ...
 
+    async def private_place(self, user_id: str) -> Place:
+        """Return where to write to a user privately (their DM, opened if need be)."""
+        ...
+
     async def answer(
         self,
         token: str,

@@ -142,7 +142,7 @@ def add_commands(
             app_commands.ContextMenu(name=text("discord.make_it_talk"), callback=make_it_talk)
         )
     )
-    for name in ("quota", "history", "help"):
+    for name in ("quota", "history", "cancel", "help"):
         tree.add_command(everywhere(simple(name)))
 
     if peers:  # one balance across platforms: only when another one runs

@@ -57,6 +57,10 @@ _EXPIRED_TOKEN = 50027  # "Invalid Webhook Token": the interaction token expired
 _TOO_LARGE = 40005  # "Request entity too large"
 _UNKNOWN_MESSAGE = 10008
 _NOBODY = discord.AllowedMentions.none()
+# Discord answers an upload once it has the file: wait that long at least, longer for big
+# files. discord.py sets no time-out of its own but aiohttp's 5 minutes for everything.
+UPLOAD_READ_TIMEOUT = 120.0
+_UPLOAD_BYTES_PER_SECOND = 250_000
 
 
 @dataclass(frozen=True)
@@ -165,6 +169,7 @@ class DiscordPlatform:
         self._fresh: dict[str, bool] = {}  # deferred responses not yet used -> ephemeral
         self._downloads: dict[str, asyncio.Task[bytes] | ImageRejected] = {}
         self.on_line: LineHandler | None = None  # what a "New line" form's answer does
+        self.upload_read_timeout = UPLOAD_READ_TIMEOUT  # at least, for any upload
 
     # --- interactions in this process ------------------------------------------------
 
@@ -357,6 +362,12 @@ class DiscordPlatform:
             channel = self._client.get_partial_messageable(int(place.chat_id))
             await channel.get_partial_message(int(message_id)).delete()
 
+    async def private_place(self, user_id: str) -> Place:
+        """Return a user's DM channel: a user id is no channel on Discord."""
+        with _mapped():
+            dm = await self._client.create_dm(discord.Object(int(user_id)))
+        return Place(str(dm.id))
+
     async def answer(
         self,
         token: str,
@@ -442,18 +453,21 @@ class DiscordPlatform:
         route = Followup.decode(place.route)
         hook = self._hook(route)
         text = captions[:TEXT_LIMIT]
+        # Past this, the upload left but no answer came: maybe delivered (DeliveryUnknown).
+        timeout = max(self.upload_read_timeout, size / _UPLOAD_BYTES_PER_SECOND)
         try:
-            if hook is not None and route is not None:
-                try:
-                    message = await hook.send(
-                        text, files=files(), wait=True, allowed_mentions=_NOBODY,
-                        **_view(buttons),
-                    )  # fmt: skip
-                    return self._sent(message, len(videos))
-                except discord.HTTPException as exc:
-                    if not self._expired(route, exc):
-                        raise
-            posted = await self._post(place, route, text, reply_to, buttons, files)
+            async with asyncio.timeout(timeout):
+                if hook is not None and route is not None:
+                    try:
+                        message = await hook.send(
+                            text, files=files(), wait=True, allowed_mentions=_NOBODY,
+                            **_view(buttons),
+                        )  # fmt: skip
+                        return self._sent(message, len(videos))
+                    except discord.HTTPException as exc:
+                        if not self._expired(route, exc):
+                            raise
+                posted = await self._post(place, route, text, reply_to, buttons, files)
         except (discord.HTTPException, aiohttp.ClientError, TimeoutError) as exc:
             raise self._delivery_error(exc, size) from exc
         return self._sent(posted, len(videos))

@@ -228,6 +228,10 @@ class TelegramPlatform:
         with _mapped():
             await self._bot.delete_message(int(place.chat_id), int(message_id))
 
+    async def private_place(self, user_id: str) -> Place:
+        """Return a user's private chat: on Telegram it has the user's id."""
+        return Place(user_id)
+
     async def answer(
         self,
         token: str,
