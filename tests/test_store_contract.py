@@ -19,7 +19,7 @@ from core.quotas import AdmissionPolicy
 from core.storage import Storage
 from core.storage.postgres import open_postgres
 from core.storage.postgres.changes import EVENTS_LOCK
-from core.storage.types import ChangeKind, Moved, NewTake
+from core.storage.types import ChangeKind, GuildSettings, Moved, NewTake
 from tests.conftest import Engine
 from tests.test_quotas import run_schedule
 
@@ -438,6 +438,56 @@ async def test_chat_state_survives_reopening(engine: Engine) -> None:
         assert [j.id for j in await storage.jobs.waiting_jobs_of(UserRef("test", "9"), "c1")] == [
             job_id
         ]
+    finally:
+        await storage.close()
+
+
+async def test_guild_settings_are_kept_and_cleared(engine: Engine) -> None:
+    storage = await engine.open()
+    try:
+        state = storage.chats
+        assert await state.guild_settings("discord", "g1") == GuildSettings()
+        await state.set_guild_channels("discord", "g1", ["10", "11"])
+        await state.set_guild_cap("discord", "g1", 7)
+        await state.set_guild_cap("discord", "g2", 3)
+        assert await state.guild_settings("discord", "g1") == GuildSettings(("10", "11"), 7)
+        assert await state.guild_settings("discord", "g2") == GuildSettings((), 3)
+        await state.set_guild_channels("discord", "g1", [])
+        assert await state.guild_settings("discord", "g1") == GuildSettings((), 7)
+    finally:
+        await storage.close()
+    reopened = await engine.open()
+    try:
+        assert await reopened.chats.guild_settings("discord", "g2") == GuildSettings((), 3)
+    finally:
+        await reopened.close()
+
+
+async def test_a_guild_cap_lets_exactly_its_takes_through_under_concurrency(
+    engine: Engine,
+) -> None:
+    storage = await engine.open()
+    try:
+        state = storage.chats
+        # Without a cap every take is counted.
+        assert await state.add_guild_takes("discord", "g1", "2026-01-01", 50)
+        await state.set_guild_cap("discord", "g1", 10)
+        results = await asyncio.gather(
+            *(state.add_guild_takes("discord", "g1", "2026-01-02", 1) for _ in range(20))
+        )
+        assert results.count(True) == 10
+        # A request that does not fit is refused whole; a give-back makes room again.
+        assert not await state.add_guild_takes("discord", "g1", "2026-01-02", 1)
+        assert await state.add_guild_takes("discord", "g1", "2026-01-02", -2)
+        assert not await state.add_guild_takes("discord", "g1", "2026-01-02", 3)
+        assert await state.add_guild_takes("discord", "g1", "2026-01-02", 2)
+        # Another day and another guild count apart; more than the cap at once never fits.
+        assert not await state.add_guild_takes("discord", "g1", "2026-01-03", 11)
+        assert await state.add_guild_takes("discord", "g1", "2026-01-03", 10)
+        assert await state.add_guild_takes("discord", "g2", "2026-01-02", 11)
+        # Lifting the cap lets takes through again.
+        await state.set_guild_cap("discord", "g1", 0)
+        assert await state.add_guild_takes("discord", "g1", "2026-01-02", 5)
     finally:
         await storage.close()
 

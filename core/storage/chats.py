@@ -7,7 +7,8 @@
 - button ids: a button carries a short opaque id, the action lives here;
 - each user's chosen language and the videos they received (with the platform's file id,
   so a video can be sent again without uploading it again);
-- the status message an adapter keeps editing for a request.
+- the status message an adapter keeps editing for a request;
+- a community's settings (allowed channels, a daily cap of takes) and its takes of the day.
 
 Platform-free: keys and ids are strings chosen by the adapter.
 """
@@ -17,7 +18,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Protocol
 
-from core.storage.types import Button, Delivered, InboxEntry, RememberedPhoto
+from core.storage.types import Button, Delivered, GuildSettings, InboxEntry, RememberedPhoto
 
 
 class ChatStore(Protocol):
@@ -100,4 +101,25 @@ class ChatStore(Protocol):
 
     async def set_status_message(self, request_id: str, message_id: str | None) -> None:
         """Remember the status message an adapter keeps editing for a request."""
+        ...
+
+    async def guild_settings(self, platform: str, guild_id: str) -> GuildSettings:
+        """Return a guild's settings (the defaults if its admins never set any)."""
+        ...
+
+    async def set_guild_channels(
+        self, platform: str, guild_id: str, channels: Sequence[str]
+    ) -> None:
+        """Set the channels the bot answers in within a guild (empty: every channel)."""
+        ...
+
+    async def set_guild_cap(self, platform: str, guild_id: str, daily_cap: int) -> None:
+        """Set a guild's daily cap of takes (0: no cap)."""
+        ...
+
+    async def add_guild_takes(self, platform: str, guild_id: str, day: str, takes: int) -> bool:
+        """Count takes against the guild's day if they fit under its cap, atomically.
+
+        Returns whether they were counted. A negative count gives takes back (never below 0).
+        """
         ...

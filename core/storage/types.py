@@ -167,3 +167,11 @@ class CharacterImage:
     jpeg: bytes
     width: int
     height: int
+
+
+@dataclass(frozen=True)
+class GuildSettings:
+    """What a community's admins set for the bot there (a Discord guild)."""
+
+    allowed_channels: tuple[str, ...] = ()  # empty: every channel
+    daily_cap: int = 0  # takes a day for the whole guild; 0: no cap

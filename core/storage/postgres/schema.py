@@ -279,6 +279,25 @@ MIGRATIONS: tuple[str, ...] = (
     );
     CREATE INDEX character_shares_by_chat ON character_shares (platform, chat_id);
     """,
+    # Per-guild settings of a community's admins (core/storage/postgres/chats.py): the
+    # channels the bot answers in (a jsonb list, empty: all) and a daily cap of takes,
+    # counted per local day in guild_takes.
+    """
+    CREATE TABLE guild_settings (
+        platform text NOT NULL,
+        guild_id text NOT NULL,
+        allowed_channels jsonb NOT NULL DEFAULT '[]',
+        daily_cap integer NOT NULL DEFAULT 0,
+        PRIMARY KEY (platform, guild_id)
+    );
+    CREATE TABLE guild_takes (
+        platform text NOT NULL,
+        guild_id text NOT NULL,
+        day text NOT NULL,
+        takes integer NOT NULL,
+        PRIMARY KEY (platform, guild_id, day)
+    );
+    """,
 )
 
 

@@ -2,12 +2,20 @@
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Callable, Sequence
 
 from core.storage.sqlite.database import Database
 from core.storage.sqlite.queries import chats as sql
-from core.storage.types import Button, Delivered, InboxEntry, RememberedPhoto, new_id
+from core.storage.types import (
+    Button,
+    Delivered,
+    GuildSettings,
+    InboxEntry,
+    RememberedPhoto,
+    new_id,
+)
 
 
 class SqliteChats:
@@ -130,3 +138,27 @@ class SqliteChats:
     async def set_status_message(self, request_id: str, message_id: str | None) -> None:
         """Remember the status message an adapter keeps editing for a request."""
         await self._write(sql.SET_STATUS_MESSAGE, (message_id, request_id))
+
+    # --- guild settings --------------------------------------------------------------
+
+    async def guild_settings(self, platform: str, guild_id: str) -> GuildSettings:
+        """Return a guild's settings (the defaults if its admins never set any)."""
+        rows = await self._db.query(sql.GUILD_SETTINGS, (platform, guild_id))
+        if not rows:
+            return GuildSettings()
+        channels, cap = rows[0]
+        return GuildSettings(tuple(json.loads(channels)), int(cap))
+
+    async def set_guild_channels(
+        self, platform: str, guild_id: str, channels: Sequence[str]
+    ) -> None:
+        """Set the channels the bot answers in within a guild (empty: every channel)."""
+        await self._write(sql.SET_GUILD_CHANNELS, (platform, guild_id, json.dumps(list(channels))))
+
+    async def set_guild_cap(self, platform: str, guild_id: str, daily_cap: int) -> None:
+        """Set a guild's daily cap of takes (0: no cap)."""
+        await self._write(sql.SET_GUILD_CAP, (platform, guild_id, daily_cap))
+
+    async def add_guild_takes(self, platform: str, guild_id: str, day: str, takes: int) -> bool:
+        """Count takes against the guild's day if they fit under its cap, atomically."""
+        return await self._write(sql.ADD_GUILD_TAKES, (platform, guild_id, day, takes)) > 0

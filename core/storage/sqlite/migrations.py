@@ -338,4 +338,23 @@ MIGRATIONS: tuple[str, ...] = (
     );
     CREATE INDEX character_shares_by_chat ON character_shares (platform, chat_id);
     """,
+    # Per-guild settings of a community's admins (core/storage/sqlite/chats.py): the
+    # channels the bot answers in (a JSON list, empty: all) and a daily cap of takes,
+    # counted per local day in guild_takes.
+    """
+    CREATE TABLE guild_settings (
+        platform TEXT NOT NULL,
+        guild_id TEXT NOT NULL,
+        allowed_channels TEXT NOT NULL DEFAULT '[]',
+        daily_cap INTEGER NOT NULL DEFAULT 0,
+        PRIMARY KEY (platform, guild_id)
+    ) WITHOUT ROWID;
+    CREATE TABLE guild_takes (
+        platform TEXT NOT NULL,
+        guild_id TEXT NOT NULL,
+        day TEXT NOT NULL,
+        takes INTEGER NOT NULL,
+        PRIMARY KEY (platform, guild_id, day)
+    ) WITHOUT ROWID;
+    """,
 )

@@ -80,3 +80,34 @@ UPDATE requests
 SET address = jsonb_set(address, '{status_message_id}', coalesce(to_jsonb($1::text), 'null'))
 WHERE id = $2
 """
+
+GUILD_SETTINGS = """
+SELECT allowed_channels, daily_cap FROM guild_settings WHERE platform = $1 AND guild_id = $2
+"""
+
+SET_GUILD_CHANNELS = """
+INSERT INTO guild_settings (platform, guild_id, allowed_channels, daily_cap)
+VALUES ($1, $2, $3, 0)
+ON CONFLICT (platform, guild_id) DO UPDATE SET allowed_channels = excluded.allowed_channels
+"""
+
+SET_GUILD_CAP = """
+INSERT INTO guild_settings (platform, guild_id, allowed_channels, daily_cap)
+VALUES ($1, $2, '[]', $3)
+ON CONFLICT (platform, guild_id) DO UPDATE SET daily_cap = excluded.daily_cap
+"""
+
+# One statement: a concurrent writer of the same row waits for the row lock and the WHERE
+# is checked again on the row it committed, so the last takes of the day go once. The cap
+# is read in it too; 0 (or no settings) means no cap. A negative count always passes.
+ADD_GUILD_TAKES = """
+INSERT INTO guild_takes (platform, guild_id, day, takes)
+SELECT $1, $2, $3, greatest($4::integer, 0)
+WHERE $4::integer <= coalesce(
+    (SELECT nullif(daily_cap, 0) FROM guild_settings WHERE platform = $1 AND guild_id = $2),
+    $4::integer)
+ON CONFLICT (platform, guild_id, day) DO UPDATE SET takes = greatest(0, guild_takes.takes + $4)
+WHERE $4::integer <= 0 OR guild_takes.takes + $4 <= coalesce(
+    (SELECT nullif(daily_cap, 0) FROM guild_settings WHERE platform = $1 AND guild_id = $2),
+    guild_takes.takes + $4)
+"""

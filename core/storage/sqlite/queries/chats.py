@@ -68,3 +68,30 @@ WHERE platform = ? AND user_id = ? ORDER BY created_at DESC LIMIT ?
 SET_STATUS_MESSAGE = """
 UPDATE requests SET address = json_set(address, '$.status_message_id', ?) WHERE id = ?
 """
+
+GUILD_SETTINGS = """
+SELECT allowed_channels, daily_cap FROM guild_settings WHERE platform = ? AND guild_id = ?
+"""
+
+SET_GUILD_CHANNELS = """
+INSERT INTO guild_settings (platform, guild_id, allowed_channels, daily_cap) VALUES (?, ?, ?, 0)
+ON CONFLICT (platform, guild_id) DO UPDATE SET allowed_channels = excluded.allowed_channels
+"""
+
+SET_GUILD_CAP = """
+INSERT INTO guild_settings (platform, guild_id, allowed_channels, daily_cap) VALUES (?, ?, '[]', ?)
+ON CONFLICT (platform, guild_id) DO UPDATE SET daily_cap = excluded.daily_cap
+"""
+
+# One statement, so two processes cannot both take the last takes of the day. The cap is
+# read in it too; 0 (or no settings) means no cap. A negative count always passes.
+ADD_GUILD_TAKES = """
+INSERT INTO guild_takes (platform, guild_id, day, takes)
+SELECT ?1, ?2, ?3, max(?4, 0)
+WHERE ?4 <= coalesce(
+    (SELECT nullif(daily_cap, 0) FROM guild_settings WHERE platform = ?1 AND guild_id = ?2), ?4)
+ON CONFLICT (platform, guild_id, day) DO UPDATE SET takes = max(0, guild_takes.takes + ?4)
+WHERE ?4 <= 0 OR guild_takes.takes + ?4 <= coalesce(
+    (SELECT nullif(daily_cap, 0) FROM guild_settings WHERE platform = ?1 AND guild_id = ?2),
+    guild_takes.takes + ?4)
+"""
