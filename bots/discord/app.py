@@ -20,6 +20,7 @@ from bots.chat.status import StatusBoard
 from bots.runtime import Runtime
 from core.i18n import render
 
+from .guilds import GuildRules
 from .handlers import Handlers
 from .platform import PLATFORM, DiscordPlatform
 from .ui import LINE_LIMIT, ActionButton
@@ -184,6 +185,40 @@ def add_commands(
     tree.add_command(grant)
     tree.add_command(ban)
     tree.add_command(stats)
+    tree.add_command(settings_group(handlers))
+
+
+def settings_group(handlers: Handlers) -> app_commands.Group:
+    """Return /settings: the guild's allowed channels and daily cap (admins, guilds only)."""
+    group = app_commands.Group(
+        name="settings",
+        description=text("discord.cmd.settings"),
+        guild_only=True,
+        default_permissions=discord.Permissions(manage_guild=True),
+    )
+
+    @group.command(name="channels", description=text("discord.cmd.settings_channels"))
+    @app_commands.describe(
+        channel=text("discord.channel.about"), channel_2=text("discord.channel.about"),
+        channel_3=text("discord.channel.about"),
+    )  # fmt: skip
+    async def channels(
+        interaction: discord.Interaction,
+        channel: app_commands.AppCommandChannel | None = None,
+        channel_2: app_commands.AppCommandChannel | None = None,
+        channel_3: app_commands.AppCommandChannel | None = None,
+    ) -> None:
+        chosen = [each.id for each in (channel, channel_2, channel_3) if each is not None]
+        await handlers.set_channels(interaction, chosen)
+
+    @group.command(name="daily_cap", description=text("discord.cmd.settings_cap"))
+    @app_commands.describe(takes=text("discord.daily_cap.about"))
+    async def daily_cap(
+        interaction: discord.Interaction, takes: app_commands.Range[int, 0, 1_000_000]
+    ) -> None:
+        await handlers.set_daily_cap(interaction, takes)
+
+    return group
 
 
 @dataclass
@@ -239,9 +274,14 @@ async def run_discord(
         platform=platform, service=runtime.service, store=runtime.storage.jobs,
         chatstate=chatstate, board=board, inbox=_NoInbox(), options=options,
     )  # fmt: skip
+    guilds = GuildRules(
+        chatstate, runtime.storage.jobs, runtime.service.quotas, runtime.settings.prompts,
+        clock=clock,
+    )  # fmt: skip
     handlers = Handlers(
-        conversation, platform, settings, max_image_bytes=runtime.settings.images.max_bytes
-    )
+        conversation, platform, settings, max_image_bytes=runtime.settings.images.max_bytes,
+        guilds=guilds,
+    )  # fmt: skip
     client.handlers = handlers
     add_commands(client.tree, handlers, peers)
     runtime.router.add(PLATFORM, notifier)

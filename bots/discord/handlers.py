@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import functools
 import logging
-from collections.abc import Collection
+from collections.abc import Collection, Sequence
 
 import discord
 
@@ -20,6 +20,7 @@ from bots.chat.platform import Origin, PhotoRef, Place
 from config.settings import DiscordSettings
 from core.i18n import normalize_locale, render
 
+from .guilds import Counted, GuildRules, channel_list
 from .platform import PLATFORM, DiscordPlatform
 from .ui import LineModal
 
@@ -61,6 +62,12 @@ def person_of(interaction: discord.Interaction, settings: DiscordSettings) -> Pe
     )
 
 
+def channels_of(interaction: discord.Interaction) -> tuple[str, ...]:
+    """Return the interaction's channel and, in a thread, the channel the thread is in."""
+    parent = getattr(interaction.channel, "parent_id", None)
+    return tuple(str(each) for each in (interaction.channel_id, parent) if each is not None)
+
+
 class Handlers:
     """What each kind of interaction does."""
 
@@ -71,8 +78,10 @@ class Handlers:
         settings: DiscordSettings,
         *,
         max_image_bytes: int,
+        guilds: GuildRules | None = None,
     ) -> None:
         self._conversation = conversation
+        self._guilds = guilds
         self._platform = platform
         self._settings = settings
         self._max_image_bytes = max_image_bytes
@@ -108,11 +117,35 @@ class Handlers:
         self._platform.deferred(str(message_id), ephemeral=ephemeral)
         return str(message_id)
 
-    async def _say(self, said: Said, intent: Generate | Command) -> None:
+    async def _say(
+        self, said: Said, intent: Generate | Command, counted: Counted | None = None
+    ) -> None:
         try:
             await self._conversation.said(said, intent)
         finally:
             await self._platform.settle(said.origin.place, said.origin.message_id)
+            if counted is not None and self._guilds is not None:
+                await self._guilds.settle(counted, said.key)
+
+    async def _guild_allows(
+        self, interaction: discord.Interaction, line: str
+    ) -> tuple[bool, Counted | None]:
+        """Check the guild's channels and daily cap before acknowledging; refuse privately."""
+        if interaction.guild_id is None or self._guilds is None:
+            return True, None
+        locale = normalize_locale(str(interaction.locale))
+        takes = self._guilds.takes_of(line)
+        result = await self._guilds.count(
+            str(interaction.guild_id), channels_of(interaction), takes, locale
+        )
+        if isinstance(result, str):
+            await interaction.response.send_message(result, ephemeral=True)
+            return False, None
+        return True, result
+
+    async def _give_back(self, counted: Counted | None, key: str) -> None:
+        if counted is not None and self._guilds is not None:
+            await self._guilds.settle(counted, key)
 
     # --- requests --------------------------------------------------------------------
 
@@ -125,18 +158,20 @@ class Handlers:
         takes: int,
     ) -> None:
         """/generate: download the image, then the conversation checks and admits."""
+        text = request_line(line, duration, takes)
+        allowed, counted = await self._guild_allows(interaction, text)
+        if not allowed:
+            return
         key = f"{PLATFORM}:{interaction.id}"
         self._platform.fetch(key, image, self._max_image_bytes)
         original = await self._defer(interaction, ephemeral=False)
         if original is None:
             self._platform.forget_download(key)
+            await self._give_back(counted, key)
             return
         photo = PhotoRef(key, image.size, 0, as_document=True)
         try:
-            await self._say(
-                self._said(interaction, original),
-                Generate(request_line(line, duration, takes), photo),
-            )
+            await self._say(self._said(interaction, original), Generate(text, photo), counted)
         finally:
             self._platform.forget_download(key)
 
@@ -152,6 +187,14 @@ class Handlers:
                 render("discord.need_image", locale), ephemeral=True
             )
             return
+        if interaction.guild_id is not None and self._guilds is not None:
+            # Only the channels here; the takes are counted once the line is known.
+            refused, _ = await self._guilds.refusal(
+                str(interaction.guild_id), channels_of(interaction), locale
+            )
+            if refused is not None:
+                await interaction.response.send_message(refused, ephemeral=True)
+                return
         attachment = attachments[0]
         key = f"{PLATFORM}:{interaction.id}"
         self._platform.fetch(key, attachment, self._max_image_bytes)
@@ -170,21 +213,31 @@ class Handlers:
     async def _line_for_image(
         self, key: str, size: int, interaction: discord.Interaction, line: str
     ) -> None:
+        allowed, counted = await self._guild_allows(interaction, line)
+        if not allowed:
+            self._platform.forget_download(key)
+            return
         original = await self._defer(interaction, ephemeral=False)
         if original is None:
             self._platform.forget_download(key)
+            await self._give_back(counted, f"{PLATFORM}:{interaction.id}")
             return
         photo = PhotoRef(key, size, 0, as_document=True)
         try:
-            await self._say(self._said(interaction, original), Generate(line, photo))
+            await self._say(self._said(interaction, original), Generate(line, photo), counted)
         finally:
             self._platform.forget_download(key)
 
     async def new_line(self, interaction: discord.Interaction, line: str) -> None:
         """Make a new line's video from the "New line" form (the button remembered the photo)."""
+        allowed, counted = await self._guild_allows(interaction, line)
+        if not allowed:
+            return
         original = await self._defer(interaction, ephemeral=False)
-        if original is not None:
-            await self._say(self._said(interaction, original), Generate(line, None))
+        if original is None:
+            await self._give_back(counted, f"{PLATFORM}:{interaction.id}")
+            return
+        await self._say(self._said(interaction, original), Generate(line, None), counted)
 
     # --- commands and buttons --------------------------------------------------------
 
@@ -217,3 +270,48 @@ class Handlers:
             self._platform.press(token, None)
             if not interaction.response.is_done():
                 await interaction.response.defer()  # a press must be answered
+
+    # --- the guild's settings (admins) ---------------------------------------------------
+
+    async def _settings_refusal(self, interaction: discord.Interaction, locale: str) -> bool:
+        """Answer privately and return True unless an admin asks inside a guild."""
+        if self._guilds is None or interaction.guild_id is None:
+            await interaction.response.send_message(
+                render("discord.settings_guild_only", locale), ephemeral=True
+            )
+            return True
+        if not is_admin(interaction.user, self._settings.admin_ids, self._settings.admin_role):
+            await interaction.response.send_message(
+                render("chat.admin_only", locale), ephemeral=True
+            )
+            return True
+        return False
+
+    async def set_channels(self, interaction: discord.Interaction, channels: Sequence[int]) -> None:
+        """Set the channels the bot answers in here (/settings channels; none given: all)."""
+        locale = normalize_locale(str(interaction.locale))
+        if await self._settings_refusal(interaction, locale):
+            return
+        assert self._guilds is not None and interaction.guild_id is not None
+        chosen = tuple(dict.fromkeys(str(channel) for channel in channels))
+        await self._guilds.set_channels(str(interaction.guild_id), chosen)
+        answer = (
+            render("discord.settings_channels", locale, channels=channel_list(chosen))
+            if chosen
+            else render("discord.settings_all_channels", locale)
+        )
+        await interaction.response.send_message(answer, ephemeral=True)
+
+    async def set_daily_cap(self, interaction: discord.Interaction, cap: int) -> None:
+        """Set the guild's takes a day (/settings daily_cap; 0: no cap)."""
+        locale = normalize_locale(str(interaction.locale))
+        if await self._settings_refusal(interaction, locale):
+            return
+        assert self._guilds is not None and interaction.guild_id is not None
+        await self._guilds.set_cap(str(interaction.guild_id), cap)
+        answer = (
+            render("discord.settings_cap", locale, limit=cap)
+            if cap
+            else render("discord.settings_no_cap", locale)
+        )
+        await interaction.response.send_message(answer, ephemeral=True)
