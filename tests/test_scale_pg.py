@@ -13,6 +13,7 @@ import asyncio
 import collections
 import itertools
 import json
+import signal
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +25,7 @@ from tests.botapi_server import BotApiServer, User
 from tests.conftest import photo_jpeg
 from tests.jobapi_server import JobApiServer
 from tests.telegram_harness import LINE
+from tests.test_crash_recovery import cli_env, run_cli
 from tests.test_telegram_durability import bot_env, start_bot
 from tests.test_telegram_webhook import free_port
 
@@ -249,3 +251,30 @@ async def test_two_webhook_ingresses_and_three_workers_one_killed_on_postgresql(
         await db.close()
         await model.stop()
         await server.stop()
+
+
+async def test_a_take_killed_between_claim_and_submit_is_submitted_again_on_postgresql(
+    tmp_path: Path, tiny_mp4: bytes, portrait: bytes, pg_dsn: str
+) -> None:
+    model = JobApiServer(video=tiny_mp4, run_seconds=0.1)
+    url = await model.start()
+    photo = tmp_path / "photo.jpg"
+    photo.write_bytes(portrait)
+    output = tmp_path / "out.mp4"
+    env = cli_env(tmp_path / "data", url, ["worker.after_claim"])
+    env["ACTORBOT_STORE__URL"] = pg_dsn
+    try:
+        code = await run_cli(env, "generate", str(photo), LINE, "-o", str(output))
+        assert code == -signal.SIGKILL and model.submits == []
+        env["ACTORBOT_DEBUG__FAILPOINTS"] = "[]"
+        assert await run_cli(env, "resume") == 0
+        db = await asyncpg.connect(pg_dsn)
+        try:
+            rows = await db.fetch("SELECT id, state, resubmitted FROM jobs")
+        finally:
+            await db.close()
+        # The submit outcome was unknown: recorded as such, then submitted once.
+        assert [(row["state"], row["resubmitted"]) for row in rows] == [("done", True)]
+        assert len(model.submits) == 1 and output.exists()
+    finally:
+        await model.stop()
