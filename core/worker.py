@@ -448,7 +448,7 @@ class Worker:
                         )
                     log.warning("job %s: submit outcome unknown; submitting again", job.id)
                     job = await self._transitions.move(
-                        job, JobState.SUBMITTING, expect={JobState.SUBMITTING}, resubmitted=1
+                        job, JobState.SUBMITTING, expect={JobState.SUBMITTING}, resubmitted=True
                     )
                     resubmitted = True
             while handle is None:
