@@ -7,6 +7,7 @@ change may set and when a take is paid back are decided here, once.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -20,6 +21,14 @@ SETTABLE = frozenset(
         "backend", "retake_reason",
     }
 )  # fmt: skip
+
+
+def settable(fields: Mapping[str, Any]) -> Mapping[str, Any]:
+    """Return ``fields`` if a transition may set every one of them, else raise ValueError."""
+    unknown = set(fields) - SETTABLE
+    if unknown:
+        raise ValueError(f"cannot set {sorted(unknown)}")
+    return fields
 
 
 @dataclass(frozen=True)

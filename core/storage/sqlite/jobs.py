@@ -16,6 +16,7 @@ from typing import Any
 from core.errors import RequestRejected
 from core.models import DeliveryAddress, Job, JobState, Lease, UserRef
 from core.quotas import AdmissionPolicy
+from core.storage.changes import settable
 from core.storage.sqlite import admission, changes
 from core.storage.sqlite.database import Database
 from core.storage.sqlite.queries import jobs as sql
@@ -257,12 +258,9 @@ class SqliteJobs:
         Its counters, a refund (into FAILED or CANCELED) and its event are written in the
         same transaction (``core.storage.sqlite.changes``).
         """
-        unknown = set(fields) - changes.SETTABLE
-        if unknown:
-            raise ValueError(f"cannot set {sorted(unknown)}")
         allowed = None if expect is None else frozenset(expect)
         move = partial(
-            changes.transition, job_id=job_id, to=to, expect=allowed, fields=fields,
+            changes.transition, job_id=job_id, to=to, expect=allowed, fields=settable(fields),
             now=self._clock(), lease=lease,
         )  # fmt: skip
         return await self._db.write(move)
