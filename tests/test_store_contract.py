@@ -530,3 +530,19 @@ async def test_a_notify_in_one_process_wakes_a_worker_in_another(pg_dsn: str) ->
     finally:
         await first.close()
         await second.close()
+
+
+async def test_a_transition_sets_only_the_columns_it_may(engine: Engine) -> None:
+    storage = await engine.open()
+    try:
+        [job_id] = await _admit(storage, "u1", "s1")
+        try:
+            await storage.jobs.transition(job_id, JobState.FAILED, charged=0)
+        except ValueError as exc:
+            assert "charged" in str(exc)
+        else:
+            raise AssertionError("a transition set a column outside SETTABLE")
+        [(state, charged)] = await engine.rows("SELECT state, charged FROM jobs")
+        assert state == JobState.QUEUED.value and charged == 0
+    finally:
+        await storage.close()
