@@ -22,7 +22,6 @@ import argparse
 import asyncio
 import multiprocessing
 import os
-import subprocess
 import sys
 import tempfile
 import time
@@ -36,7 +35,7 @@ import asyncpg
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench.common import prepared_jpeg
+from bench.common import postgres_cluster, prepared_jpeg
 from config.settings import QuotaSettings
 from core.models import DeliveryAddress, JobState, UserRef
 from core.quotas import Quotas
@@ -45,7 +44,6 @@ from core.storage.postgres import open_postgres
 from core.storage.sqlite import open_sqlite
 from core.storage.types import NewTake
 
-ROOT = Path(__file__).resolve().parents[1]
 TAKE = NewTake("line", "line", "en", 5, 1, None)
 PLATFORM = "bench"
 
@@ -203,18 +201,5 @@ if __name__ == "__main__":
     parser.add_argument("--batch", type=int, default=4)
     parser.add_argument("--url", default=os.environ.get("ACTORBOT_TEST_PG_DSN", ""))
     args = parser.parse_args()
-    stop: str | None = None
-    if not args.url:  # a throwaway cluster for this run
-        started = subprocess.run(
-            ["bash", str(ROOT / "scripts" / "postgres.sh"), "start"],
-            capture_output=True, text=True, check=True,
-        )  # fmt: skip
-        values = dict(line.split("=", 1) for line in started.stdout.split())
-        args.url, stop = values["ACTORBOT_TEST_PG_DSN"], values["ACTORBOT_TEST_PG_DIR"]
-    try:
-        main(args, args.url)
-    finally:
-        if stop is not None:
-            subprocess.run(
-                ["bash", str(ROOT / "scripts" / "postgres.sh"), "stop", stop], check=False
-            )
+    with postgres_cluster(args.url) as url:  # a throwaway cluster without --url
+        main(args, url)

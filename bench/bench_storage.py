@@ -16,7 +16,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
-import subprocess
 import sys
 import tempfile
 import time
@@ -29,7 +28,7 @@ import asyncpg
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench.common import prepared_jpeg
+from bench.common import postgres_cluster, prepared_jpeg
 from config.settings import QuotaSettings
 from core.models import DeliveryAddress, JobState, UserRef
 from core.quotas import Quotas
@@ -39,7 +38,6 @@ from core.storage.postgres.connection import display_url
 from core.storage.sqlite import open_sqlite
 from core.storage.types import NewTake
 
-ROOT = Path(__file__).resolve().parents[1]
 TAKE = NewTake("line", "line", "en", 5, 1, None)
 
 
@@ -137,18 +135,5 @@ if __name__ == "__main__":
     parser.add_argument("--pool", type=int, default=10)
     parser.add_argument("--url", default=os.environ.get("ACTORBOT_TEST_PG_DSN", ""))
     args = parser.parse_args()
-    stop: str | None = None
-    if not args.url:  # a throwaway cluster for this run
-        started = subprocess.run(
-            ["bash", str(ROOT / "scripts" / "postgres.sh"), "start"],
-            capture_output=True, text=True, check=True,
-        )  # fmt: skip
-        values = dict(line.split("=", 1) for line in started.stdout.split())
-        args.url, stop = values["ACTORBOT_TEST_PG_DSN"], values["ACTORBOT_TEST_PG_DIR"]
-    try:
-        asyncio.run(main(args, args.url))
-    finally:
-        if stop is not None:
-            subprocess.run(
-                ["bash", str(ROOT / "scripts" / "postgres.sh"), "stop", stop], check=False
-            )
+    with postgres_cluster(args.url) as url:  # a throwaway cluster without --url
+        asyncio.run(main(args, url))

@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import io
+import subprocess
 import time
+from collections.abc import Iterator
 from fractions import Fraction
 from pathlib import Path
 
@@ -14,6 +17,26 @@ from PIL import Image
 
 from core.backends.base import BackendState, BackendStatus, RenderSpec
 from core.models import Job, JobEvent
+
+_POSTGRES_SH = Path(__file__).resolve().parents[1] / "scripts" / "postgres.sh"
+
+
+@contextlib.contextmanager
+def postgres_cluster(url: str) -> Iterator[str]:
+    """Yield ``url``, or, when it is empty, the DSN of a throwaway loopback cluster."""
+    if url:
+        yield url
+        return
+    started = subprocess.run(
+        ["bash", str(_POSTGRES_SH), "start"], capture_output=True, text=True, check=True
+    )
+    values = dict(line.split("=", 1) for line in started.stdout.split())
+    try:
+        yield values["ACTORBOT_TEST_PG_DSN"]
+    finally:
+        subprocess.run(
+            ["bash", str(_POSTGRES_SH), "stop", values["ACTORBOT_TEST_PG_DIR"]], check=False
+        )
 
 
 def tiny_mp4() -> bytes:
