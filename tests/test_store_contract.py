@@ -546,3 +546,70 @@ async def test_a_transition_sets_only_the_columns_it_may(engine: Engine) -> None
         assert state == JobState.QUEUED.value and charged == 0
     finally:
         await storage.close()
+
+
+# --- the operator's view --------------------------------------------------------------------
+
+
+async def test_the_operator_view_reads_slots_failures_usage_and_the_event_cursor(
+    engine: Engine,
+) -> None:
+    now = [1_700_000_000.0]  # 2023-11-14 22:13:20 UTC
+    storage = await engine.open(clock=lambda: now[0])
+    try:
+        jobs = storage.jobs
+        assert await jobs.last_event_seq() == 0
+        assert await jobs.slots_in_use() == {}
+        assert await jobs.last_failures() == await jobs.active_jobs() == []
+        running, queued, failed_early = await _admit(storage, "u1", "m1", takes=3)
+        [failed_late] = await _admit(storage, "u2", "m2")
+        now[0] += 3 * 3600  # the next day in UTC, still the same day at UTC-5
+        [later] = await _admit(storage, "u3", "m3")
+        [claimed] = await jobs.claim(
+            "w", limit=1, platforms=["test"], lease_seconds=60, deadline_seconds=60
+        )
+        assert claimed.job.id == running
+        assert await jobs.transition(running, JobState.RUNNING, backend="fal-kling")
+        assert await jobs.transition(failed_early, JobState.FAILED, error_key="job.failed")
+        now[0] += 1
+        assert await jobs.transition(failed_late, JobState.FAILED, error_key="job.timeout")
+
+        assert await jobs.slots_in_use() == {"fal-kling": 1}
+        assert [job.id for job in await jobs.active_jobs()] == [running]
+        failures = await jobs.last_failures(limit=5)
+        assert [(job.id, job.error_key) for job in failures] == [
+            (failed_late, "job.timeout"), (failed_early, "job.failed")
+        ]  # fmt: skip
+        assert [job.id for job in await jobs.last_failures(limit=1)] == [failed_late]
+        events = await jobs.events_after(0, limit=1000)
+        assert await jobs.last_event_seq() == events[-1].seq
+
+        def counts(offset: int) -> set[tuple[int, str, JobState, str | None, int]]:
+            return {
+                (row.day, row.platform, row.state, row.backend, row.takes)
+                for row in rows_by_offset[offset]
+            }
+
+        rows_by_offset = {
+            offset: await jobs.usage_by_day(0, utc_offset_seconds=offset)
+            for offset in (0, -5 * 3600)
+        }
+        day = 1_700_000_000 // 86_400
+        assert counts(0) == {
+            (day, "test", JobState.RUNNING, "fal-kling", 1),
+            (day, "test", JobState.QUEUED, None, 1),
+            (day, "test", JobState.FAILED, None, 2),
+            (day + 1, "test", JobState.QUEUED, None, 1),
+        }
+        assert counts(-5 * 3600) == {
+            (day, "test", JobState.RUNNING, "fal-kling", 1),
+            (day, "test", JobState.QUEUED, None, 2),
+            (day, "test", JobState.FAILED, None, 2),
+        }
+        assert all(row.seconds == 5 for row in rows_by_offset[0])
+        # ``since`` leaves out what came before it.
+        recent = await jobs.usage_by_day(now[0] - 10)
+        assert [(row.state, row.takes) for row in recent] == [(JobState.QUEUED, 1)]
+        assert later and queued
+    finally:
+        await storage.close()

@@ -7,7 +7,15 @@ from typing import Any, Protocol
 
 from core.models import DeliveryAddress, Job, JobState, Lease, UserRef
 from core.quotas import AdmissionPolicy
-from core.storage.types import Admitted, Claimed, JobChange, Moved, NewTake, Precheck
+from core.storage.types import (
+    Admitted,
+    Claimed,
+    JobChange,
+    Moved,
+    NewTake,
+    Precheck,
+    UsageRow,
+)
 
 
 class JobStore(Protocol):
@@ -194,6 +202,31 @@ class JobStore(Protocol):
 
     async def last_events(self, request_id: str) -> list[JobChange]:
         """Return the latest event of each take of a request, in take order."""
+        ...
+
+    async def last_event_seq(self) -> int:
+        """Return the newest job event's ``seq`` (0 if none): where a new follower starts."""
+        ...
+
+    # --- operator view ---------------------------------------------------------------
+
+    async def active_jobs(self, limit: int = 1000) -> list[Job]:
+        """Return the jobs a worker is on (submitting to delivering), oldest first."""
+        ...
+
+    async def slots_in_use(self) -> dict[str, int]:
+        """Return how many takes each backend holds a slot for (submitting or running)."""
+        ...
+
+    async def last_failures(self, limit: int = 20) -> list[Job]:
+        """Return the most recently failed jobs, newest first."""
+        ...
+
+    async def usage_by_day(self, since: float, utc_offset_seconds: int = 0) -> list[UsageRow]:
+        """Count the takes admitted since ``since`` by day, platform, state, backend, length.
+
+        A day starts at midnight ``utc_offset_seconds`` east of UTC.
+        """
         ...
 
     # --- retention -------------------------------------------------------------------

@@ -94,6 +94,18 @@ class JobChange:
     at: float
 
 
+@dataclass(frozen=True)
+class UsageRow:
+    """Takes admitted on one day, counted by where they came from and how they ended."""
+
+    day: int  # days since 1970-01-01 in the operator's time zone (see ``usage_by_day``)
+    platform: str
+    state: JobState  # the state the takes are in now: the outcome once finished
+    backend: str | None  # the preset (or builtin backend) they ran on; None: not claimed
+    seconds: int  # the clip length asked for
+    takes: int
+
+
 # --- chat state ---------------------------------------------------------------------------
 
 

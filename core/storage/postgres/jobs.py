@@ -21,7 +21,7 @@ from core.storage.postgres import admission, changes
 from core.storage.postgres.connection import Conn
 from core.storage.postgres.database import Database, changed
 from core.storage.postgres.queries import jobs as sql
-from core.storage.postgres.rows import change_from_record, job_from_record
+from core.storage.postgres.rows import change_from_record, job_from_record, usage_from_record
 from core.storage.types import (
     Admitted,
     ChangeKind,
@@ -30,6 +30,7 @@ from core.storage.types import (
     Moved,
     NewTake,
     Precheck,
+    UsageRow,
     new_id,
 )
 
@@ -353,6 +354,30 @@ class PostgresJobs:
         """Return the latest event of each take of a request, in take order."""
         rows = await self._db.fetch(sql.LAST_EVENTS, request_id)
         return [change_from_record(row) for row in rows]
+
+    async def last_event_seq(self) -> int:
+        """Return the newest job event's ``seq`` (0 if none): where a new follower starts."""
+        return int(await self._db.fetchval(sql.LAST_SEQ_OF_EVENTS))
+
+    # --- operator view ---------------------------------------------------------------
+
+    async def active_jobs(self, limit: int = 1000) -> list[Job]:
+        """Return the jobs a worker is on (submitting to delivering), oldest first."""
+        return await self._jobs(sql.ACTIVE_JOBS, limit)
+
+    async def slots_in_use(self) -> dict[str, int]:
+        """Return how many takes each backend holds a slot for (submitting or running)."""
+        rows = await self._db.fetch(sql.SLOTS_IN_USE)
+        return {str(backend): int(count) for backend, count in rows}
+
+    async def last_failures(self, limit: int = 20) -> list[Job]:
+        """Return the most recently failed jobs, newest first."""
+        return await self._jobs(sql.LAST_FAILURES, limit)
+
+    async def usage_by_day(self, since: float, utc_offset_seconds: int = 0) -> list[UsageRow]:
+        """Count the takes admitted since ``since`` by day, platform, state, backend, length."""
+        rows = await self._db.fetch(sql.USAGE_BY_DAY, utc_offset_seconds, since)
+        return [usage_from_record(row) for row in rows]
 
     # --- retention -------------------------------------------------------------------
 

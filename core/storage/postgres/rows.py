@@ -9,7 +9,7 @@ import asyncpg
 
 from core.models import DeliveryAddress, Job, JobState
 from core.storage.postgres.queries.jobs import JOB_ROW
-from core.storage.types import ChangeKind, JobChange
+from core.storage.types import ChangeKind, JobChange, UsageRow
 
 
 def address_to_json(address: DeliveryAddress) -> dict[str, Any]:
@@ -30,3 +30,9 @@ def change_from_record(record: asyncpg.Record) -> JobChange:
     return JobChange(
         int(seq), ChangeKind(kind), job_id, request_id, JobState(state), error_key, float(at)
     )
+
+
+def usage_from_record(record: asyncpg.Record) -> UsageRow:
+    """Return a usage count from a ``USAGE_BY_DAY`` record."""
+    day, platform, state, backend, seconds, takes = record
+    return UsageRow(int(day), platform, JobState(state), backend, int(seconds), int(takes))

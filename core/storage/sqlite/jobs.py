@@ -21,7 +21,7 @@ from core.storage.sqlite import admission, changes
 from core.storage.sqlite.database import Database
 from core.storage.sqlite.queries import jobs as sql
 from core.storage.sqlite.queries import marks
-from core.storage.sqlite.rows import change_from_row, job_from_row
+from core.storage.sqlite.rows import change_from_row, job_from_row, usage_row
 from core.storage.types import (
     Admitted,
     ChangeKind,
@@ -30,6 +30,7 @@ from core.storage.types import (
     Moved,
     NewTake,
     Precheck,
+    UsageRow,
     new_id,
 )
 
@@ -343,6 +344,31 @@ class SqliteJobs:
         return [
             change_from_row(row) for row in await self._db.query(sql.LAST_EVENTS, (request_id,))
         ]
+
+    async def last_event_seq(self) -> int:
+        """Return the newest job event's ``seq`` (0 if none): where a new follower starts."""
+        row = await self._one(sql.LAST_EVENT_SEQ)
+        return int(row[0]) if row else 0
+
+    # --- operator view ---------------------------------------------------------------
+
+    async def active_jobs(self, limit: int = 1000) -> list[Job]:
+        """Return the jobs a worker is on (submitting to delivering), oldest first."""
+        return await self._rows(sql.ACTIVE_JOBS, (limit,))
+
+    async def slots_in_use(self) -> dict[str, int]:
+        """Return how many takes each backend holds a slot for (submitting or running)."""
+        rows = await self._db.query(sql.SLOTS_IN_USE)
+        return {str(backend): int(count) for backend, count in rows}
+
+    async def last_failures(self, limit: int = 20) -> list[Job]:
+        """Return the most recently failed jobs, newest first."""
+        return await self._rows(sql.LAST_FAILURES, (limit,))
+
+    async def usage_by_day(self, since: float, utc_offset_seconds: int = 0) -> list[UsageRow]:
+        """Count the takes admitted since ``since`` by day, platform, state, backend, length."""
+        rows = await self._db.query(sql.USAGE_BY_DAY, (utc_offset_seconds, since))
+        return [usage_row(row) for row in rows]
 
     # --- retention -------------------------------------------------------------------
 

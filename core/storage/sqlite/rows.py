@@ -8,7 +8,7 @@ from typing import Any
 
 from core.models import DeliveryAddress, Job, JobState
 from core.storage.sqlite.queries.jobs import JOB_ROW
-from core.storage.types import ChangeKind, JobChange
+from core.storage.types import ChangeKind, JobChange, UsageRow
 
 
 def address_to_json(address: DeliveryAddress) -> str:
@@ -42,3 +42,9 @@ def change_from_row(row: Sequence[Any]) -> JobChange:
     return JobChange(
         int(seq), ChangeKind(kind), job_id, request_id, JobState(state), error_key, float(at)
     )
+
+
+def usage_row(row: Sequence[Any]) -> UsageRow:
+    """Return a usage count from a ``USAGE_BY_DAY`` row (both engines return the same shape)."""
+    day, platform, state, backend, seconds, takes = row
+    return UsageRow(int(day), platform, JobState(state), backend, int(seconds), int(takes))

@@ -8,7 +8,15 @@ job locks its row (``FOR NO KEY UPDATE``) before it reads what it decides on.
 from __future__ import annotations
 
 from core.models import TERMINAL_STATES, JobState
-from core.storage.postgres.queries import ACTIVE, DELIVERING, DONE, FINISHED, QUEUED
+from core.storage.postgres.queries import (
+    ACTIVE,
+    DELIVERING,
+    DONE,
+    FAILED,
+    FINISHED,
+    IN_FLIGHT,
+    QUEUED,
+)
 from core.storage.postgres.queries.accounts import ACCOUNT_COLUMNS
 from core.storage.postgres.schema import sql_states
 
@@ -344,4 +352,31 @@ UPDATE requests SET image = ''::bytea WHERE id IN (
         SELECT 1 FROM jobs j WHERE j.request_id = r.id
           AND (j.state NOT IN {FINISHED} OR coalesce(j.finished_at, j.updated_at) >= $1))
     LIMIT $2)
+"""
+
+# --- operator view ------------------------------------------------------------------------
+
+LAST_SEQ_OF_EVENTS = "SELECT coalesce(max(seq), 0) FROM job_events"
+
+ACTIVE_JOBS = f"""
+SELECT {JOB_COLUMNS} {_JOB_FROM} WHERE j.state IN {ACTIVE} ORDER BY j.seq LIMIT $1
+"""
+
+# IN_FLIGHT is within ACTIVE: the partial index jobs_active covers these rows.
+SLOTS_IN_USE = f"""
+SELECT coalesce(backend, ''), count(*) FROM jobs
+WHERE state IN {ACTIVE} AND state IN {IN_FLIGHT} GROUP BY 1
+"""
+
+LAST_FAILURES = f"""
+SELECT {JOB_COLUMNS} {_JOB_FROM} WHERE j.state = {FAILED}
+ORDER BY j.finished_at DESC, j.seq DESC LIMIT $1
+"""
+
+# Days since the epoch in the operator's zone.
+USAGE_BY_DAY = """
+SELECT floor((created_at + $1) / 86400)::bigint AS day, platform, state, backend, seconds,
+       count(*)
+FROM jobs WHERE created_at >= $2 GROUP BY day, platform, state, backend, seconds
+ORDER BY day, platform, state, backend, seconds
 """

@@ -22,6 +22,7 @@ def marks(count: int) -> str:
 QUEUED = f"'{JobState.QUEUED.value}'"
 DELIVERING = f"'{JobState.DELIVERING.value}'"
 DONE = f"'{JobState.DONE.value}'"
+FAILED = f"'{JobState.FAILED.value}'"
 FINISHED = states(TERMINAL_STATES)
 IN_FLIGHT = states(IN_FLIGHT_STATES)
 ACTIVE = states(ACTIVE_STATES)

@@ -7,7 +7,9 @@ from core.storage.sqlite.queries import (
     ACTIVE,
     DELIVERING,
     DONE,
+    FAILED,
     FINISHED,
+    IN_FLIGHT,
     NOT_LEASED,
     QUEUED,
     states,
@@ -267,4 +269,31 @@ UPDATE requests SET image = X'' WHERE id IN (
         SELECT 1 FROM jobs j WHERE j.request_id = r.id
           AND (j.state NOT IN {FINISHED} OR coalesce(j.finished_at, j.updated_at) >= ?))
     LIMIT ?)
+"""
+
+# --- operator view ------------------------------------------------------------------------
+
+LAST_EVENT_SEQ = "SELECT coalesce(max(seq), 0) FROM job_events"
+
+# "NOT IN" the unleased states: the partial index jobs_active covers exactly these rows.
+ACTIVE_JOBS = f"""
+SELECT {JOB_COLUMNS} {_JOB_FROM} WHERE j.state NOT IN {NOT_LEASED} ORDER BY j.seq LIMIT ?
+"""
+
+SLOTS_IN_USE = f"""
+SELECT coalesce(backend, ''), count(*) FROM jobs
+WHERE state NOT IN {NOT_LEASED} AND state IN {IN_FLIGHT} GROUP BY 1
+"""
+
+LAST_FAILURES = f"""
+SELECT {JOB_COLUMNS} {_JOB_FROM} WHERE j.state = {FAILED}
+ORDER BY j.finished_at DESC, j.seq DESC LIMIT ?
+"""
+
+# Days since the epoch in the operator's zone: created_at is positive, so CAST floors.
+USAGE_BY_DAY = """
+SELECT CAST((created_at + ?) / 86400 AS INTEGER) AS day, platform, state, backend, seconds,
+       count(*)
+FROM jobs WHERE created_at >= ? GROUP BY day, platform, state, backend, seconds
+ORDER BY day, platform, state, backend, seconds
 """
