@@ -1,4 +1,4 @@
-"""The chat adapters ``actorbot run`` can start, and what turns each one on.
+"""The adapters ``actorbot run`` can start (chat bots, the web page), and what turns each on.
 
 A new platform is one more ``Adapter`` in ``ADAPTERS``: the CLI, ``doctor`` and the log
 redaction read this list and name no platform themselves.
@@ -48,6 +48,7 @@ class Adapter:
     token: Callable[[Settings], str]  # empty: not configured
     secrets: Callable[[Settings], list[str]]  # values the logs must never show
     start: Start  # run it beside the worker; without intake it only sends (a worker process)
+    chat: bool = True  # a chat platform: its users may /link their accounts on the others
 
 
 @contextlib.asynccontextmanager
@@ -93,6 +94,23 @@ async def _start_discord(
         raise AdapterUnavailable("Cannot reach Discord.", "Check the network.") from exc
 
 
+@contextlib.asynccontextmanager
+async def _start_web(
+    runtime: Runtime, peers: Sequence[str], intake: bool
+) -> AsyncIterator[Running]:
+    from bots.web import run_web
+
+    web = runtime.settings.web
+    try:
+        async with run_web(runtime, intake=intake) as page:
+            yield page
+    except OSError as exc:
+        raise AdapterUnavailable(
+            f"Cannot serve the web page on {web.listen}:{web.port} ({exc.strerror}).",
+            "Set web.port to a free port.",
+        ) from exc
+
+
 ADAPTERS: tuple[Adapter, ...] = (
     Adapter(
         name="telegram",
@@ -114,6 +132,16 @@ ADAPTERS: tuple[Adapter, ...] = (
         # Interaction tokens are blanked by shape (bots/logs.py): no list names them.
         secrets=lambda s: [s.discord.token.get_secret_value()],
         start=_start_discord,
+    ),
+    Adapter(
+        name="web",
+        variable="ACTORBOT_WEB__TOKEN",
+        origin="any random string of 16+ characters, with web.enabled = true",
+        # Configured only when enabled: the token alone serves nothing.
+        token=lambda s: s.web.token.get_secret_value() if s.web.enabled else "",
+        secrets=lambda s: [s.web.token.get_secret_value()],
+        start=_start_web,
+        chat=False,
     ),
 )
 

@@ -254,12 +254,13 @@ async def _serve(runtime: Runtime, adapters: Sequence[Adapter], role: str = "all
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
     names = [adapter.name for adapter in adapters]
+    chats = [adapter.name for adapter in adapters if adapter.chat]
     intake = role in ("ingress", "all")
     started: list[Running] = []
     async with contextlib.AsyncExitStack() as stack:
         # Adapters start first (the worker delivers through them) and stop last.
         for adapter in adapters:
-            peers = [name for name in names if name != adapter.name]
+            peers = [name for name in chats if name != adapter.name]
             running = await stack.enter_async_context(adapter.start(runtime, peers, intake))
             running.intake.add_done_callback(lambda _: stop.set())
             started.append(running)

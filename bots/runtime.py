@@ -23,7 +23,7 @@ from core.worker import Worker
 # (a preset says how slow: its expected_run_seconds).
 _FIRST_GUESS_RUN_SECONDS = {"preview": 8.0, "jobapi": 120.0}
 # Directories under data_dir whose entries are named after jobs (see core/retention.py).
-_WORK_DIRS = ("results", "preview", "telegram", "discord")
+_WORK_DIRS = ("results", "preview", "telegram", "discord", "web")
 
 
 @dataclass

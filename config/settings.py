@@ -32,6 +32,8 @@ USER_FILE_ENV = "ACTORBOT_CONFIG"
 USER_FILE_DEFAULT = Path("actorbot.toml")
 # Telegram's rule for setWebhook's secret_token.
 _WEBHOOK_SECRET = re.compile(r"[A-Za-z0-9_-]{1,256}")
+# The web page's login: long enough that guessing it over the network is hopeless.
+_WEB_TOKEN_MIN = 16
 
 
 def _http_url(value: str) -> str:
@@ -339,6 +341,19 @@ class WebhookSettings(BaseModel):
     fal_public_keys: list[str] = []  # base64url Ed25519 keys ("x" of fal's JWKS)
 
 
+class WebSettings(BaseModel):
+    """The operator's web page and playground (bots/web): off unless enabled, token login."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    enabled: bool = False
+    listen: str = "127.0.0.1"
+    port: int = Field(8080, ge=0, lt=65536)  # 0: any free port (tests)
+    token: SecretStr = SecretStr("")  # the login; a secret: better ACTORBOT_WEB__TOKEN
+    session_minutes: float = Field(720, gt=0)  # a login lasts this long
+    usage_days: int = Field(14, ge=1, le=366)  # days the usage charts cover
+
+
 class RoleSettings(BaseModel):
     """Per-role overrides of the quota defaults; unset fields use the [quotas] values."""
 
@@ -420,6 +435,7 @@ class Settings(BaseSettings):
     presets: dict[str, PresetSettings] = {}
     takecheck: TakeCheckSettings = TakeCheckSettings()
     webhooks: WebhookSettings = WebhookSettings()
+    web: WebSettings = WebSettings()
     telegram: TelegramSettings = TelegramSettings()
     discord: DiscordSettings = DiscordSettings()
     quotas: QuotaSettings = QuotaSettings()
@@ -448,6 +464,15 @@ class Settings(BaseSettings):
                 )
         if self.webhooks.enabled and not self.webhooks.public_url:
             problems.append("webhooks.public_url: required when webhooks.enabled is true")
+        web_token = self.web.token.get_secret_value()
+        if self.web.enabled and not web_token:
+            problems.append(
+                "web.token: required when web.enabled is true (set ACTORBOT_WEB__TOKEN)"
+            )
+        elif self.web.enabled and len(web_token) < _WEB_TOKEN_MIN:
+            problems.append(
+                f"web.token: at least {_WEB_TOKEN_MIN} characters (e.g. openssl rand -hex 16)"
+            )
         if telegram.local_mode and not telegram.base_url:
             problems.append(
                 "telegram.base_url: required with telegram.local_mode (a self-hosted Bot API"
