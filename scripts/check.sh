@@ -24,4 +24,16 @@ elif [ "${CI:-}" = true ]; then
 else
     echo "check: PostgreSQL could not be started; its tests will be skipped" >&2
 fi
+echo "== chromium"
+# The web page's browser test drives Debian's chromium (Playwright cannot download one here).
+if ! command -v chromium >/dev/null; then
+    if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+        echo "installing chromium from Debian's packages…"
+        (apt-get install -y -q chromium >/dev/null 2>&1 \
+            || { apt-get update -q >/dev/null 2>&1 && apt-get install -y -q chromium >/dev/null 2>&1; }) \
+            || echo "check: could not install chromium; the browser test will be skipped" >&2
+    else
+        echo "check: no chromium; the browser test will be skipped (apt-get install chromium)" >&2
+    fi
+fi
 echo "== pytest";       pytest -q -p no:cacheprovider "$@"

@@ -36,7 +36,6 @@ from .sessions import (
     COOKIE,
     CSRF_FIELD,
     CSRF_HEADER,
-    Session,
     Sessions,
     csrf_matches,
     token_matches,
