@@ -286,8 +286,8 @@ class WebPage:
                     quiet_since = self._clock()
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._closing.wait(), _FOLLOW_SECONDS)
-        except (ConnectionResetError, asyncio.CancelledError):
-            pass  # the browser went away (or the server stops)
+        except ConnectionResetError:
+            pass  # the browser went away
         return stream
 
     def _change(self, change: JobChange) -> dict[str, Any]:
