@@ -18,6 +18,7 @@ from core.errors import RequestRejected
 from core.images import prepare_image_async
 from core.models import UserRef
 from core.prompts import MAX_SEED
+from core.storage.characters import MAX_NAME_CHARS
 from core.storage.types import Character, CharacterImage
 
 if TYPE_CHECKING:
@@ -25,7 +26,6 @@ if TYPE_CHECKING:
 
 # A name is a word (any script) with inner hyphens, as ``@Name`` in a line spells it.
 NAME = re.compile(r"\w+(?:-\w+)*")
-MAX_NAME_CHARS = 32
 MAX_DESCRIPTION_CHARS = 200
 VOICE = re.compile(r"\w+(?:[.-]\w+)*")
 

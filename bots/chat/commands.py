@@ -170,8 +170,13 @@ class Commands:
         user = said.person.ref(locale)
         try:
             if args:
-                await self._service.accounts.link(user, args)
-                await reply.send(render("access.linked", locale))
+                linked = await self._service.accounts.link(user, args)
+                lines = [render("access.linked", locale)]
+                lines += [
+                    render("character.renamed_on_link", locale, old=old, new=new)
+                    for old, new in linked.renamed
+                ]
+                await reply.send("\n".join(lines))
                 return
             code = await self._service.accounts.link_code(user)
         except RequestRejected as exc:

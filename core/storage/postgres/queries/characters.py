@@ -69,3 +69,10 @@ ON CONFLICT DO NOTHING
 DROP_SHARES = "DELETE FROM character_shares WHERE character_id = $1"
 
 DELETE = "DELETE FROM characters WHERE id = $1"
+
+# Linking accounts (core/storage/postgres/accounts.py): the joining account's characters move.
+NAMES = "SELECT id, name FROM characters WHERE account_id = $1"
+
+RENAME = "UPDATE characters SET name = $1, name_key = $2 WHERE id = $3"
+
+MOVE = "UPDATE characters SET account_id = $1 WHERE account_id = $2"

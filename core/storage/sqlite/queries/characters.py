@@ -63,3 +63,10 @@ ON CONFLICT DO NOTHING
 DROP_SHARES = "DELETE FROM character_shares WHERE character_id = ?"
 
 DELETE = "DELETE FROM characters WHERE id = ?"
+
+# Linking accounts (core/storage/sqlite/accounts.py): the joining account's characters move.
+NAMES = "SELECT id, name FROM characters WHERE account_id = ?"
+
+RENAME = "UPDATE characters SET name = ?, name_key = ? WHERE id = ?"
+
+MOVE = "UPDATE characters SET account_id = ? WHERE account_id = ?"
