@@ -170,6 +170,8 @@ async def test_linking_moves_the_joining_accounts_characters_and_renames_a_clash
         assert await chars.characters(joining) == []
         shared = await chars.shared_character("discord", "chan", "mei")
         assert shared is not None and shared.account_id == staying
+        assert [c.name for c in await chars.shared_characters("discord", "chan")] == ["Mei"]
+        assert await chars.shared_characters("discord", "elsewhere") == []
         # Still one image for both Ranxias: it goes with the last of them only.
         assert await engine.rows("SELECT count(*) FROM character_images") == [(2,)]
         assert await chars.delete_character(staying, "Ranxia-2")

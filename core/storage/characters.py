@@ -81,6 +81,10 @@ class CharacterStore(Protocol):
         """Return the character of that name shared in a chat (the earliest shared), or None."""
         ...
 
+    async def shared_characters(self, platform: str, chat_id: str) -> list[Character]:
+        """Return the characters shared in a chat, by name."""
+        ...
+
     async def character_image(self, image_sha256: str) -> CharacterImage | None:
         """Return a stored character image by its sha256."""
         ...

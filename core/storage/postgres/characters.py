@@ -98,6 +98,15 @@ class PostgresCharacters:
         key = name_key(name)
         return await self._db.run(lambda conn: _one(conn, sql.SHARED, platform, chat_id, key))
 
+    async def shared_characters(self, platform: str, chat_id: str) -> list[Character]:
+        """Return the characters shared in a chat, by name."""
+
+        async def work(conn: Conn) -> list[Character]:
+            rows = await conn.fetch(sql.SHARED_IN, platform, chat_id)
+            return [await _character(conn, row) for row in rows]
+
+        return await self._db.run(work)
+
     async def character_image(self, image_sha256: str) -> CharacterImage | None:
         """Return a stored character image by its sha256."""
         row = await self._db.fetchrow(sql.IMAGE, image_sha256)

@@ -96,6 +96,15 @@ class SqliteCharacters:
         params = (platform, chat_id, name_key(name))
         return await self._db.read(lambda db: _one(db, sql.SHARED, params))
 
+    async def shared_characters(self, platform: str, chat_id: str) -> list[Character]:
+        """Return the characters shared in a chat, by name."""
+
+        def work(db: sqlite3.Connection) -> list[Character]:
+            rows = db.execute(sql.SHARED_IN, (platform, chat_id)).fetchall()
+            return [_character(db, row) for row in rows]
+
+        return await self._db.read(work)
+
     async def character_image(self, image_sha256: str) -> CharacterImage | None:
         """Return a stored character image by its sha256."""
         rows = await self._db.query(sql.IMAGE, (image_sha256,))

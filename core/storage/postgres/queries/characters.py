@@ -51,6 +51,12 @@ WHERE s.platform = $1 AND s.chat_id = $2 AND c.name_key = $3
 ORDER BY s.created_at, c.id LIMIT 1
 """
 
+SHARED_IN = f"""
+SELECT {_COLUMNS} {_FROM} JOIN character_shares s ON s.character_id = c.id
+WHERE s.platform = $1 AND s.chat_id = $2
+ORDER BY c.name_key, c.id
+"""
+
 SHARES = """
 SELECT platform, chat_id FROM character_shares WHERE character_id = $1
 ORDER BY created_at, platform, chat_id
