@@ -25,7 +25,7 @@ from bots.runtime import Runtime, open_runtime
 from config.settings import ConfigError, Settings, load_settings
 from core.characters import Characters
 from core.errors import ActorbotError, DeliveryError, UserError
-from core.i18n import normalize_locale, render, result_notes
+from core.i18n import normalize_locale, render, render_for, result_notes
 from core.models import DeliveryAddress, EventKind, Job, JobEvent, UserRef, VideoRequest
 from core.prompts import character_names
 from core.storage import open_storage
@@ -33,6 +33,7 @@ from core.storage import open_storage
 log = logging.getLogger(__name__)
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
+CLI = "cli"  # the platform of the local user, and the wording of messages that name commands
 
 
 def take_output(output: Path, take: int, takes: int) -> Path:
@@ -71,7 +72,7 @@ def _locale(settings: Settings) -> str:
 
 
 def _user(locale: str) -> UserRef:
-    return UserRef("cli", os.environ.get("USER", "local"), locale=locale)
+    return UserRef(CLI, os.environ.get("USER", "local"), locale=locale)
 
 
 async def _generate(
@@ -96,7 +97,9 @@ async def _generate(
         try:
             admission = await runtime.service.submit(request)
         except UserError as exc:
-            console.print(f"[red]error:[/] {escape(render(exc.key, locale, **exc.params))}")
+            console.print(
+                f"[red]error:[/] {escape(render_for(CLI, exc.key, locale, **exc.params))}"
+            )
             return EXIT_FAILED
         if runtime.backend.name == "preview":
             console.print(
@@ -157,7 +160,8 @@ async def _follow(
                 progress.update(row, description=done, total=1.0, completed=1.0)
                 results[job.id] = True
             elif event.kind in (EventKind.FAILED, EventKind.CANCELED):
-                message = render(event.error_key or "job.canceled", locale, **event.error_params)
+                key = event.error_key or "job.canceled"
+                message = render_for(CLI, key, locale, **event.error_params)
                 progress.update(row, description=f"{label}: [red]{escape(message)}[/]")
                 results[job.id] = False
     return results
@@ -193,7 +197,7 @@ async def _character(settings: Settings, args: argparse.Namespace, console: Cons
             else:
                 saved_ones = await characters.list(user)
                 if not saved_ones:
-                    console.print(escape(render("character.list_empty", locale)))
+                    console.print(escape(render_for(CLI, "character.list_empty", locale)))
                     return EXIT_OK
                 table = Table(title=f"Characters ({len(saved_ones)}/{characters.limit})")
                 for column in ("name", "voice", "seed", "description"):
@@ -205,7 +209,9 @@ async def _character(settings: Settings, args: argparse.Namespace, console: Cons
                     )
                 console.print(table)
         except UserError as exc:
-            console.print(f"[red]error:[/] {escape(render(exc.key, locale, **exc.params))}")
+            console.print(
+                f"[red]error:[/] {escape(render_for(CLI, exc.key, locale, **exc.params))}"
+            )
             return EXIT_FAILED
     return EXIT_OK
 

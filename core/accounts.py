@@ -23,7 +23,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-__all__ = ["AccessRequest", "Accounts", "Balance", "LinkCode"]
+__all__ = ["AccessRequest", "Accounts", "Balance", "LinkCode", "Linked"]
 
 
 @dataclass(frozen=True)
@@ -43,6 +43,14 @@ class LinkCode:
     code: str
     expires_at: float
     minutes: int
+
+
+@dataclass(frozen=True)
+class Linked:
+    """Two identities joined into one account; characters renamed on the way (old, new)."""
+
+    account_id: int
+    renamed: tuple[tuple[str, str], ...] = ()
 
 
 class Accounts:
@@ -179,13 +187,14 @@ class Accounts:
         await self._accounts.save_link_code(user, code, expires_at=expires_at, now=now)
         return LinkCode(code, expires_at, math.ceil(minutes))
 
-    async def link(self, user: UserRef, code: str) -> int:
-        """Join this identity into the account that issued ``code``; return the joint account."""
+    async def link(self, user: UserRef, code: str) -> Linked:
+        """Join this identity (and its characters) into the account that issued ``code``."""
         self._quotas.check_flood(user)  # each wrong guess costs a token
         code = self._quotas.normalize_code(code)
-        account_id, refusal = await self._accounts.redeem_link_code(code, user, self._clock())
-        if refusal is not None:
-            raise RequestRejected(refusal)
+        redeemed = await self._accounts.redeem_link_code(code, user, self._clock())
+        if redeemed.refusal is not None:
+            raise RequestRejected(redeemed.refusal)
+        account_id = redeemed.account_id
         assert account_id is not None
         log.info("linked %s:%s into account %d", user.platform, user.platform_user_id, account_id)
-        return account_id
+        return Linked(account_id, redeemed.renamed)

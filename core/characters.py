@@ -18,6 +18,7 @@ from core.errors import RequestRejected
 from core.images import prepare_image_async
 from core.models import UserRef
 from core.prompts import MAX_SEED
+from core.storage.characters import MAX_NAME_CHARS, name_key
 from core.storage.types import Character, CharacterImage
 
 if TYPE_CHECKING:
@@ -25,7 +26,6 @@ if TYPE_CHECKING:
 
 # A name is a word (any script) with inner hyphens, as ``@Name`` in a line spells it.
 NAME = re.compile(r"\w+(?:-\w+)*")
-MAX_NAME_CHARS = 32
 MAX_DESCRIPTION_CHARS = 200
 VOICE = re.compile(r"\w+(?:[.-]\w+)*")
 
@@ -95,6 +95,20 @@ class Characters:
         if saved is None:
             raise RequestRejected("character.limit", limit=limit)
         return saved
+
+    async def castable(self, user: UserRef, chat_id: str | None) -> list[Character]:
+        """Return what a user may cast in a chat: their own characters, then those shared there."""
+        own = await self.list(user)
+        if chat_id is None:
+            return own
+        found = list(own)
+        taken = {name_key(character.name) for character in own}
+        # A name casts the user's own character first: a shared one by that name is hidden.
+        for each in await self._store.shared_characters(user.platform, chat_id):
+            if name_key(each.name) not in taken:
+                taken.add(name_key(each.name))
+                found.append(each)
+        return found
 
     async def list(self, user: UserRef) -> list[Character]:
         """Return the user's characters, by name."""

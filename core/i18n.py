@@ -57,6 +57,14 @@ CATALOG: dict[str, dict[str, str]] = {
         "character.list_item": "@{name} · voice {voice}{seed}{description}",
         "character.usage": "Characters: /character save NAME (with or replying to a photo), /character list, /character voice NAME VOICE, /character delete NAME, /character share NAME.",
         "character.need_photo": "Send /character save {name} with a photo, or as a reply to one.",
+        "character.renamed_on_link": "Your character {old} is now called {new}: this account already had one called {old}.",
+        # The same messages as Discord and the command line word them (``render_for``).
+        "character.unknown.discord": "There is no character called {name}. Save one with /character save or “Save as character” on a message with an image; /character list shows yours.",
+        "character.limit.discord": "You already have {limit} characters, the most an account may keep. Delete one with /character delete first.",
+        "character.list_empty.discord": "You have no characters yet. Save one with /character save, or “Save as character” on a message with an image.",
+        "character.unknown.cli": "There is no character called {name}. Save one with actorbot character save {name} PHOTO, or see yours with actorbot character list.",
+        "character.limit.cli": "You already have {limit} characters, the most an account may keep. Delete one with actorbot character delete NAME first.",
+        "character.list_empty.cli": "You have no characters yet. Save one with actorbot character save NAME PHOTO.",
         # quotas and access
         "quota.no_credits": "Not enough credits: this needs {cost} and you have {credits}. Your credits refill in {hours} h {minutes} min.",
         "quota.balance": "You have {credits} credits left; they refill in {hours} h {minutes} min.",
@@ -202,6 +210,26 @@ CATALOG: dict[str, dict[str, str]] = {
         "discord.settings_guild_only": "Settings are made inside a server.",
         "discord.channel_not_allowed": "The bot is not used in this channel here. Try {channels}.",
         "discord.guild_full": "This server has used its {limit} videos for today. The count resets in {hours} h {minutes} min.",
+        "discord.character": "character",
+        "discord.character.about": "A saved character to cast (its picture, voice and seed)",
+        "discord.need_image_or_character": "Attach an image, or choose a saved character in the character option.",
+        "discord.cmd.character_save": "Save a picture as a character (the same name again: a new picture)",
+        "discord.cmd.character_list": "List your characters",
+        "discord.cmd.character_voice": "Give one of your characters a voice",
+        "discord.cmd.character_share": "Let everyone in this channel cast one of your characters",
+        "discord.cmd.character_delete": "Delete one of your characters and its picture",
+        "discord.name": "name",
+        "discord.name.about": "The character's name; cast it with @name in a line",
+        "discord.voice": "voice",
+        "discord.voice.about": "The voice it speaks with",
+        "discord.seed": "seed",
+        "discord.seed.about": "A fixed seed for its takes (optional)",
+        "discord.description": "description",
+        "discord.description.about": "A few words about the character (optional)",
+        "discord.character_image.about": "A picture of the character",
+        "discord.save_as_character": "Save as character",
+        "discord.character_name_label": "Name",
+        "discord.character_description_label": "Description (optional)",
     },
     "zh": {
         "image.empty": "文件是空的。请发送角色的照片。",
@@ -240,6 +268,13 @@ CATALOG: dict[str, dict[str, str]] = {
         "character.list_item": "@{name} · 声音 {voice}{seed}{description}",
         "character.usage": "角色：/character save 名字（附带或回复一张照片）、/character list、/character voice 名字 声音、/character delete 名字、/character share 名字。",
         "character.need_photo": "请发送带照片的 /character save {name}，或回复一张照片发送。",
+        "character.renamed_on_link": "你的角色 {old} 现在叫 {new}：这个账号已经有一个叫 {old} 的角色。",
+        "character.unknown.discord": "没有名为 {name} 的角色。用 /character save 或在带图片的消息上选择“存为角色”来保存；/character list 查看你的角色。",
+        "character.limit.discord": "你已有 {limit} 个角色，已达每个账户的上限。请先用 /character delete 删除一个。",
+        "character.list_empty.discord": "你还没有角色。用 /character save 保存，或在带图片的消息上选择“存为角色”。",
+        "character.unknown.cli": "没有名为 {name} 的角色。用 actorbot character save {name} 照片 保存它，或用 actorbot character list 查看你的角色。",
+        "character.limit.cli": "你已有 {limit} 个角色，已达每个账户的上限。请先用 actorbot character delete 名字 删除一个。",
+        "character.list_empty.cli": "你还没有角色。用 actorbot character save 名字 照片 保存一个。",
         "quota.no_credits": "额度不足：本次需要 {cost} 点，你还剩 {credits} 点。{hours} 小时 {minutes} 分钟后恢复。",
         "quota.balance": "你还剩 {credits} 点额度，{hours} 小时 {minutes} 分钟后恢复。",
         "quota.user_queue_full": "你已有 {queued} 条在排队（上限 {limit}）。请等其中一条开始生成，或取消一条。",
@@ -382,6 +417,26 @@ CATALOG: dict[str, dict[str, str]] = {
         "discord.settings_guild_only": "设置只能在服务器内进行。",
         "discord.channel_not_allowed": "这个频道不能使用机器人，请到 {channels}。",
         "discord.guild_full": "本服务器今天的 {limit} 个视频已用完，{hours} 小时 {minutes} 分钟后重置。",
+        "discord.character": "角色",
+        "discord.character.about": "要出演的已保存角色（使用它的图片、声音和种子）",
+        "discord.need_image_or_character": "请附上一张图片，或在“角色”选项里选一个已保存的角色。",
+        "discord.cmd.character_save": "把图片存为角色（同名再存：换一张图片）",
+        "discord.cmd.character_list": "列出你的角色",
+        "discord.cmd.character_voice": "给你的角色设置声音",
+        "discord.cmd.character_share": "让这个频道里的所有人都能使用你的角色",
+        "discord.cmd.character_delete": "删除你的角色及其图片",
+        "discord.name": "名字",
+        "discord.name.about": "角色的名字；在台词里写 @名字 即可使用",
+        "discord.voice": "声音",
+        "discord.voice.about": "角色说话用的声音",
+        "discord.seed": "种子",
+        "discord.seed.about": "角色每次生成使用的固定种子（可选）",
+        "discord.description": "描述",
+        "discord.description.about": "关于角色的几句话（可选）",
+        "discord.character_image.about": "角色的图片",
+        "discord.save_as_character": "存为角色",
+        "discord.character_name_label": "名字",
+        "discord.character_description_label": "描述（可选）",
     },
 }
 
@@ -412,6 +467,16 @@ def render(key: str, locale: str | None = None, **params: Any) -> str:
             exc,
         )
         return template
+
+
+def render_for(surface: str, key: str, locale: str | None = None, **params: Any) -> str:
+    """Render a key as one surface words it: its ``key.surface`` variant when there is one.
+
+    A message that names a command ("save one with /character save NAME") names the way it
+    is done where the user is: a chat's command, Discord's slash command, the CLI's.
+    """
+    variant = f"{key}.{surface}"
+    return render(variant if variant in CATALOG[DEFAULT_LOCALE] else key, locale, **params)
 
 
 def result_notes(backend: str | None, retake_reason: str | None, locale: str | None) -> list[str]:

@@ -43,6 +43,16 @@ def test_save_list_cast_and_delete_a_character(tmp_path: Path, portrait: bytes) 
     assert again.returncode == 1 and "no character called Ranxia" in again.stderr
 
 
+def test_refusals_name_the_command_line_way_to_save_a_character(tmp_path: Path) -> None:
+    refused = actorbot(tmp_path, "generate", "@Nobody says: 'Hi.'")
+    assert refused.returncode == 1
+    assert "Save one with actorbot character save Nobody PHOTO" in refused.stderr
+    assert "/character" not in refused.stderr  # a chat's command means nothing here
+    listed = actorbot(tmp_path, "character", "list")
+    assert "actorbot character save NAME PHOTO" in listed.stderr
+    assert "/character" not in listed.stderr
+
+
 def test_generate_without_photo_or_character_says_what_to_give(tmp_path: Path) -> None:
     result = actorbot(tmp_path, "generate", "She says: 'Hello.'")
     assert result.returncode == 2

@@ -490,7 +490,7 @@ async def test_link_joins_two_platforms_into_one_balance(engine: Engine) -> None
         code = await svc.accounts.link_code(telegram)
         assert code.minutes == 10 and len(code.code) == 8
         joint = await svc.accounts.link(discord, code.code.lower())
-        assert joint == await svc.accounts.account_id(telegram)
+        assert joint.account_id == await svc.accounts.account_id(telegram)
         # One balance: two takes from Telegram, then Discord has one credit left.
         await admit(svc, request("111", "t1", platform="telegram"), LINE + " --takes 2")
         await admit(svc, request("222", "d2", platform="discord"))

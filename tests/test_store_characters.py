@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+from core.characters import NAME
 from core.models import UserRef
 from core.storage import Storage
+from core.storage.characters import renames_for_move
 from core.storage.types import CharacterImage
 from tests.conftest import Engine
 
@@ -130,3 +132,60 @@ async def test_the_per_account_limit_refuses_one_more(engine: Engine) -> None:
         assert await engine.rows("SELECT count(*) FROM character_images") == [(1,)]
     finally:
         await storage.close()
+
+
+async def test_linking_moves_the_joining_accounts_characters_and_renames_a_clash(
+    engine: Engine,
+) -> None:
+    storage = await engine.open()
+    chars = storage.characters
+    try:
+        telegram, discord = UserRef("telegram", "1"), UserRef("discord", "2")
+        staying = await storage.accounts.ensure_account(telegram, 1.0)
+        joining = await storage.accounts.ensure_account(discord, 1.0)
+        kept = await chars.save_character(
+            staying, "Ranxia", IMAGE, voice="alto", seed=None, description="", limit=20, now=2.0
+        )
+        # The other account has its own Ranxia, from the same photo (one stored image).
+        clash = await chars.save_character(
+            joining, "ranxia", IMAGE, voice="tenor", seed=3, description="", limit=20, now=3.0
+        )
+        await chars.save_character(
+            joining, "Mei", OTHER, voice=None, seed=None, description="", limit=20, now=4.0
+        )
+        assert await chars.share_character(joining, "Mei", "discord", "chan", 5.0)
+        assert kept is not None and clash is not None
+        await storage.accounts.save_link_code(telegram, "CODE1234", expires_at=99.0, now=6.0)
+
+        redeemed = await storage.accounts.redeem_link_code("CODE1234", discord, 7.0)
+
+        assert (redeemed.account_id, redeemed.refusal) == (staying, None)
+        assert redeemed.renamed == (("ranxia", "ranxia-2"),)
+        moved = {c.name: c for c in await chars.characters(staying)}
+        assert sorted(moved) == ["Mei", "Ranxia", "ranxia-2"]
+        assert moved["Ranxia"].voice == "alto"
+        assert (moved["ranxia-2"].id, moved["ranxia-2"].voice, moved["ranxia-2"].seed) == (
+            clash.id, "tenor", 3,
+        )  # fmt: skip
+        assert await chars.characters(joining) == []
+        shared = await chars.shared_character("discord", "chan", "mei")
+        assert shared is not None and shared.account_id == staying
+        assert [c.name for c in await chars.shared_characters("discord", "chan")] == ["Mei"]
+        assert await chars.shared_characters("discord", "elsewhere") == []
+        # Still one image for both Ranxias: it goes with the last of them only.
+        assert await engine.rows("SELECT count(*) FROM character_images") == [(2,)]
+        assert await chars.delete_character(staying, "Ranxia-2")
+        assert await chars.character_image(kept.image_sha256) == IMAGE
+        assert await chars.delete_character(staying, "Ranxia")
+        assert await chars.character_image(kept.image_sha256) is None
+    finally:
+        await storage.close()
+
+
+def test_a_moved_name_gets_the_first_free_number_and_stays_a_valid_name() -> None:
+    long = "A" * 32
+    renames = renames_for_move(
+        ["Ranxia", "ranxia-2", long], [(1, "RANXIA"), (2, "Ranxia-3"), (3, long), (4, "Bo")]
+    )
+    assert renames == [(3, long, "A" * 30 + "-2"), (1, "RANXIA", "RANXIA-4")]
+    assert all(len(new) <= 32 and NAME.fullmatch(new) for _, _, new in renames)

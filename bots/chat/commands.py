@@ -8,7 +8,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from core.errors import RequestRejected, UserError
-from core.i18n import DEFAULT_LOCALE, render
+from core.i18n import DEFAULT_LOCALE, render, render_for
 from core.models import UserRef
 from core.quotas import time_left
 from core.service import Service
@@ -16,7 +16,7 @@ from core.storage import ChatStore, JobStore
 from core.storage.types import Character
 
 from .access import AccessDesk, Applicant, applicant_of
-from .intents import Command, Said
+from .intents import CharacterAction, Command, Said
 from .platform import Platform, PlatformError, Video
 from .replies import ReplyOnce
 from .texts import stats_summary
@@ -170,12 +170,17 @@ class Commands:
         user = said.person.ref(locale)
         try:
             if args:
-                await self._service.accounts.link(user, args)
-                await reply.send(render("access.linked", locale))
+                linked = await self._service.accounts.link(user, args)
+                lines = [render("access.linked", locale)]
+                lines += [
+                    render("character.renamed_on_link", locale, old=old, new=new)
+                    for old, new in linked.renamed
+                ]
+                await reply.send("\n".join(lines))
                 return
             code = await self._service.accounts.link_code(user)
         except RequestRejected as exc:
-            await reply.send(render(exc.key, locale, **exc.params))
+            await reply.send(self._refusal(exc, locale))
             return
         await reply.send(render("access.link_code", locale, code=code.code, minutes=code.minutes))
 
@@ -183,48 +188,70 @@ class Commands:
         await self._character(said, Command("character", args), locale, reply)
 
     async def _character(self, said: Said, command: Command, locale: str, reply: ReplyOnce) -> None:
-        """Save, list, voice, share or delete the user's characters."""
+        """Parse /character's text (chat platforms' commands), then run it."""
         words = command.args.split(maxsplit=2)
         action = words[0].lower() if words else ""
+        name = words[1] if len(words) > 1 else ""
+        if action == "list":
+            parsed = CharacterAction("list")
+        elif action == "save" and name:
+            about = words[2] if len(words) > 2 else ""
+            parsed = CharacterAction("save", name, photo=command.photo, description=about)
+        elif action == "voice" and len(words) == 3:
+            parsed = CharacterAction("voice", name, voice=words[2])
+        elif action in ("delete", "share") and len(words) == 2:
+            parsed = CharacterAction(action, name)
+        else:
+            await reply.send(render("character.usage", locale))
+            return
+        await self.character(said, parsed, locale, reply)
+
+    async def character(
+        self, said: Said, act: CharacterAction, locale: str, reply: ReplyOnce
+    ) -> None:
+        """Save, list, voice, share or delete the user's characters (any platform)."""
+        await reply.send(await self._character_answer(said, act, locale))
+
+    async def _character_answer(self, said: Said, act: CharacterAction, locale: str) -> str:
         user = said.person.ref(locale)
         characters = self._service.characters
-        usage = render("character.usage", locale)
+        name = act.name.removeprefix("@")
         try:
-            if action == "list":
-                await reply.send(self._character_list(await characters.list(user), locale))
-            elif action == "save" and len(words) >= 2:
-                if command.photo is None:
-                    await reply.send(render("character.need_photo", locale, name=words[1]))
-                    return
+            if act.action == "list":
+                return self._character_list(await characters.list(user), locale)
+            if act.action == "save":
+                if act.photo is None:
+                    return render("character.need_photo", locale, name=act.name)
                 try:
-                    photo = await self._platform.download(command.photo)
+                    photo = await self._platform.download(act.photo)
                 except PlatformError as exc:
                     log.warning("could not fetch the character photo: %s", exc)
-                    await reply.send(render("chat.fetch_failed", locale))
-                    return
-                description = words[2] if len(words) > 2 else ""
-                saved = await characters.save(user, words[1], photo, description=description)
-                await reply.send(render("character.saved", locale, name=saved.name))
-            elif action == "voice" and len(words) == 3:
-                await characters.set_voice(user, words[1], words[2])
-                name = words[1].removeprefix("@")
-                await reply.send(render("character.voice_set", locale, name=name, voice=words[2]))
-            elif action == "delete" and len(words) == 2:
-                await characters.delete(user, words[1])
-                name = words[1].removeprefix("@")
-                await reply.send(render("character.deleted", locale, name=name))
-            elif action == "share" and len(words) == 2:
-                await characters.share(user, words[1], said.origin.place.chat_id)
-                name = words[1].removeprefix("@")
-                await reply.send(render("character.shared", locale, name=name))
-            else:
-                await reply.send(usage)
+                    return render("chat.fetch_failed", locale)
+                saved = await characters.save(
+                    user, act.name, photo, voice=act.voice, seed=act.seed,
+                    description=act.description,
+                )  # fmt: skip
+                return render("character.saved", locale, name=saved.name)
+            if act.action == "voice" and act.voice is not None:
+                await characters.set_voice(user, act.name, act.voice)
+                return render("character.voice_set", locale, name=name, voice=act.voice)
+            if act.action == "delete":
+                await characters.delete(user, act.name)
+                return render("character.deleted", locale, name=name)
+            if act.action == "share":
+                await characters.share(user, act.name, said.origin.place.chat_id)
+                return render("character.shared", locale, name=name)
+            return render("character.usage", locale)
         except UserError as exc:
-            await reply.send(render(exc.key, locale, **exc.params))
+            return self._refusal(exc, locale)
+
+    def _refusal(self, exc: UserError, locale: str) -> str:
+        """Render a refusal as this platform words it (its way to save a character)."""
+        return render_for(self._platform.name, exc.key, locale, **exc.params)
 
     def _character_list(self, characters: list[Character], locale: str) -> str:
         if not characters:
-            return render("character.list_empty", locale)
+            return render_for(self._platform.name, "character.list_empty", locale)
         limit = self._service.characters.limit
         lines = [render("character.list_header", locale, count=len(characters), limit=limit)]
         for character in characters:

@@ -16,7 +16,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 from core.errors import ImageRejected, UserError
-from core.i18n import render
+from core.i18n import render, render_for
 from core.models import DeliveryAddress, UserRef, VideoRequest
 from core.prompts import character_names
 from core.service import Admission, Checked, Service
@@ -26,7 +26,16 @@ from core.storage.types import RememberedPhoto
 from .access import AccessDesk, Applicant, applicant_of
 from .actions import Actions
 from .commands import ChatOptions, Commands
-from .intents import Command, Generate, Person, Press, Said, address_for, place_of
+from .intents import (
+    CharacterAction,
+    Command,
+    Generate,
+    Person,
+    Press,
+    Said,
+    address_for,
+    place_of,
+)
 from .platform import (
     AskReply,
     MessageGone,
@@ -104,12 +113,14 @@ class Conversation:
 
     # --- messages --------------------------------------------------------------------
 
-    async def said(self, said: Said, intent: Generate | Command) -> None:
+    async def said(self, said: Said, intent: Generate | Command | CharacterAction) -> None:
         """Turn a message into a request, a question for the line, or a command answer."""
         self._board.unblock(said.origin.place.chat_id)  # writing to the bot undoes a block
         locale = await self.locale(said.person)
         if isinstance(intent, Command):
             await self._commands.run(said, intent, locale, self._reply_once(said))
+        elif isinstance(intent, CharacterAction):
+            await self._commands.character(said, intent, locale, self._reply_once(said))
         else:
             await self._generate(said, intent, locale)
 
@@ -183,7 +194,7 @@ class Conversation:
         if exc.key == "access.approval_required" and applicant is not None:
             # Asking is what the user wants: do it for them instead of naming a command.
             return await self.access.ask(applicant) or render("access.approved", locale)
-        return render(exc.key, locale, **exc.params)
+        return render_for(self._platform.name, exc.key, locale, **exc.params)
 
     async def _admit(
         self,

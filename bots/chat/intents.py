@@ -46,6 +46,18 @@ class Command:
 
 
 @dataclass(frozen=True)
+class CharacterAction:
+    """Save, list, voice, share or delete a character: /character on any platform, parsed."""
+
+    action: str  # "save", "list", "voice", "share" or "delete"
+    name: str = ""
+    photo: PhotoRef | None = None  # save: the picture
+    voice: str | None = None  # save (optional) and voice
+    seed: int | None = None  # save (optional)
+    description: str = ""  # save (optional)
+
+
+@dataclass(frozen=True)
 class Said:
     """A message to the bot: who wrote it, where, and under which inbox key."""
 

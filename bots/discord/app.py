@@ -16,9 +16,13 @@ from discord import app_commands
 from bots.chat.commands import ChatOptions
 from bots.chat.conversation import Conversation
 from bots.chat.delivery import ChatNotifier
+from bots.chat.intents import CharacterAction
 from bots.chat.status import StatusBoard
 from bots.runtime import Runtime
+from core.characters import MAX_DESCRIPTION_CHARS
 from core.i18n import render
+from core.prompts import MAX_SEED
+from core.storage.characters import MAX_NAME_CHARS
 
 from .guilds import GuildRules
 from .handlers import Handlers
@@ -26,6 +30,8 @@ from .platform import PLATFORM, DiscordPlatform
 from .ui import LINE_LIMIT, ActionButton
 
 log = logging.getLogger(__name__)
+
+CharacterName = app_commands.Range[str, 1, MAX_NAME_CHARS + 1]  # a leading @ is allowed
 
 
 def text(key: str) -> app_commands.locale_str:
@@ -99,17 +105,19 @@ class DiscordClient(discord.Client):
 def add_commands(
     tree: app_commands.CommandTree[Any], handlers: Handlers, peers: Sequence[str]
 ) -> None:
-    """Add /generate, "Make it talk", the users' commands and the admins' commands."""
+    """Add /generate, the context menus, the users' commands and the admins' commands."""
     everywhere = app_commands.allowed_contexts(guilds=True, dms=True, private_channels=True)
 
     @app_commands.command(name=text("discord.generate"), description=text("discord.generate.about"))
     @app_commands.rename(
         image=text("discord.image"), line=text("discord.line"),
         duration=text("discord.duration"), takes=text("discord.takes"),
+        character=text("discord.character"),
     )  # fmt: skip
     @app_commands.describe(
         image=text("discord.image.about"), line=text("discord.line.about"),
         duration=text("discord.duration.about"), takes=text("discord.takes.about"),
+        character=text("discord.character.about"),
     )  # fmt: skip
     @app_commands.choices(
         duration=[
@@ -121,15 +129,25 @@ def add_commands(
     @everywhere
     async def generate(
         interaction: discord.Interaction,
-        image: discord.Attachment,
         line: app_commands.Range[str, 1, LINE_LIMIT],
+        image: discord.Attachment | None = None,
+        character: CharacterName | None = None,
         duration: str = "auto",
         takes: app_commands.Range[int, 1, 5] = 1,
     ) -> None:
-        await handlers.generate(interaction, image, line, duration, takes)
+        await handlers.generate(interaction, image, line, duration, takes, character)
+
+    @generate.autocomplete("character")
+    async def castable(
+        interaction: discord.Interaction, typed: str
+    ) -> list[app_commands.Choice[str]]:
+        return await handlers.character_choices(interaction, typed, shared=True)
 
     async def make_it_talk(interaction: discord.Interaction, message: discord.Message) -> None:
         await handlers.make_it_talk(interaction, message)
+
+    async def save_as_character(interaction: discord.Interaction, message: discord.Message) -> None:
+        await handlers.save_as_character(interaction, message)
 
     def simple(name: str) -> app_commands.Command[Any, Any, None]:
         async def run(interaction: discord.Interaction) -> None:
@@ -143,6 +161,14 @@ def add_commands(
             app_commands.ContextMenu(name=text("discord.make_it_talk"), callback=make_it_talk)
         )
     )
+    tree.add_command(
+        everywhere(
+            app_commands.ContextMenu(
+                name=text("discord.save_as_character"), callback=save_as_character
+            )
+        )
+    )
+    tree.add_command(everywhere(character_group(handlers)))
     for name in ("quota", "history", "cancel", "help"):
         tree.add_command(everywhere(simple(name)))
 
@@ -186,6 +212,66 @@ def add_commands(
     tree.add_command(ban)
     tree.add_command(stats)
     tree.add_command(settings_group(handlers))
+
+
+def character_group(handlers: Handlers) -> app_commands.Group:
+    """Return /character: save, list, voice, share and delete the user's characters."""
+    group = app_commands.Group(name="character", description=text("chat.cmd.character"))
+
+    async def own(interaction: discord.Interaction, typed: str) -> list[app_commands.Choice[str]]:
+        return await handlers.character_choices(interaction, typed, shared=False)
+
+    @group.command(name="save", description=text("discord.cmd.character_save"))
+    @app_commands.rename(
+        name=text("discord.name"), image=text("discord.image"), voice=text("discord.voice"),
+        seed=text("discord.seed"), description=text("discord.description"),
+    )  # fmt: skip
+    @app_commands.describe(
+        name=text("discord.name.about"), image=text("discord.character_image.about"),
+        voice=text("discord.voice.about"), seed=text("discord.seed.about"),
+        description=text("discord.description.about"),
+    )  # fmt: skip
+    @app_commands.autocomplete(name=own)
+    async def save(
+        interaction: discord.Interaction,
+        name: CharacterName,
+        image: discord.Attachment,
+        voice: app_commands.Range[str, 1, MAX_NAME_CHARS] | None = None,
+        seed: app_commands.Range[int, 0, MAX_SEED] | None = None,
+        description: app_commands.Range[str, 1, MAX_DESCRIPTION_CHARS] = "",
+    ) -> None:
+        action = CharacterAction("save", name, voice=voice, seed=seed, description=description)
+        await handlers.character(interaction, action, image)
+
+    @group.command(name="list", description=text("discord.cmd.character_list"))
+    async def listing(interaction: discord.Interaction) -> None:
+        await handlers.character(interaction, CharacterAction("list"))
+
+    @group.command(name="voice", description=text("discord.cmd.character_voice"))
+    @app_commands.rename(name=text("discord.name"), voice=text("discord.voice"))
+    @app_commands.describe(name=text("discord.name.about"), voice=text("discord.voice.about"))
+    @app_commands.autocomplete(name=own)
+    async def voice(
+        interaction: discord.Interaction,
+        name: CharacterName,
+        voice: app_commands.Range[str, 1, MAX_NAME_CHARS],
+    ) -> None:
+        await handlers.character(interaction, CharacterAction("voice", name, voice=voice))
+
+    def by_name(action: str) -> app_commands.Command[Any, Any, None]:
+        @app_commands.rename(name=text("discord.name"))
+        @app_commands.describe(name=text("discord.name.about"))
+        @app_commands.autocomplete(name=own)
+        async def run(interaction: discord.Interaction, name: CharacterName) -> None:
+            await handlers.character(interaction, CharacterAction(action, name))
+
+        return app_commands.Command(
+            name=action, description=text(f"discord.cmd.character_{action}"), callback=run
+        )
+
+    group.add_command(by_name("share"))
+    group.add_command(by_name("delete"))
+    return group
 
 
 def settings_group(handlers: Handlers) -> app_commands.Group:
@@ -280,7 +366,7 @@ async def run_discord(
     )  # fmt: skip
     handlers = Handlers(
         conversation, platform, settings, max_image_bytes=runtime.settings.images.max_bytes,
-        guilds=guilds,
+        guilds=guilds, characters=runtime.service.characters,
     )  # fmt: skip
     client.handlers = handlers
     add_commands(client.tree, handlers, peers)

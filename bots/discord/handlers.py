@@ -8,25 +8,32 @@ at the end, so none is left "thinking" forever.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import logging
 from collections.abc import Collection, Sequence
 
 import discord
+from discord import app_commands
 
 from bots.chat.conversation import Conversation
-from bots.chat.intents import Command, Generate, Person, Press, Said
+from bots.chat.intents import CharacterAction, Command, Generate, Person, Press, Said
 from bots.chat.platform import Origin, PhotoRef, Place
 from config.settings import DiscordSettings
+from core.characters import Characters, check_name
+from core.errors import UserError
 from core.i18n import normalize_locale, render
+from core.models import UserRef
+from core.prompts import character_names
 
 from .guilds import Counted, GuildRules, channel_list
 from .platform import PLATFORM, DiscordPlatform
-from .ui import LineModal
+from .ui import CharacterModal, LineModal
 
 log = logging.getLogger(__name__)
 
 DURATIONS = ("auto", "5", "10")
+CHOICES = 25  # autocomplete suggestions Discord shows at most
 
 
 def request_line(line: str, duration: str, takes: int) -> str:
@@ -79,9 +86,11 @@ class Handlers:
         *,
         max_image_bytes: int,
         guilds: GuildRules | None = None,
+        characters: Characters | None = None,
     ) -> None:
         self._conversation = conversation
         self._guilds = guilds
+        self._characters = characters
         self._platform = platform
         self._settings = settings
         self._max_image_bytes = max_image_bytes
@@ -118,7 +127,10 @@ class Handlers:
         return str(message_id)
 
     async def _say(
-        self, said: Said, intent: Generate | Command, counted: Counted | None = None
+        self,
+        said: Said,
+        intent: Generate | Command | CharacterAction,
+        counted: Counted | None = None,
     ) -> None:
         try:
             await self._conversation.said(said, intent)
@@ -152,24 +164,42 @@ class Handlers:
     async def generate(
         self,
         interaction: discord.Interaction,
-        image: discord.Attachment,
+        image: discord.Attachment | None,
         line: str,
         duration: str,
         takes: int,
+        character: str | None = None,
     ) -> None:
-        """/generate: download the image, then the conversation checks and admits."""
+        """/generate: download the image, then the conversation checks and admits.
+
+        ``character`` casts a saved character as ``@Name`` in the line would: its picture
+        is used, so the image may be left out.
+        """
         text = request_line(line, duration, takes)
+        locale = normalize_locale(str(interaction.locale))
+        if character:
+            try:
+                text = f"@{check_name(character)} {text}"
+            except UserError as exc:
+                answer = render(exc.key, locale, **exc.params)
+                await interaction.response.send_message(answer, ephemeral=True)
+                return
+        if image is None and not character_names(text):
+            answer = render("discord.need_image_or_character", locale)
+            await interaction.response.send_message(answer, ephemeral=True)
+            return
         allowed, counted = await self._guild_allows(interaction, text)
         if not allowed:
             return
         key = f"{PLATFORM}:{interaction.id}"
-        self._platform.fetch(key, image, self._max_image_bytes)
+        if image is not None:
+            self._platform.fetch(key, image, self._max_image_bytes)
         original = await self._defer(interaction, ephemeral=False)
         if original is None:
             self._platform.forget_download(key)
             await self._give_back(counted, key)
             return
-        photo = PhotoRef(key, image.size, 0, as_document=True)
+        photo = None if image is None else PhotoRef(key, image.size, 0, as_document=True)
         try:
             await self._say(self._said(interaction, original), Generate(text, photo), counted)
         finally:
@@ -238,6 +268,79 @@ class Handlers:
             await self._give_back(counted, f"{PLATFORM}:{interaction.id}")
             return
         await self._say(self._said(interaction, original), Generate(line, None), counted)
+
+    # --- characters ------------------------------------------------------------------
+
+    async def character(
+        self,
+        interaction: discord.Interaction,
+        action: CharacterAction,
+        image: discord.Attachment | None = None,
+    ) -> None:
+        """/character: the conversation's character actions; only sharing is seen by all."""
+        key = f"{PLATFORM}:{interaction.id}"
+        if image is not None:
+            self._platform.fetch(key, image, self._max_image_bytes)
+            photo = PhotoRef(key, image.size, 0, as_document=True)
+            action = dataclasses.replace(action, photo=photo)
+        try:
+            original = await self._defer(interaction, ephemeral=action.action != "share")
+            if original is not None:
+                await self._say(self._said(interaction, original), action)
+        finally:
+            self._platform.forget_download(key)
+
+    async def save_as_character(
+        self, interaction: discord.Interaction, message: discord.Message
+    ) -> None:
+        """Answer "Save as character" on a message: fetch its image, ask for the name."""
+        locale = normalize_locale(str(interaction.locale))
+        images = [a for a in message.attachments if (a.content_type or "").startswith("image/")]
+        attachments = images or message.attachments
+        if not attachments:
+            await interaction.response.send_message(
+                render("discord.need_image", locale), ephemeral=True
+            )
+            return
+        attachment = attachments[0]
+        key = f"{PLATFORM}:{interaction.id}"
+        self._platform.fetch(key, attachment, self._max_image_bytes)
+        photo = PhotoRef(key, attachment.size, 0, as_document=True)
+        modal = CharacterModal(
+            render("discord.save_as_character", locale),
+            render("discord.character_name_label", locale),
+            render("discord.character_description_label", locale),
+            functools.partial(self._save_from_form, photo),
+        )
+        try:
+            await interaction.response.send_modal(modal)
+        except discord.HTTPException:
+            self._platform.forget_download(key)
+            raise
+
+    async def _save_from_form(
+        self, photo: PhotoRef, interaction: discord.Interaction, name: str, description: str
+    ) -> None:
+        action = CharacterAction("save", name.strip(), photo=photo, description=description)
+        try:
+            original = await self._defer(interaction, ephemeral=True)
+            if original is not None:
+                await self._say(self._said(interaction, original), action)
+        finally:
+            self._platform.forget_download(photo.file_id)
+
+    async def character_choices(
+        self, interaction: discord.Interaction, typed: str, *, shared: bool
+    ) -> list[app_commands.Choice[str]]:
+        """Suggest the user's characters (``shared``: and those shared in this channel)."""
+        if self._characters is None:
+            return []
+        user = UserRef(PLATFORM, str(interaction.user.id))
+        channel = str(interaction.channel_id) if shared and interaction.channel_id else None
+        found = await self._characters.castable(user, channel)
+        typed = typed.strip().removeprefix("@").casefold()
+        names = [each.name for each in found if typed in each.name.casefold()]
+        return [app_commands.Choice(name=name, value=name) for name in names[:CHOICES]]
 
     # --- commands and buttons --------------------------------------------------------
 

@@ -1,4 +1,4 @@
-"""Discord components: result buttons that survive restarts, and the form asking for a line."""
+"""Discord components: result buttons that survive restarts, the line and character forms."""
 
 from __future__ import annotations
 
@@ -9,6 +9,8 @@ from typing import Any
 import discord
 
 from bots.chat.platform import Keyboard
+from core.characters import MAX_DESCRIPTION_CHARS
+from core.storage.characters import MAX_NAME_CHARS
 
 # A button's custom_id carries the chat layer's opaque button id and nothing else: what it
 # does, and for whom, is in the store (ChatStore.button), readable by any process.
@@ -80,3 +82,31 @@ class LineModal(discord.ui.Modal):
     async def on_submit(self, interaction: discord.Interaction) -> None:
         """Hand the line to the adapter."""
         await self._on_line(interaction, self.line.value)
+
+
+CharacterHandler = Callable[[discord.Interaction, str, str], Awaitable[None]]
+
+
+class CharacterModal(discord.ui.Modal):
+    """A form for "Save as character": the name, and an optional description."""
+
+    def __init__(
+        self, title: str, name_label: str, description_label: str, on_save: CharacterHandler
+    ) -> None:
+        super().__init__(title=title[:_TITLE_LIMIT] or "…", timeout=None)
+        self.name: discord.ui.TextInput[CharacterModal] = discord.ui.TextInput(
+            label=name_label[:_TITLE_LIMIT] or "…", max_length=MAX_NAME_CHARS
+        )
+        self.description: discord.ui.TextInput[CharacterModal] = discord.ui.TextInput(
+            label=description_label[:_TITLE_LIMIT] or "…",
+            style=discord.TextStyle.paragraph,
+            required=False,
+            max_length=MAX_DESCRIPTION_CHARS,
+        )
+        self.add_item(self.name)
+        self.add_item(self.description)
+        self._on_save = on_save
+
+    async def on_submit(self, interaction: discord.Interaction) -> None:
+        """Hand the name and description to the adapter."""
+        await self._on_save(interaction, self.name.value, self.description.value)

@@ -6,6 +6,7 @@ from typing import Protocol
 
 from core.models import Account, LedgerEntry, UserRef
 from core.quotas import AccessRequest, AdmissionPolicy, RoleLimits
+from core.storage.types import Redeemed
 
 
 class AccountStore(Protocol):
@@ -82,8 +83,10 @@ class AccountStore(Protocol):
         """Store a one-time link code for the user's account, dropping older and expired ones."""
         ...
 
-    async def redeem_link_code(
-        self, code: str, user: UserRef, now: float
-    ) -> tuple[int | None, str | None]:
-        """Use up ``code`` and join ``user``'s account into its issuer: (joint id, refusal)."""
+    async def redeem_link_code(self, code: str, user: UserRef, now: float) -> Redeemed:
+        """Use up ``code`` and join ``user``'s account into its issuer.
+
+        The joining account's identities and characters move to the issuer's account; a
+        moved character whose name the issuer's account has is renamed ``Name-2``.
+        """
         ...

@@ -7,14 +7,44 @@ Names are unique per account regardless of case (``name_key`` is the casefolded 
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from typing import Protocol
 
 from core.storage.types import Character, CharacterImage
+
+MAX_NAME_CHARS = 32
 
 
 def name_key(name: str) -> str:
     """Return the form a character's name is looked up by: case-insensitive."""
     return name.casefold()
+
+
+def renames_for_move(
+    staying: Iterable[str], moving: Iterable[tuple[int, str]]
+) -> list[tuple[int, str, str]]:
+    """Return (id, name, new name) of moving characters whose name the staying account has.
+
+    Linking keeps both characters: the moved one becomes ``Name-2`` (``-3``… when taken),
+    still a valid name of at most ``MAX_NAME_CHARS``, unique among both accounts' names.
+    """
+    moving = sorted(moving, key=lambda item: (name_key(item[1]), item[0]))
+    staying_keys = {name_key(name) for name in staying}
+    taken = staying_keys | {name_key(name) for _, name in moving}
+    renames = []
+    for character_id, name in moving:
+        if name_key(name) not in staying_keys:
+            continue
+        number = 2
+        while True:
+            suffix = f"-{number}"
+            new = name[: MAX_NAME_CHARS - len(suffix)].rstrip("-") + suffix
+            if name_key(new) not in taken:
+                break
+            number += 1
+        taken.add(name_key(new))
+        renames.append((character_id, name, new))
+    return renames
 
 
 class CharacterStore(Protocol):
@@ -49,6 +79,10 @@ class CharacterStore(Protocol):
 
     async def shared_character(self, platform: str, chat_id: str, name: str) -> Character | None:
         """Return the character of that name shared in a chat (the earliest shared), or None."""
+        ...
+
+    async def shared_characters(self, platform: str, chat_id: str) -> list[Character]:
+        """Return the characters shared in a chat, by name."""
         ...
 
     async def character_image(self, image_sha256: str) -> CharacterImage | None:

@@ -182,6 +182,15 @@ class CharacterImage:
 
 
 @dataclass(frozen=True)
+class Redeemed:
+    """What using a link code did: the joint account (or why not), and characters renamed."""
+
+    account_id: int | None
+    refusal: str | None  # a message key when the accounts were not linked
+    renamed: tuple[tuple[str, str], ...] = ()  # (old, new) names of moved characters
+
+
+@dataclass(frozen=True)
 class GuildSettings:
     """What a community's admins set for the bot there (a Discord guild)."""
 

@@ -16,9 +16,11 @@ from core.errors import RequestRejected
 from core.models import Account, LedgerEntry, UserRef
 from core.quotas import AccessRequest, AdmissionPolicy, RoleLimits, link_refusal
 from core.storage.postgres import changes
+from core.storage.postgres.characters import move_characters
 from core.storage.postgres.connection import Conn
 from core.storage.postgres.database import Database
 from core.storage.postgres.queries import accounts as sql
+from core.storage.types import Redeemed
 
 
 async def ensure_user(conn: Conn, user: UserRef, now: float) -> tuple[int, int]:
@@ -121,15 +123,13 @@ async def _save_link_code(
     await conn.execute(sql.SAVE_LINK_CODE, code, account_id, user.platform, expires_at)
 
 
-async def _redeem_link_code(
-    conn: Conn, code: str, user: UserRef, now: float
-) -> tuple[int | None, str | None]:
+async def _redeem_link_code(conn: Conn, code: str, user: UserRef, now: float) -> Redeemed:
     # A refusal is returned, not raised, so that the transaction still commits and the
     # code is used up. The joining account's identities move over and its own balance
     # stays behind, so linking never adds two allowances together.
     row = await conn.fetchrow(sql.USE_LINK_CODE, code)
     if row is None or float(row[2]) < now:
-        return None, "access.link_bad_code"
+        return Redeemed(None, "access.link_bad_code")
     _, joining_id = await ensure_user(conn, user, now)
     # Both rows locked, in id order (two links at once never wait for each other's).
     locked = {
@@ -145,12 +145,14 @@ async def _redeem_link_code(
         unfinished=busy, now=now,
     )  # fmt: skip
     if refusal is not None:
-        return None, refusal
+        return Redeemed(None, refusal)
     await conn.execute(sql.MOVE_USERS, target.id, joining.id)
+    # Characters follow the person: both are kept, the moved one renamed on a clash.
+    renamed = await move_characters(conn, joining.id, target.id)
     if joining.access == "allowed" and target.access != "allowed":
         # Access granted to either identity carries over; a role or a ban does not.
         await conn.execute(sql.SET_ACCESS, "allowed", target.id)
-    return target.id, None
+    return Redeemed(target.id, None, tuple(renamed))
 
 
 async def _set(conn: Conn, query: str, value: str, account_id: int) -> None:
@@ -249,8 +251,6 @@ class PostgresAccounts:
             partial(_save_link_code, user=user, code=code, expires_at=expires_at, now=now)
         )
 
-    async def redeem_link_code(
-        self, code: str, user: UserRef, now: float
-    ) -> tuple[int | None, str | None]:
-        """Use up ``code`` and join ``user``'s account into its issuer: (joint id, refusal)."""
+    async def redeem_link_code(self, code: str, user: UserRef, now: float) -> Redeemed:
+        """Use up ``code`` and join ``user``'s account (identities, characters) into its issuer."""
         return await self._db.run(partial(_redeem_link_code, code=code, user=user, now=now))

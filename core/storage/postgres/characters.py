@@ -5,7 +5,7 @@ from __future__ import annotations
 import hashlib
 from typing import Any
 
-from core.storage.characters import name_key
+from core.storage.characters import name_key, renames_for_move
 from core.storage.postgres.connection import Conn
 from core.storage.postgres.database import Database
 from core.storage.postgres.queries import characters as sql
@@ -23,6 +23,21 @@ async def _character(conn: Conn, row: Any) -> Character:
 async def _one(conn: Conn, query: str, *args: Any) -> Character | None:
     row = await conn.fetchrow(query, *args)
     return None if row is None else await _character(conn, row)
+
+
+async def move_characters(conn: Conn, joining: int, target: int) -> list[tuple[str, str]]:
+    """Move an account's characters into another (linking); return the (old, new) renames.
+
+    The rows move as they are: images (keyed by content) and shares stay where they were.
+    Both accounts' rows are locked by the caller, so no save adds a name meanwhile.
+    """
+    staying = [str(row[1]) for row in await conn.fetch(sql.NAMES, target)]
+    moving = [(int(row[0]), str(row[1])) for row in await conn.fetch(sql.NAMES, joining)]
+    renames = renames_for_move(staying, moving)
+    for character_id, _, new in renames:
+        await conn.execute(sql.RENAME, new, name_key(new), character_id)
+    await conn.execute(sql.MOVE, target, joining)
+    return [(old, new) for _, old, new in renames]
 
 
 class PostgresCharacters:
@@ -82,6 +97,15 @@ class PostgresCharacters:
         """Return the character of that name shared in a chat (the earliest shared), or None."""
         key = name_key(name)
         return await self._db.run(lambda conn: _one(conn, sql.SHARED, platform, chat_id, key))
+
+    async def shared_characters(self, platform: str, chat_id: str) -> list[Character]:
+        """Return the characters shared in a chat, by name."""
+
+        async def work(conn: Conn) -> list[Character]:
+            rows = await conn.fetch(sql.SHARED_IN, platform, chat_id)
+            return [await _character(conn, row) for row in rows]
+
+        return await self._db.run(work)
 
     async def character_image(self, image_sha256: str) -> CharacterImage | None:
         """Return a stored character image by its sha256."""

@@ -18,8 +18,10 @@ from core.errors import RequestRejected
 from core.models import Account, LedgerEntry, UserRef
 from core.quotas import AccessRequest, AdmissionPolicy, RoleLimits, link_refusal
 from core.storage.sqlite import changes
+from core.storage.sqlite.characters import move_characters
 from core.storage.sqlite.database import Database
 from core.storage.sqlite.queries import accounts as sql
+from core.storage.types import Redeemed
 
 
 def _account(row: tuple[object, ...]) -> Account:
@@ -123,15 +125,13 @@ def _save_link_code(
     db.execute(sql.SAVE_LINK_CODE, (code, account_id, user.platform, expires_at))
 
 
-def _redeem_link_code(
-    db: sqlite3.Connection, code: str, user: UserRef, now: float
-) -> tuple[int | None, str | None]:
+def _redeem_link_code(db: sqlite3.Connection, code: str, user: UserRef, now: float) -> Redeemed:
     # A refusal is returned, not raised, so that the transaction still commits and the
     # code is used up. The joining account's identities move over and its own balance
     # stays behind, so linking never adds two allowances together.
     row = db.execute(sql.USE_LINK_CODE, (code,)).fetchone()
     if row is None or float(row[2]) < now:
-        return None, "access.link_bad_code"
+        return Redeemed(None, "access.link_bad_code")
     _, joining_id = ensure_user(db, user, now)
     joining, target = load_account(db, joining_id), load_account(db, int(row[0]))
     moving = {str(r[0]) for r in db.execute(sql.PLATFORMS, (joining.id,))}
@@ -142,12 +142,14 @@ def _redeem_link_code(
         unfinished=busy, now=now,
     )  # fmt: skip
     if refusal is not None:
-        return None, refusal
+        return Redeemed(None, refusal)
     db.execute(sql.MOVE_USERS, (target.id, joining.id))
+    # Characters follow the person: both are kept, the moved one renamed on a clash.
+    renamed = move_characters(db, joining.id, target.id)
     if joining.access == "allowed" and target.access != "allowed":
         # Access granted to either identity carries over; a role or a ban does not.
         db.execute(sql.SET_ACCESS, ("allowed", target.id))
-    return target.id, None
+    return Redeemed(target.id, None, tuple(renamed))
 
 
 def _decide_access(db: sqlite3.Connection, account_id: int, access: str) -> bool:
@@ -254,8 +256,6 @@ class SqliteAccounts:
             partial(_save_link_code, user=user, code=code, expires_at=expires_at, now=now)
         )
 
-    async def redeem_link_code(
-        self, code: str, user: UserRef, now: float
-    ) -> tuple[int | None, str | None]:
-        """Use up ``code`` and join ``user``'s account into its issuer: (joint id, refusal)."""
+    async def redeem_link_code(self, code: str, user: UserRef, now: float) -> Redeemed:
+        """Use up ``code`` and join ``user``'s account (identities, characters) into its issuer."""
         return await self._db.write(partial(_redeem_link_code, code=code, user=user, now=now))

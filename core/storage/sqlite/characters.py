@@ -6,7 +6,7 @@ import hashlib
 import sqlite3
 from typing import Any
 
-from core.storage.characters import name_key
+from core.storage.characters import name_key, renames_for_move
 from core.storage.sqlite.database import Database
 from core.storage.sqlite.queries import characters as sql
 from core.storage.types import Character, CharacterImage
@@ -23,6 +23,20 @@ def _character(db: sqlite3.Connection, row: Any) -> Character:
 def _one(db: sqlite3.Connection, query: str, params: tuple[object, ...]) -> Character | None:
     row = db.execute(query, params).fetchone()
     return None if row is None else _character(db, row)
+
+
+def move_characters(db: sqlite3.Connection, joining: int, target: int) -> list[tuple[str, str]]:
+    """Move an account's characters into another (linking); return the (old, new) renames.
+
+    The rows move as they are: images (keyed by content) and shares stay where they were.
+    """
+    staying = [str(row[1]) for row in db.execute(sql.NAMES, (target,))]
+    moving = [(int(row[0]), str(row[1])) for row in db.execute(sql.NAMES, (joining,))]
+    renames = renames_for_move(staying, moving)
+    for character_id, _, new in renames:
+        db.execute(sql.RENAME, (new, name_key(new), character_id))
+    db.execute(sql.MOVE, (target, joining))
+    return [(old, new) for _, old, new in renames]
 
 
 class SqliteCharacters:
@@ -81,6 +95,15 @@ class SqliteCharacters:
         """Return the character of that name shared in a chat (the earliest shared), or None."""
         params = (platform, chat_id, name_key(name))
         return await self._db.read(lambda db: _one(db, sql.SHARED, params))
+
+    async def shared_characters(self, platform: str, chat_id: str) -> list[Character]:
+        """Return the characters shared in a chat, by name."""
+
+        def work(db: sqlite3.Connection) -> list[Character]:
+            rows = db.execute(sql.SHARED_IN, (platform, chat_id)).fetchall()
+            return [_character(db, row) for row in rows]
+
+        return await self._db.read(work)
 
     async def character_image(self, image_sha256: str) -> CharacterImage | None:
         """Return a stored character image by its sha256."""

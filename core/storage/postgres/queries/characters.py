@@ -51,6 +51,12 @@ WHERE s.platform = $1 AND s.chat_id = $2 AND c.name_key = $3
 ORDER BY s.created_at, c.id LIMIT 1
 """
 
+SHARED_IN = f"""
+SELECT {_COLUMNS} {_FROM} JOIN character_shares s ON s.character_id = c.id
+WHERE s.platform = $1 AND s.chat_id = $2
+ORDER BY c.name_key, c.id
+"""
+
 SHARES = """
 SELECT platform, chat_id FROM character_shares WHERE character_id = $1
 ORDER BY created_at, platform, chat_id
@@ -69,3 +75,10 @@ ON CONFLICT DO NOTHING
 DROP_SHARES = "DELETE FROM character_shares WHERE character_id = $1"
 
 DELETE = "DELETE FROM characters WHERE id = $1"
+
+# Linking accounts (core/storage/postgres/accounts.py): the joining account's characters move.
+NAMES = "SELECT id, name FROM characters WHERE account_id = $1"
+
+RENAME = "UPDATE characters SET name = $1, name_key = $2 WHERE id = $3"
+
+MOVE = "UPDATE characters SET account_id = $1 WHERE account_id = $2"

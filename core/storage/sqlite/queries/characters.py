@@ -46,6 +46,12 @@ WHERE s.platform = ? AND s.chat_id = ? AND c.name_key = ?
 ORDER BY s.created_at, c.id LIMIT 1
 """
 
+SHARED_IN = f"""
+SELECT {_COLUMNS} {_FROM} JOIN character_shares s ON s.character_id = c.id
+WHERE s.platform = ? AND s.chat_id = ?
+ORDER BY c.name_key, c.id
+"""
+
 SHARES = """
 SELECT platform, chat_id FROM character_shares WHERE character_id = ?
 ORDER BY created_at, platform, chat_id
@@ -63,3 +69,10 @@ ON CONFLICT DO NOTHING
 DROP_SHARES = "DELETE FROM character_shares WHERE character_id = ?"
 
 DELETE = "DELETE FROM characters WHERE id = ?"
+
+# Linking accounts (core/storage/sqlite/accounts.py): the joining account's characters move.
+NAMES = "SELECT id, name FROM characters WHERE account_id = ?"
+
+RENAME = "UPDATE characters SET name = ?, name_key = ? WHERE id = ?"
+
+MOVE = "UPDATE characters SET account_id = ? WHERE account_id = ?"
