@@ -205,6 +205,8 @@ class Commands:
                 description = words[2] if len(words) > 2 else ""
                 saved = await characters.save(user, words[1], photo, description=description)
                 await reply.send(render("character.saved", locale, name=saved.name))
+            elif action == "voice" and len(words) == 2:
+                await self._character_voice_sample(user, words[1], command, locale, reply)
             elif action == "voice" and len(words) == 3:
                 await characters.set_voice(user, words[1], words[2])
                 name = words[1].removeprefix("@")
@@ -222,6 +224,30 @@ class Commands:
         except UserError as exc:
             await reply.send(render(exc.key, locale, **exc.params))
 
+    async def _character_voice_sample(
+        self, user: UserRef, name: str, command: Command, locale: str, reply: ReplyOnce
+    ) -> None:
+        """Store the recording a ``/character voice NAME`` carries or replies to as its voice."""
+        bare = name.removeprefix("@")
+        if command.audio is None:
+            await reply.send(render("character.need_voice", locale, name=bare))
+            return
+        characters = self._service.characters
+        size = command.audio.file_size
+        if size is not None and size > characters.max_voice_bytes:
+            # Refused before it is downloaded, let alone decoded.
+            limit_mb = max(1, round(characters.max_voice_bytes / 1_000_000))
+            await reply.send(render("voice.too_big", locale, limit_mb=limit_mb))
+            return
+        try:
+            audio = await self._platform.download(command.audio)
+        except PlatformError as exc:
+            log.warning("could not fetch the voice sample: %s", exc)
+            await reply.send(render("chat.fetch_failed", locale))
+            return
+        saved = await characters.set_voice_sample(user, bare, audio)
+        await reply.send(render("character.voice_sample_set", locale, name=saved.name))
+
     def _character_list(self, characters: list[Character], locale: str) -> str:
         if not characters:
             return render("character.list_empty", locale)
@@ -230,7 +256,8 @@ class Commands:
         for character in characters:
             seed = "" if character.seed is None else f" · seed {character.seed}"
             about = f" · {character.description}" if character.description else ""
-            voice = character.voice or "—"
+            recorded = render("character.voice_recorded", locale)
+            voice = character.voice or (recorded if character.voice_sample else "—")
             item = {"name": character.name, "voice": voice, "seed": seed, "description": about}
             lines.append(render("character.list_item", locale, **item))
         return "\n".join(lines)

@@ -43,6 +43,7 @@ class Command:
     name: str
     args: str = ""
     photo: PhotoRef | None = None  # /character save: the photo it carries or replies to
+    audio: PhotoRef | None = None  # /character voice: the recording it carries or replies to
 
 
 @dataclass(frozen=True)
