@@ -16,6 +16,7 @@ from core.notify import Notifier, NotifierRouter
 from core.retention import Retention
 from core.service import Service
 from core.storage import Storage, open_storage
+from core.voice_ids import VoiceIds
 from core.takecheck import TakeChecks
 from core.worker import Worker
 
@@ -94,6 +95,7 @@ async def open_runtime(
                         },
                     ),
                     wakeups=storage.wakeups,
+                    voices=VoiceIds(storage.characters),
                     retention=Retention(
                         store=storage.jobs,
                         settings=settings.retention,

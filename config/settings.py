@@ -282,6 +282,14 @@ class PresetSettings(BaseModel):
             raise ValueError(f"prompt may use {{line}}, {{speech}}, {{language}}: {exc}") from exc
         return value
 
+    @model_validator(mode="after")
+    def _voice_creation_needs_a_voice_field(self) -> PresetSettings:
+        if self.voice_creation is not None and (self.provider != "fal" or not self.voice_field):
+            raise ValueError("voice_creation needs provider = 'fal' and a voice_field")
+        if self.audio_field and self.provider == "gaga":
+            raise ValueError("audio_field is not supported on the GAGA platform")
+        return self
+
     @field_validator("durations")
     @classmethod
     def _known_lengths(cls, value: dict[int, int]) -> dict[int, int]:

@@ -67,7 +67,7 @@ def photo_of(message: Message | None) -> PhotoRef | None:
 
 
 def audio_of(message: Message | None) -> PhotoRef | None:
-    """Return the recording a message carries: a voice note, an audio file, or audio sent as a file."""
+    """Return the recording a message carries: a voice note, an audio file, or an audio document."""
     if message is None:
         return None
     document = message.document

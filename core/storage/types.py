@@ -189,6 +189,7 @@ class ProviderVoice:
     owner: str  # the take that makes (or made) it
     handle: str | None
     voice_id: str | None
+    updated_at: float  # when it was claimed (a lost submit is looked up from here on)
 
 
 @dataclass(frozen=True)

@@ -28,8 +28,10 @@ def _character(db: sqlite3.Connection, row: Any) -> Character:
 
 
 def _provider_voice(row: Any) -> ProviderVoice:
-    sha, provider, model, state, owner, handle, voice_id = row
-    return ProviderVoice(sha, provider, model, VoiceState(state), owner, handle, voice_id)
+    sha, provider, model, state, owner, handle, voice_id, updated_at = row
+    return ProviderVoice(
+        sha, provider, model, VoiceState(state), owner, handle, voice_id, float(updated_at)
+    )
 
 
 def _drop_unused_voice(db: sqlite3.Connection, sha: str | None) -> None:

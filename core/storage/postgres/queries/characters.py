@@ -97,7 +97,9 @@ VOICE = "SELECT wav, seconds FROM voice_samples WHERE sha256 = $1"
 # FOR SHARE: the sample cannot go while a voice id for it is being claimed.
 VOICE_EXISTS = "SELECT 1 FROM voice_samples WHERE sha256 = $1 FOR SHARE"
 
-_PROVIDER_VOICE_COLUMNS = "sample_sha256, provider, model, state, owner, handle, voice_id"
+_PROVIDER_VOICE_COLUMNS = (
+    "sample_sha256, provider, model, state, owner, handle, voice_id, updated_at"
+)
 
 PROVIDER_VOICE = f"""
 SELECT {_PROVIDER_VOICE_COLUMNS} FROM provider_voices
@@ -116,7 +118,7 @@ RETURNING 1
 
 UPDATE_PROVIDER_VOICE = """
 UPDATE provider_voices SET state = $1, handle = coalesce($2, handle), voice_id = $3,
-    updated_at = $4
+    updated_at = greatest(updated_at, $4)
 WHERE sample_sha256 = $5 AND provider = $6 AND model = $7 AND owner = $8
   AND state = 'creating'
 """

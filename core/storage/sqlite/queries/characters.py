@@ -89,7 +89,9 @@ VOICE = "SELECT wav, seconds FROM voice_samples WHERE sha256 = ?"
 
 VOICE_EXISTS = "SELECT 1 FROM voice_samples WHERE sha256 = ?"
 
-_PROVIDER_VOICE_COLUMNS = "sample_sha256, provider, model, state, owner, handle, voice_id"
+_PROVIDER_VOICE_COLUMNS = (
+    "sample_sha256, provider, model, state, owner, handle, voice_id, updated_at"
+)
 
 PROVIDER_VOICE = f"""
 SELECT {_PROVIDER_VOICE_COLUMNS} FROM provider_voices
@@ -106,6 +108,7 @@ WHERE provider_voices.state = 'failed'
 """
 
 UPDATE_PROVIDER_VOICE = """
-UPDATE provider_voices SET state = ?, handle = coalesce(?, handle), voice_id = ?, updated_at = ?
+UPDATE provider_voices SET state = ?, handle = coalesce(?, handle), voice_id = ?,
+    updated_at = max(updated_at, ?)
 WHERE sample_sha256 = ? AND provider = ? AND model = ? AND owner = ? AND state = 'creating'
 """
