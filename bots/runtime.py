@@ -16,8 +16,8 @@ from core.notify import Notifier, NotifierRouter
 from core.retention import Retention
 from core.service import Service
 from core.storage import Storage, open_storage
-from core.voice_ids import VoiceIds
 from core.takecheck import TakeChecks
+from core.voice_ids import VoiceIds
 from core.worker import Worker
 
 # Until the store has measured real runs, the preview renderer is quick and providers slow

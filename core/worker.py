@@ -30,9 +30,9 @@ from core.notify import NotifierRouter
 from core.retention import Retention
 from core.storage import JobStore, LocalWakeups, Wakeups
 from core.storage.types import Claimed
-from core.voice_ids import VoiceIds
 from core.takecheck import TakeChecks
 from core.transitions import Transitions
+from core.voice_ids import VoiceIds
 
 log = logging.getLogger(__name__)
 

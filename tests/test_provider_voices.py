@@ -25,7 +25,7 @@ async def cast(take: Take, key: str, takes: int = 1) -> list[Job]:
             address=DeliveryAddress("cli", "local"),
             source_key=key,
             takes=takes,
-        )  # fmt: skip
+        )
     )
     ids = [job.id for job in admission.jobs]
 
@@ -82,7 +82,7 @@ async def test_a_lost_voice_request_is_not_repeated(tmp_path: Path, tiny_mp4: by
                 line="@Ranxia says: 'Hi.'",
                 address=DeliveryAddress("cli", "local"),
                 source_key="lost",
-            )  # fmt: skip
+            )
         )
         [job] = admission.jobs
         claimed = await take.characters.claim_provider_voice(sha, "fal", KLING_VOICE, job.id, 0.0)
