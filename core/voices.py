@@ -49,7 +49,7 @@ def _decode(audio: bytes, limit_seconds: float) -> np.ndarray:
     resampler = av.AudioResampler(format="s16", layout="mono", rate=SAMPLE_RATE)
     chunks: list[np.ndarray] = []
     count = 0
-    with av.open(io.BytesIO(audio)) as container:
+    with av.open(io.BytesIO(audio), mode="r") as container:
         if not container.streams.audio:
             raise ValueError("no audio stream")
         for frame in container.decode(audio=0):
@@ -84,7 +84,7 @@ def prepare_voice_sample(audio: bytes, settings: CharacterSettings) -> VoiceSamp
         raise RequestRejected("voice.too_long", min=low, max=high)
     wav = _wav(samples)
     # The take check's loudness, measured on what will be stored.
-    with av.open(io.BytesIO(wav)) as container:
+    with av.open(io.BytesIO(wav), mode="r") as container:
         level = loudness_dbfs(container)
     if level < settings.voice_silent_below_dbfs:
         raise RequestRejected("voice.silent")

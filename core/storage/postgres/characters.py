@@ -136,7 +136,7 @@ class PostgresCharacters:
             found = await conn.fetchrow(sql.FIND, account_id, key)
             if found is None:
                 return False
-            sample = (await conn.fetchrow(sql.FIND_VOICE, account_id, key))[1]
+            sample = await conn.fetchval(sql.VOICE_OF, found[0])
             await conn.execute(sql.DROP_SHARES, found[0])
             await conn.execute(sql.DELETE, found[0])
             await conn.execute(sql.DROP_UNUSED_IMAGE, found[1])

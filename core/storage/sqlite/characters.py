@@ -136,7 +136,7 @@ class SqliteCharacters:
             found = db.execute(sql.FIND, (account_id, key)).fetchone()
             if found is None:
                 return False
-            sample = db.execute(sql.FIND_VOICE, (account_id, key)).fetchone()[1]
+            sample = db.execute(sql.VOICE_OF, (found[0],)).fetchone()[0]
             db.execute(sql.DROP_SHARES, (found[0],))
             db.execute(sql.DELETE, (found[0],))
             db.execute(sql.DROP_UNUSED_IMAGE, (found[1], found[1]))

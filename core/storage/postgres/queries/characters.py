@@ -78,6 +78,8 @@ ON CONFLICT (sha256) DO UPDATE SET seconds = excluded.seconds
 
 FIND_VOICE = "SELECT id, voice_sample FROM characters WHERE account_id = $1 AND name_key = $2"
 
+VOICE_OF = "SELECT voice_sample FROM characters WHERE id = $1"
+
 SET_VOICE_SAMPLE = "UPDATE characters SET voice_sample = $1 WHERE id = $2"
 
 # A sample no character uses any more goes with its last character, with the voice ids

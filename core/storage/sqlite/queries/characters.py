@@ -71,6 +71,8 @@ ON CONFLICT (sha256) DO NOTHING
 
 FIND_VOICE = "SELECT id, voice_sample FROM characters WHERE account_id = ? AND name_key = ?"
 
+VOICE_OF = "SELECT voice_sample FROM characters WHERE id = ?"
+
 SET_VOICE_SAMPLE = "UPDATE characters SET voice_sample = ? WHERE id = ?"
 
 # A sample no character uses any more goes with its last character, with the voice ids
