@@ -184,6 +184,9 @@ async def _character(settings: Settings, args: argparse.Namespace, console: Cons
                     description=args.description,
                 )  # fmt: skip
                 console.print(escape(render("character.saved", locale, name=saved.name)))
+            elif args.action == "voice" and args.sample is not None:
+                saved = await characters.set_voice_sample(user, args.name, args.sample_bytes)
+                console.print(escape(render("character.voice_sample_set", locale, name=saved.name)))
             elif args.action == "voice":
                 await characters.set_voice(user, args.name, args.voice)
                 name = args.name.removeprefix("@")
@@ -204,9 +207,9 @@ async def _character(settings: Settings, args: argparse.Namespace, console: Cons
                     table.add_column(column)
                 for one in saved_ones:
                     seed = "" if one.seed is None else str(one.seed)
-                    table.add_row(
-                        escape(one.name), escape(one.voice or "—"), seed, escape(one.description)
-                    )
+                    recorded = render("character.voice_recorded", locale)
+                    voice = one.voice or (recorded if one.voice_sample else "—")
+                    table.add_row(escape(one.name), escape(voice), seed, escape(one.description))
                 console.print(table)
         except UserError as exc:
             console.print(
@@ -334,9 +337,14 @@ def _character_parser(parser: argparse.ArgumentParser) -> None:
     save.add_argument("--seed", type=int, help="seed its takes start from")
     save.add_argument("--description", default="", help="a short note on who this is")
     actions.add_parser("list", help="list your characters")
-    voice = actions.add_parser("voice", help="give a character a voice")
+    voice = actions.add_parser(
+        "voice", help="give a character a voice: a voice name, or a recording with --sample"
+    )
     voice.add_argument("name")
-    voice.add_argument("voice")
+    voice.add_argument("voice", nargs="?", help="voice name; the same name always sounds the same")
+    voice.add_argument(
+        "--sample", metavar="FILE", help="5-30 s of one person speaking (MP3, WAV, OGG, M4A)"
+    )
     delete = actions.add_parser("delete", help="delete a character and its photo")
     delete.add_argument("name")
 
@@ -380,6 +388,15 @@ def main(argv: Sequence[str] | None = None) -> int:
                 args.photo_bytes = _read(args.photo, console)
                 if args.photo_bytes is None:
                     return EXIT_FAILED
+            if args.action == "voice":
+                if (args.voice is None) == (args.sample is None):
+                    console.print("[red]error:[/] give a voice name or --sample FILE (one of them)")
+                    return EXIT_USAGE
+                args.sample_bytes = b""
+                if args.sample is not None:
+                    args.sample_bytes = _read(args.sample, console)
+                    if args.sample_bytes is None:
+                        return EXIT_FAILED
             return asyncio.run(_character(settings, args, console))
         if args.command == "resume":
             return asyncio.run(_resume(settings, console))

@@ -17,6 +17,7 @@ from core.retention import Retention
 from core.service import Service
 from core.storage import Storage, open_storage
 from core.takecheck import TakeChecks
+from core.voice_ids import VoiceIds
 from core.worker import Worker
 
 # Until the store has measured real runs, the preview renderer is quick and providers slow
@@ -94,6 +95,7 @@ async def open_runtime(
                         },
                     ),
                     wakeups=storage.wakeups,
+                    voices=VoiceIds(storage.characters),
                     retention=Retention(
                         store=storage.jobs,
                         settings=settings.retention,

@@ -107,11 +107,15 @@ class PromptSettings(BaseModel):
 
 
 class CharacterSettings(BaseModel):
-    """Saved characters: how many an account may keep."""
+    """Saved characters: how many an account may keep, and what a voice sample must be."""
 
     model_config = ConfigDict(extra="forbid")
 
     max_per_account: int = Field(20, ge=1)
+    max_voice_bytes: int = Field(10_000_000, gt=0)  # bigger samples are refused before decoding
+    min_voice_seconds: float = Field(5.0, gt=0)  # Kling's voice creation takes 5-30 s
+    max_voice_seconds: float = Field(30.0, gt=0)
+    voice_silent_below_dbfs: float = Field(-45.0, le=0)  # whole-sample RMS under this: silent
 
 
 class WorkerSettings(BaseModel):
@@ -227,6 +231,16 @@ class ProvidersSettings(BaseModel):
     gaga: GagaSettings = GagaSettings()
 
 
+class VoiceCreationSettings(BaseModel):
+    """A provider model that turns a voice sample into a reusable voice id (Kling's)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    model: str  # e.g. fal-ai/kling-video/create-voice
+    audio_field: str = "voice_url"  # where the sample is sent
+    id_field: str = "voice_id"  # where the result names the voice
+
+
 class PresetSettings(BaseModel):
     """One model at one provider, mapped onto our request without code.
 
@@ -252,6 +266,12 @@ class PresetSettings(BaseModel):
     extra: dict[str, Any] = {}  # fixed fields sent as they are
     price_per_second: float | None = Field(None, ge=0)  # USD, as listed by the provider
     keeps: list[Literal["seed", "voice_id", "reference_audio"]] = []  # what stays stable
+    # A character's voice sample sent as reference audio in this field ("x[]": a list),
+    # cut to audio_max_seconds when the model takes less (Seedance 2.0: 15 s in all).
+    audio_field: str = ""
+    audio_max_seconds: float | None = Field(None, gt=0)
+    # A voice id built once per character sample at the provider, sent in voice_field.
+    voice_creation: VoiceCreationSettings | None = None
     expected_run_seconds: float = Field(240.0, gt=0)  # first guess for ETAs
     take_check: bool = True
 
@@ -263,6 +283,14 @@ class PresetSettings(BaseModel):
         except (KeyError, IndexError, ValueError) as exc:
             raise ValueError(f"prompt may use {{line}}, {{speech}}, {{language}}: {exc}") from exc
         return value
+
+    @model_validator(mode="after")
+    def _voice_creation_needs_a_voice_field(self) -> PresetSettings:
+        if self.voice_creation is not None and (self.provider != "fal" or not self.voice_field):
+            raise ValueError("voice_creation needs provider = 'fal' and a voice_field")
+        if self.audio_field and self.provider == "gaga":
+            raise ValueError("audio_field is not supported on the GAGA platform")
+        return self
 
     @field_validator("durations")
     @classmethod

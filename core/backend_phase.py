@@ -21,6 +21,7 @@ from core.models import EventKind, Job, JobEvent, JobState
 from core.notify import NotifierRouter
 from core.storage import JobStore
 from core.transitions import Transitions
+from core.voice_ids import VoiceIds
 
 log = logging.getLogger(__name__)
 
@@ -91,6 +92,7 @@ class BackendPhase:
         clock: Callable[[], float],
         refill: Callable[[Slot], Awaitable[None]],
         wake: Callable[[], None],
+        voices: VoiceIds | None = None,
     ) -> None:
         self._store = store
         self._chain = tuple(chain)
@@ -103,6 +105,7 @@ class BackendPhase:
         self._clock = clock
         self._refill = refill
         self._wake = wake
+        self._voices = voices  # the cast character's voice (None: takes carry no samples)
 
     def backend_for(self, job: Job) -> VideoBackend:
         """Return the backend a job is on (its stored preset, else the first one)."""
@@ -143,6 +146,10 @@ class BackendPhase:
             self._failpoints.hit("worker.after_claim")
             spec = await self._spec(job, image, recovered=recovered)
             resubmitted = job.resubmitted
+            voiced = await self._voiced(job, spec, backend)
+            if isinstance(voiced, Job):
+                return voiced
+            spec = voiced
             if recovered:
                 # The submit may have reached the backend before the crash.
                 try:
@@ -199,6 +206,10 @@ class BackendPhase:
                         return job  # (canceled or failed meanwhile)
                     backend = following
                     await slot.move_to(self._semaphores[backend.name])
+                    voiced = await self._voiced(job, spec, backend)
+                    if isinstance(voiced, Job):
+                        return voiced
+                    spec = voiced
                     continue
                 self._failpoints.hit("worker.after_submit")
             job = await self._transitions.move(
@@ -209,6 +220,21 @@ class BackendPhase:
             await self._notifier.notify(JobEvent(EventKind.STARTED, job))
         assert handle is not None
         return await self._await_backend(job, backend, handle, slot)
+
+    async def _voiced(self, job: Job, spec: RenderSpec, backend: VideoBackend) -> RenderSpec | Job:
+        """Return the spec with the character's voice for ``backend``, or the job if it ended.
+
+        A voice id is made (once per sample and model) and committed here, before the
+        video is submitted: the submit and any lookup after a restart send the same id.
+        """
+        if self._voices is None or job.voice_sample is None:
+            return spec
+        try:
+            return await self._voices.voiced(job, spec, backend)
+        except BackendError as exc:
+            if exc.transient:
+                return await self._backend_failed(job, True, exc.key, str(exc))
+            return await self._transitions.fail(job, exc.key, detail=str(exc))
 
     def _following(self, backend: VideoBackend) -> VideoBackend | None:
         """Return the preset after ``backend`` in the fallback order, if any."""

@@ -19,7 +19,8 @@ from core.images import prepare_image_async
 from core.models import UserRef
 from core.prompts import MAX_SEED
 from core.storage.characters import MAX_NAME_CHARS, name_key
-from core.storage.types import Character, CharacterImage
+from core.storage.types import Character, CharacterImage, CharacterVoice
+from core.voices import prepare_voice_sample_async
 
 if TYPE_CHECKING:
     from core.storage import AccountStore, CharacterStore
@@ -65,6 +66,11 @@ class Characters:
     def limit(self) -> int:
         """Return how many characters an account may keep."""
         return self._settings.max_per_account
+
+    @property
+    def max_voice_bytes(self) -> int:
+        """Return the largest voice sample accepted (adapters check it before downloading)."""
+        return self._settings.max_voice_bytes
 
     async def save(
         self,
@@ -121,6 +127,24 @@ class Characters:
         voice = self._check_voice(voice)
         if account_id is None or not await self._store.set_character_voice(account_id, bare, voice):
             raise RequestRejected("character.unknown", name=bare)
+
+    async def set_voice_sample(self, user: UserRef, name: str, audio: bytes) -> Character:
+        """Check a voice sample (a voice note) and store it as a character's voice.
+
+        Refused with a message key (nothing stored) when it is too big, not audio, too
+        short or too long, or silent; a sample replaced or left by its last character is
+        deleted with the voice ids providers made from it.
+        """
+        bare, account_id = check_name(name), await self._account_id(user)
+        if account_id is None or await self._store.character(account_id, bare) is None:
+            raise RequestRejected("character.unknown", name=bare)
+        sample = await prepare_voice_sample_async(audio, self._settings)
+        saved = await self._store.set_character_voice_sample(
+            account_id, bare, CharacterVoice(sample.wav, sample.seconds)
+        )
+        if saved is None:  # deleted meanwhile
+            raise RequestRejected("character.unknown", name=bare)
+        return saved
 
     async def share(self, user: UserRef, name: str, chat_id: str) -> None:
         """Let the members of a chat cast one of the user's characters."""

@@ -145,6 +145,7 @@ class Job:
     retake_reason: str | None = None
     lease_owner: str | None = None  # the worker holding it (as last read)
     lease_token: int = 0  # fencing token of that worker's claim
+    voice_sample: str | None = None  # sha256 of the cast character's voice sample
 
     @property
     def lease(self) -> Lease | None:

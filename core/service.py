@@ -190,8 +190,9 @@ class Service:
             saved = await self.characters.image(checked.character)
             parsed = _with_character(checked.parsed, checked.character)
             return await self.admit_prepared(
-                request, parsed, saved.jpeg, (saved.width, saved.height)
-            )
+                request, parsed, saved.jpeg, (saved.width, saved.height),
+                voice_sample=checked.character.voice_sample,
+            )  # fmt: skip
         image = await prepare_image_async(request.image, self._images)
         return await self.admit_prepared(
             request, checked.parsed, image.jpeg, (image.width, image.height)
@@ -203,8 +204,13 @@ class Service:
         parsed: ParsedLine,
         image_jpeg: bytes,
         image_size: tuple[int, int],
+        *,
+        voice_sample: str | None = None,
     ) -> Admission:
-        """Store an already validated request (the second half of ``submit``)."""
+        """Store an already validated request (the second half of ``submit``).
+
+        ``voice_sample`` is the cast character's voice sample, kept with every take.
+        """
         seed = parsed.seed if parsed.seed is not None else random.randrange(2**31)
         # Without an explicit voice, every take of a user speaks with that user's own
         # voice: the reference model changes voice between takes, we do not.
@@ -217,6 +223,7 @@ class Service:
                 seconds=parsed.seconds,
                 seed=take_seed,
                 voice=voice,
+                voice_sample=voice_sample,
             )
             for take_seed in take_seeds(seed, parsed.takes)
         ]

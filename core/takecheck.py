@@ -31,7 +31,7 @@ REASONS = (NO_AUDIO, SILENT, DURATION, FROZEN, UNREADABLE)
 _THUMB = (64, 36)  # frames are compared small and grey: cheap, and blind to noise
 
 
-def _loudness_dbfs(container: av.container.InputContainer) -> float:
+def loudness_dbfs(container: av.container.InputContainer) -> float:
     """Return the whole audio track's RMS level in dBFS (-inf for digital silence)."""
     total = 0.0
     count = 0
@@ -93,7 +93,7 @@ def check_take(path: Path, expected_seconds: float, settings: TakeCheckSettings)
                 return DURATION
         # Separate passes: demuxing audio and video together would buffer one for the other.
         with av.open(str(path)) as container:
-            if _loudness_dbfs(container) < settings.silent_below_dbfs:
+            if loudness_dbfs(container) < settings.silent_below_dbfs:
                 return SILENT
         with av.open(str(path)) as container:
             if _largest_change(container, settings.samples_per_second) < settings.frozen_below:

@@ -32,6 +32,7 @@ from core.storage import JobStore, LocalWakeups, Wakeups
 from core.storage.types import Claimed
 from core.takecheck import TakeChecks
 from core.transitions import Transitions
+from core.voice_ids import VoiceIds
 
 log = logging.getLogger(__name__)
 
@@ -60,6 +61,7 @@ class Worker:
         retention: Retention | None = None,
         take_checks: TakeChecks | None = None,
         wakeups: Wakeups | None = None,
+        voices: VoiceIds | None = None,
     ) -> None:
         self._store = store
         self._notifier = notifier
@@ -92,6 +94,7 @@ class Worker:
             clock=clock,
             refill=self._refill,
             wake=self.wake,
+            voices=voices,
         )
         self._finisher = Finisher(
             store=store,

@@ -184,6 +184,8 @@ class BotApiServer:
         photo: bytes | None = None,
         document: bytes | None = None,
         mime_type: str = "image/jpeg",
+        voice: bytes | None = None,
+        audio: bytes | None = None,
         caption: str | None = None,
         reply_to: dict[str, Any] | None = None,
         thread_id: int | None = None,
@@ -226,6 +228,18 @@ class BotApiServer:
                 "mime_type": mime_type,
                 "file_size": len(document),
             }
+        if voice is not None:  # a voice note: OGG/Opus
+            file_id = self.add_file(voice)
+            message["voice"] = {
+                "file_id": file_id, "file_unique_id": file_id, "duration": 0,
+                "mime_type": "audio/ogg", "file_size": len(voice),
+            }  # fmt: skip
+        if audio is not None:  # a music or audio file
+            file_id = self.add_file(audio)
+            message["audio"] = {
+                "file_id": file_id, "file_unique_id": file_id, "duration": 0,
+                "mime_type": mime_type, "file_size": len(audio),
+            }  # fmt: skip
         if reply_to is not None:
             message["reply_to_message"] = reply_to
         if thread_id is not None:

@@ -93,6 +93,34 @@ def photo_jpeg(width: int = 800, height: int = 1000) -> bytes:
     return buffer.getvalue()
 
 
+def voice_note(
+    seconds: float, *, amplitude: float = 0.3, pitch: float = 220.0, fmt: str = "ogg"
+) -> bytes:
+    """Return a real recording: a vowel-like tone, as OGG/Opus (a voice note) or MP3 / WAV."""
+    codec, rate = {"ogg": ("libopus", 48_000), "mp3": ("libmp3lame", 44_100)}.get(
+        fmt, ("pcm_s16le", 44_100)
+    )
+    buffer = io.BytesIO()
+    with av.open(buffer, "w", format=fmt) as container:
+        stream = container.add_stream(codec, rate=rate, layout="mono")
+        t = np.arange(int(seconds * rate)) / rate
+        # A fundamental with a few harmonics, so it sounds (and measures) like a voice.
+        wave = sum(np.sin(2 * np.pi * pitch * k * t) / k for k in (1, 2, 3))
+        samples = (amplitude * wave / 1.83).astype(np.float32)
+        frame_size = 960
+        for start in range(0, samples.size, frame_size):
+            chunk = samples[start : start + frame_size]
+            if chunk.size < frame_size:
+                chunk = np.pad(chunk, (0, frame_size - chunk.size))
+            frame = av.AudioFrame.from_ndarray(chunk.reshape(1, -1), format="flt", layout="mono")
+            frame.sample_rate = rate
+            for packet in stream.encode(frame):
+                container.mux(packet)
+        for packet in stream.encode(None):
+            container.mux(packet)
+    return buffer.getvalue()
+
+
 @pytest.fixture(scope="session")
 def tiny_mp4() -> bytes:
     """Return a real 1 s 64x36 H.264 + AAC MP4."""

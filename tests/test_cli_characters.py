@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from core.media import probe_video
-from tests.conftest import db_rows
+from tests.conftest import db_rows, voice_note
 from tests.test_cli import actorbot
 from tests.test_preview import decoded_audio
 
@@ -67,6 +67,12 @@ def test_on_the_preview_renderer_a_character_sounds_the_same_in_every_take(
     # Two characters from the same photo, neither given a voice: each keeps one of its own.
     for name in ("Ann", "Bea"):
         assert actorbot(tmp_path, "character", "save", name, str(photo)).returncode == 0
+    # Ann's voice from a recording: offline, she still speaks with one fixed voice.
+    sample = tmp_path / "ann.ogg"
+    sample.write_bytes(voice_note(6.0))
+    voiced = actorbot(tmp_path, "character", "voice", "Ann", "--sample", str(sample))
+    assert voiced.returncode == 0, voiced.stderr
+    assert "Ann now speaks with the voice from your recording" in voiced.stderr
     line = "She says: 'We meet again, at last.' --5s"
     for output, cast in (("ann1.mp4", "@Ann"), ("ann2.mp4", "@ann"), ("bea.mp4", "@Bea")):
         made = actorbot(tmp_path, "generate", f"{cast} {line}", "-o", output)
@@ -80,3 +86,23 @@ def test_on_the_preview_renderer_a_character_sounds_the_same_in_every_take(
     assert rate > 0 and max(abs(sample) for sample in ann1) > 0.05  # speech, not silence
     assert ann1 == ann2
     assert ann1 != bea
+
+
+def test_a_voice_sample_from_a_file_is_checked(tmp_path: Path, portrait: bytes) -> None:
+    photo = tmp_path / "photo.jpg"
+    photo.write_bytes(portrait)
+    assert actorbot(tmp_path, "character", "save", "Ann", str(photo)).returncode == 0
+    short = tmp_path / "short.mp3"
+    short.write_bytes(voice_note(2.0, fmt="mp3"))
+    refused = actorbot(tmp_path, "character", "voice", "Ann", "--sample", str(short))
+    assert refused.returncode != 0 and "a voice needs 5-30 s" in refused.stderr
+    both = actorbot(tmp_path, "character", "voice", "Ann", "alto", "--sample", str(short))
+    assert both.returncode != 0 and "one of them" in both.stderr
+    store = tmp_path / "data" / "actorbot.sqlite3"
+    assert db_rows(store, "SELECT count(*) FROM voice_samples") == [(0,)]
+    good = tmp_path / "good.wav"
+    good.write_bytes(voice_note(8.0, fmt="wav"))
+    assert actorbot(tmp_path, "character", "voice", "Ann", "--sample", str(good)).returncode == 0
+    listed = actorbot(tmp_path, "character", "list")
+    assert "from a recording" in listed.stderr
+    assert db_rows(store, "SELECT count(*) FROM voice_samples") == [(1,)]

@@ -16,7 +16,8 @@ from core.backends import create_backend
 from core.models import DeliveryAddress, EventKind, Job, JobEvent, JobState, UserRef, VideoRequest
 from core.notify import NotifierRouter
 from core.service import Service
-from core.storage import JobStore, open_storage
+from core.storage import CharacterStore, JobStore, open_storage
+from core.voice_ids import VoiceIds
 from core.worker import Worker
 from tests.conftest import db_rows, make_settings, photo_jpeg
 from tests.providers_server import ProviderServer
@@ -52,6 +53,7 @@ class Take:
     store: JobStore
     service: Service
     recorder: Recorder
+    characters: CharacterStore
 
     async def run(self, line: str = LINE, timeout: float = 20) -> list[Job]:
         admission = await self.service.submit(
@@ -100,11 +102,12 @@ async def take_harness(
         runner = Worker(
             store=store, backend=backend, notifier=router, settings=settings.worker,
             results_dir=settings.data_dir / "results", eta=service.eta_for,
+            voices=VoiceIds(storage.characters),
         )  # fmt: skip
         service.set_wake(runner.wake)
         task = asyncio.create_task(runner.run())
         try:
-            yield Take(server, store, service, recorder)
+            yield Take(server, store, service, recorder, storage.characters)
         finally:
             await runner.stop()
             task.cancel()

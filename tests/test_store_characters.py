@@ -6,7 +6,7 @@ from core.characters import NAME
 from core.models import UserRef
 from core.storage import Storage
 from core.storage.characters import renames_for_move
-from core.storage.types import CharacterImage
+from core.storage.types import CharacterImage, CharacterVoice, VoiceState
 from tests.conftest import Engine
 
 IMAGE = CharacterImage(b"jpeg one", 1280, 720)
@@ -189,3 +189,72 @@ def test_a_moved_name_gets_the_first_free_number_and_stays_a_valid_name() -> Non
     )
     assert renames == [(3, long, "A" * 30 + "-2"), (1, "RANXIA", "RANXIA-4")]
     assert all(len(new) <= 32 and NAME.fullmatch(new) for _, _, new in renames)
+
+
+VOICE = CharacterVoice(b"RIFF one", 6.0)
+VOICE_TWO = CharacterVoice(b"RIFF two", 7.5)
+KLING = ("fal", "fal-ai/kling-video/create-voice")
+
+
+async def test_a_voice_sample_is_stored_once_replaced_and_deleted_with_its_voice_ids(
+    engine: Engine,
+) -> None:
+    storage = await engine.open()
+    chars = storage.characters
+    try:
+        owner = await _account(storage, "u1")
+        for name in ("a", "b"):
+            await chars.save_character(
+                owner, name, IMAGE, voice=None, seed=None, description="", limit=20, now=1.0
+            )
+        assert await chars.set_character_voice_sample(owner, "nobody", VOICE) is None
+        a = await chars.set_character_voice_sample(owner, "A", VOICE)
+        b = await chars.set_character_voice_sample(owner, "b", VOICE)
+        assert a is not None and b is not None and a.voice_sample == b.voice_sample
+        sha = a.voice_sample
+        assert sha is not None and await chars.voice_sample(sha) == VOICE
+        assert await engine.rows("SELECT count(*) FROM voice_samples") == [(1,)]
+
+        # A voice id at a provider model: claimed once, its handle and id kept.
+        claimed = await chars.claim_provider_voice(sha, *KLING, "job-1", 5.0)
+        assert claimed is not None and claimed[1] and claimed[0].state is VoiceState.CREATING
+        other = await chars.claim_provider_voice(sha, *KLING, "job-2", 6.0)
+        assert other is not None and not other[1] and other[0].owner == "job-1"
+        assert not await chars.update_provider_voice(
+            sha, *KLING, "job-2", state=VoiceState.READY, voice_id="x", now=7.0
+        )
+        assert await chars.update_provider_voice(
+            sha, *KLING, "job-1", state=VoiceState.CREATING, handle="h1", now=7.0
+        )
+        assert await chars.update_provider_voice(
+            sha, *KLING, "job-1", state=VoiceState.READY, voice_id="v1", now=8.0
+        )
+        ready = await chars.provider_voice(sha, *KLING)
+        assert ready is not None
+        assert (ready.state, ready.handle, ready.voice_id) == (VoiceState.READY, "h1", "v1")
+        again = await chars.claim_provider_voice(sha, *KLING, "job-3", 9.0)
+        assert again is not None and not again[1] and again[0].voice_id == "v1"
+        # After a failure, the next take claims it afresh.
+        await chars.claim_provider_voice(sha, "fal", "other-model", "job-4", 9.0)
+        assert await chars.update_provider_voice(
+            sha, "fal", "other-model", "job-4", state=VoiceState.FAILED, now=9.5
+        )
+        retried = await chars.claim_provider_voice(sha, "fal", "other-model", "job-5", 10.0)
+        assert retried is not None and retried[1] and retried[0].owner == "job-5"
+
+        # Still used by b: replacing a's sample keeps it; b's replacement drops it.
+        a = await chars.set_character_voice_sample(owner, "a", VOICE_TWO)
+        assert a is not None and a.voice_sample != sha
+        assert await chars.voice_sample(sha) == VOICE
+        b = await chars.set_character_voice_sample(owner, "b", VOICE_TWO)
+        assert b is not None
+        assert await chars.voice_sample(sha) is None
+        assert await chars.provider_voice(sha, *KLING) is None
+        assert await chars.claim_provider_voice(sha, *KLING, "job-6", 11.0) is None
+        # The last character with the new one goes, and so does its sample.
+        assert await chars.delete_character(owner, "a")
+        assert await engine.rows("SELECT count(*) FROM voice_samples") == [(1,)]
+        assert await chars.delete_character(owner, "b")
+        assert await engine.rows("SELECT count(*) FROM voice_samples") == [(0,)]
+    finally:
+        await storage.close()

@@ -197,6 +197,8 @@ class Commands:
         elif action == "save" and name:
             about = words[2] if len(words) > 2 else ""
             parsed = CharacterAction("save", name, photo=command.photo, description=about)
+        elif action == "voice" and len(words) == 2:
+            parsed = CharacterAction("voice", name, audio=command.audio)
         elif action == "voice" and len(words) == 3:
             parsed = CharacterAction("voice", name, voice=words[2])
         elif action in ("delete", "share") and len(words) == 2:
@@ -232,6 +234,8 @@ class Commands:
                     description=act.description,
                 )  # fmt: skip
                 return render("character.saved", locale, name=saved.name)
+            if act.action == "voice" and act.voice is None:
+                return await self._character_voice_sample(user, act, locale)
             if act.action == "voice" and act.voice is not None:
                 await characters.set_voice(user, act.name, act.voice)
                 return render("character.voice_set", locale, name=name, voice=act.voice)
@@ -249,6 +253,27 @@ class Commands:
         """Render a refusal as this platform words it (its way to save a character)."""
         return render_for(self._platform.name, exc.key, locale, **exc.params)
 
+    async def _character_voice_sample(
+        self, user: UserRef, act: CharacterAction, locale: str
+    ) -> str:
+        """Store the recording a ``/character voice NAME`` carries or replies to as its voice."""
+        bare = act.name.removeprefix("@")
+        if act.audio is None:
+            return render("character.need_voice", locale, name=bare)
+        characters = self._service.characters
+        size = act.audio.file_size
+        if size is not None and size > characters.max_voice_bytes:
+            # Refused before it is downloaded, let alone decoded.
+            limit_mb = max(1, round(characters.max_voice_bytes / 1_000_000))
+            return render("voice.too_big", locale, limit_mb=limit_mb)
+        try:
+            audio = await self._platform.download(act.audio)
+        except PlatformError as exc:
+            log.warning("could not fetch the voice sample: %s", exc)
+            return render("chat.fetch_failed", locale)
+        saved = await characters.set_voice_sample(user, bare, audio)
+        return render("character.voice_sample_set", locale, name=saved.name)
+
     def _character_list(self, characters: list[Character], locale: str) -> str:
         if not characters:
             return render_for(self._platform.name, "character.list_empty", locale)
@@ -257,7 +282,8 @@ class Commands:
         for character in characters:
             seed = "" if character.seed is None else f" · seed {character.seed}"
             about = f" · {character.description}" if character.description else ""
-            voice = character.voice or "—"
+            recorded = render("character.voice_recorded", locale)
+            voice = character.voice or (recorded if character.voice_sample else "—")
             item = {"name": character.name, "voice": voice, "seed": seed, "description": about}
             lines.append(render("character.list_item", locale, **item))
         return "\n".join(lines)

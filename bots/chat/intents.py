@@ -43,6 +43,7 @@ class Command:
     name: str
     args: str = ""
     photo: PhotoRef | None = None  # /character save: the photo it carries or replies to
+    audio: PhotoRef | None = None  # /character voice: the recording it carries or replies to
 
 
 @dataclass(frozen=True)
@@ -53,6 +54,7 @@ class CharacterAction:
     name: str = ""
     photo: PhotoRef | None = None  # save: the picture
     voice: str | None = None  # save (optional) and voice
+    audio: PhotoRef | None = None  # voice: a recording to take the voice from, not a name
     seed: int | None = None  # save (optional)
     description: str = ""  # save (optional)
 

@@ -66,6 +66,18 @@ def photo_of(message: Message | None) -> PhotoRef | None:
     return None
 
 
+def audio_of(message: Message | None) -> PhotoRef | None:
+    """Return the recording a message carries: a voice note, an audio file, or an audio document."""
+    if message is None:
+        return None
+    document = message.document
+    mime = document.mime_type or "" if document is not None else ""
+    for found in (message.voice, message.audio, document if mime.startswith("audio/") else None):
+        if found is not None:
+            return PhotoRef(found.file_id, found.file_size, message.message_id, True)
+    return None
+
+
 def strip_mention(text: str, username: str) -> tuple[bool, str]:
     """Remove ``@username`` (any case) from text; return whether it was there."""
     needle = f"@{username}".lower()
@@ -97,8 +109,12 @@ def route(
     if command is not None:
         name, args = command
         if name == "character":
-            # /character save NAME as a caption, or as a reply to a photo.
-            return Command(name, args, photo or photo_of(message.reply_to_message))
+            # /character save NAME as a caption, or as a reply to a photo; /character voice
+            # NAME as the caption of a recording, or as a reply to one.
+            replied = message.reply_to_message
+            return Command(
+                name, args, photo or photo_of(replied), audio_of(message) or audio_of(replied)
+            )
         if name != "gen":
             return Command(name, args)
         # /gen LINE as a reply to someone's photo uses that photo.

@@ -37,6 +37,10 @@ class RenderSpec:
     # 0: unknown), and the handles other takes already hold, which it must not adopt.
     submitted_after: float = 0.0
     taken: frozenset[str] = frozenset()
+    # The cast character's voice, where the preset keeps one: the id made from its sample
+    # (sent in voice_field), or the sample itself as WAV (sent in audio_field).
+    voice_id: str | None = None
+    reference_audio: bytes | None = None
 
 
 @dataclass(frozen=True)

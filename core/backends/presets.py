@@ -42,7 +42,7 @@ def model_input(preset: PresetSettings, spec: RenderSpec) -> dict[str, Any]:
         )
     if preset.seed_field:
         fields[preset.seed_field] = spec.seed
-    voice_id = preset.voices.get(spec.voice) if spec.voice else None
+    voice_id = spec.voice_id or (preset.voices.get(spec.voice) if spec.voice else None)
     if preset.voice_field and voice_id:
         name = preset.voice_field.removesuffix("[]")
         fields[name] = [voice_id] if preset.voice_field.endswith("[]") else voice_id

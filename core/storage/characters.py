@@ -3,6 +3,8 @@
 A character's image is stored once per content (keyed by its sha256): two characters
 saved from the same photo share it, and deleting the last one that uses it deletes it.
 Names are unique per account regardless of case (``name_key`` is the casefolded name).
+A voice sample is stored the same way (keyed by the sha256 of its normalized WAV), with the
+voice ids providers made from it; they go with the last character that uses the sample.
 """
 
 from __future__ import annotations
@@ -10,7 +12,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Protocol
 
-from core.storage.types import Character, CharacterImage
+from core.storage.types import Character, CharacterImage, CharacterVoice, ProviderVoice
 
 MAX_NAME_CHARS = 32
 
@@ -101,4 +103,45 @@ class CharacterStore(Protocol):
 
     async def delete_character(self, account_id: int, name: str) -> bool:
         """Delete a character, its shares and its image when no other character uses it."""
+        ...
+
+    async def set_character_voice_sample(
+        self, account_id: int, name: str, sample: CharacterVoice
+    ) -> Character | None:
+        """Give a character a voice sample (replacing its old one); None: no such character."""
+        ...
+
+    async def voice_sample(self, sample_sha256: str) -> CharacterVoice | None:
+        """Return a stored voice sample by its sha256."""
+        ...
+
+    async def provider_voice(
+        self, sample_sha256: str, provider: str, model: str
+    ) -> ProviderVoice | None:
+        """Return the voice id made (or being made) from a sample at a provider model."""
+        ...
+
+    async def claim_provider_voice(
+        self, sample_sha256: str, provider: str, model: str, owner: str, now: float
+    ) -> tuple[ProviderVoice, bool] | None:
+        """Start making a voice id for ``owner``, unless one is made or being made.
+
+        Returns the row and whether this call claimed it (new, or after a failure); None
+        when the sample is no longer stored.
+        """
+        ...
+
+    async def update_provider_voice(
+        self,
+        sample_sha256: str,
+        provider: str,
+        model: str,
+        owner: str,
+        *,
+        state: str,
+        handle: str | None = None,
+        voice_id: str | None = None,
+        now: float,
+    ) -> bool:
+        """Record the handle, the voice id or a failure; False when ``owner`` lost the claim."""
         ...

@@ -27,6 +27,7 @@ class NewTake:
     seconds: int
     seed: int
     voice: str | None
+    voice_sample: str | None = None  # sha256 of the cast character's voice sample
 
 
 @dataclass(frozen=True)
@@ -170,6 +171,37 @@ class Character:
     description: str
     shared_in: tuple[tuple[str, str], ...]  # (platform, chat id) whose members may cast it
     created_at: float
+    voice_sample: str | None = None  # sha256 of its stored voice sample (a voice note)
+
+
+@dataclass(frozen=True)
+class CharacterVoice:
+    """A character's voice sample, as stored: normalized WAV and its length."""
+
+    wav: bytes
+    seconds: float
+
+
+class VoiceState(StrEnum):
+    """Where a provider's voice id for one sample stands."""
+
+    CREATING = "creating"  # a take (``owner``) is making it; ``handle`` once submitted
+    READY = "ready"  # ``voice_id`` is made: every later take reuses it
+    FAILED = "failed"  # the provider refused, or the outcome stayed unknown: a take may retry
+
+
+@dataclass(frozen=True)
+class ProviderVoice:
+    """A voice id made from one voice sample at one provider model (Kling's create-voice)."""
+
+    sample_sha256: str
+    provider: str
+    model: str
+    state: VoiceState
+    owner: str  # the take that makes (or made) it
+    handle: str | None
+    voice_id: str | None
+    updated_at: float  # when it was claimed (a lost submit is looked up from here on)
 
 
 @dataclass(frozen=True)

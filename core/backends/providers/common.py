@@ -18,6 +18,7 @@ from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import httpx
 
@@ -35,9 +36,15 @@ _RECONCILE_INTERVAL = 5.0
 _LOOK_BACK = timedelta(hours=2)  # a take of unknown age: listings are searched this far back
 
 
-def data_uri(jpeg: bytes) -> str:
+def data_uri(jpeg: bytes, content_type: str = "image/jpeg") -> str:
     """Return the image as a data: URI (never a chat platform URL, which carries a token)."""
-    return "data:image/jpeg;base64," + base64.b64encode(jpeg).decode()
+    return f"data:{content_type};base64," + base64.b64encode(jpeg).decode()
+
+
+def set_field(payload: dict[str, Any], field: str, value: str) -> None:
+    """Put ``value`` in a model's field; ``"name[]"`` sends a one-item list."""
+    name = field.removesuffix("[]")
+    payload[name] = [value] if field.endswith("[]") else value
 
 
 @dataclass

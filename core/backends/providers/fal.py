@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import json
 import logging
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import httpx
@@ -22,7 +22,7 @@ import httpx
 from config.settings import FalSettings, PresetSettings
 from core.backends.base import BackendCapabilities, BackendState, BackendStatus, RenderSpec
 from core.backends.presets import model_input
-from core.backends.providers.common import ProviderBackend, data_uri
+from core.backends.providers.common import ProviderBackend, data_uri, set_field
 from core.backends.providers.http import (
     Malformed,
     OutcomeUnknown,
@@ -124,6 +124,8 @@ class FalBackend(ProviderBackend):
     async def _submit_once(self, spec: RenderSpec) -> str:
         fields = model_input(self.preset, spec)
         payload = {**fields, self.preset.image_field: data_uri(spec.image_jpeg)}
+        if self.preset.audio_field and spec.reference_audio:
+            set_field(payload, self.preset.audio_field, data_uri(spec.reference_audio, "audio/wav"))
         # fal calls the webhook when the request ends (fal_client's ``webhook_url``).
         params = {"fal_webhook": self.webhook_url} if self.webhook_url else {}
         response = await self.http.request(
@@ -153,9 +155,14 @@ class FalBackend(ProviderBackend):
 
     async def _lookup(self, spec: RenderSpec, taken: set[str]) -> str | None:
         fields = model_input(self.preset, spec)
-        when = self.sent_since(spec)
+        return await self._listed(self.preset.model, fields, self.sent_since(spec), taken)
+
+    async def _listed(
+        self, model: str, fields: dict[str, Any], when: datetime, taken: set[str]
+    ) -> str | None:
+        """Find a request to ``model`` since ``when`` whose input has ``fields``."""
         params: dict[str, Any] = {
-            "endpoint_id": self.preset.model,
+            "endpoint_id": model,
             "expand": "payloads",
             "limit": 100,
             "start": (when - _LISTING_SLACK).strftime("%Y-%m-%dT%H:%M:%SZ"),
@@ -184,7 +191,7 @@ class FalBackend(ProviderBackend):
                     and isinstance(payload, dict)
                     and all(payload.get(k) == v for k, v in fields.items())
                 ):
-                    base = f"{self._queue}/{_app_path(self.preset.model)}/requests/{request_id}"
+                    base = f"{self._queue}/{_app_path(model)}/requests/{request_id}"
                     return self._handle(request_id, base + "/status", base, base + "/cancel")
             cursor = body.get("next_cursor")
             if not body.get("has_more") or not isinstance(cursor, str):
@@ -245,6 +252,98 @@ class FalBackend(ProviderBackend):
         if not isinstance(url, str):
             raise BackendError("fal result: no video URL", transient=False, key="job.bad_result")
         return url
+
+    # --- voice ids from a sample (the preset's voice_creation, e.g. Kling's create-voice) ---
+
+    @property
+    def voice_model(self) -> str:
+        """Return the model that makes voice ids for this preset ("" when it makes none)."""
+        creation = self.preset.voice_creation
+        return creation.model if creation is not None else ""
+
+    @property
+    def voice_poll_seconds(self) -> float:
+        """Return how long to wait between looks at a voice being made."""
+        return self.settings.poll_interval_seconds
+
+    def _voice_input(self, wav: bytes) -> dict[str, Any]:
+        creation = self.preset.voice_creation
+        assert creation is not None, "only presets with voice_creation make voices"
+        return {creation.audio_field: data_uri(wav, "audio/wav")}
+
+    async def submit_voice(self, wav: bytes, since: float) -> str:
+        """Ask the provider to make a voice id from a sample; return the request's handle.
+
+        A submit whose answer is lost is looked up in the listing (matched on the sample),
+        never repeated: not found, it fails (non-transient) naming the possible orphan.
+        """
+        payload = self._voice_input(wav)
+        try:
+            response = await self.http.request(
+                "POST", f"{self._queue}/{self.voice_model}", json=payload, safe=False
+            )
+            if response.status_code >= 400:
+                raise BackendError(
+                    f"fal voice: HTTP {response.status_code}: {error_text(response)}",
+                    transient=response.status_code >= 500 or response.status_code == 429,
+                    key="job.voice_failed",
+                )
+            try:
+                body = json_object(response, "fal voice submit")
+                request_id = body.get("request_id")
+                urls = [body.get(k) for k in ("status_url", "response_url", "cancel_url")]
+                if not isinstance(request_id, str) or not all(isinstance(u, str) for u in urls):
+                    raise Malformed("fal voice submit: no request_id or URLs")
+                return self._handle(request_id, *urls)  # type: ignore[arg-type]
+            except Malformed as exc:
+                raise OutcomeUnknown(str(exc)) from exc
+        except OutcomeUnknown as exc:
+            found = await self.find_voice(wav, since)
+            if found is not None:
+                log.warning("%s: voice submit was lost (%s); adopted it", self.name, exc)
+                return found
+            log.error(
+                "%s: possible orphan: a voice-creation request to %s may exist that no"
+                " listing shows; not repeated",
+                self.name, self.voice_model,
+            )  # fmt: skip
+            raise BackendError(
+                f"fal: voice creation outcome unknown ({exc}); possible orphan, not repeated",
+                transient=False,
+                key="job.voice_failed",
+            ) from exc
+
+    async def find_voice(self, wav: bytes, since: float) -> str | None:
+        """Return the handle of a voice-creation request for this sample made since then."""
+        when = datetime.fromtimestamp(since, UTC)
+        return await self._listed(self.voice_model, self._voice_input(wav), when, self._held)
+
+    async def voice_result(self, handle: str) -> str | None:
+        """Return the voice id once made, None while it is being made; raise on a failure."""
+        status = await self._status(handle, None)
+        if status.state in (BackendState.QUEUED, BackendState.RUNNING):
+            return None
+        if status.state is not BackendState.SUCCEEDED:
+            raise BackendError(
+                f"fal voice: {status.detail or status.state.value}",
+                transient=status.transient,
+                key="job.voice_failed",
+            )
+        response = await self.http.request("GET", self._urls(handle)["response"], safe=True)
+        if response.status_code >= 400:
+            raise BackendError(
+                f"fal voice result: HTTP {response.status_code}: {error_text(response)}",
+                transient=response.status_code >= 500,
+                key="job.voice_failed",
+            )
+        creation = self.preset.voice_creation
+        assert creation is not None
+        voice_id = json_object(response, "fal voice result").get(creation.id_field)
+        if not isinstance(voice_id, str | int) or not str(voice_id):
+            raise BackendError(
+                "fal voice result: no voice id", transient=False, key="job.voice_failed"
+            )
+        return str(voice_id)
 
     async def _cancel(self, handle: str) -> None:
         urls = self._urls(handle)

@@ -24,7 +24,7 @@ import httpx
 from config.settings import PresetSettings, ReplicateSettings
 from core.backends.base import BackendCapabilities, BackendState, BackendStatus, RenderSpec
 from core.backends.presets import model_input
-from core.backends.providers.common import ProviderBackend, data_uri
+from core.backends.providers.common import ProviderBackend, data_uri, set_field
 from core.backends.providers.http import (
     Malformed,
     OutcomeUnknown,
@@ -111,14 +111,16 @@ class ReplicateBackend(ProviderBackend):
     def _job_id_of(self, handle: str) -> str:
         return self._urls(handle)["id"]
 
-    async def _image(self, jpeg: bytes) -> str:
+    async def _image(
+        self, jpeg: bytes, name: str = "image.jpg", content_type: str = "image/jpeg"
+    ) -> str:
         if len(jpeg) < DATA_URI_LIMIT:
-            return data_uri(jpeg)
+            return data_uri(jpeg, content_type)
         # An upload is safe to repeat: a duplicate file costs nothing and expires.
         response = await self.http.request(
             "POST",
             f"{self._api}/v1/files",
-            files={"content": ("image.jpg", jpeg, "image/jpeg")},
+            files={"content": (name, jpeg, content_type)},
             safe=True,
         )
         if response.status_code not in (200, 201):
@@ -136,6 +138,10 @@ class ReplicateBackend(ProviderBackend):
     async def _submit_once(self, spec: RenderSpec) -> str:
         fields = model_input(self.preset, spec)
         payload = {**fields, self.preset.image_field: await self._image(spec.image_jpeg)}
+        if self.preset.audio_field and spec.reference_audio:
+            # The character's voice sample, sent (or uploaded) the way the image is.
+            audio = await self._image(spec.reference_audio, "voice.wav", "audio/wav")
+            set_field(payload, self.preset.audio_field, audio)
         body: dict[str, Any] = {"input": payload}
         if self.webhook_url:
             body.update(webhook=self.webhook_url, webhook_events_filter=["completed"])

@@ -128,6 +128,7 @@ async def admit(conn: Conn, request: NewRequest, rules: AdmissionPolicy, now: fl
         [t.language for t in takes], [t.seconds for t in takes], [t.seed for t in takes],
         [t.voice for t in takes], list(decision.costs), request.id, user_id, account_id,
         request.address.platform, n, now, period, ChangeKind.ADMITTED.value, EVENTS_LOCK,
+        [t.voice_sample for t in takes],
     )  # fmt: skip
     # The rank of the first take: the account's takes that waited before, plus one.
     rank = account.queued + 1

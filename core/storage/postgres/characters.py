@@ -9,15 +9,36 @@ from core.storage.characters import name_key, renames_for_move
 from core.storage.postgres.connection import Conn
 from core.storage.postgres.database import Database
 from core.storage.postgres.queries import characters as sql
-from core.storage.types import Character, CharacterImage
+from core.storage.types import (
+    Character,
+    CharacterImage,
+    CharacterVoice,
+    ProviderVoice,
+    VoiceState,
+)
 
 
 async def _character(conn: Conn, row: Any) -> Character:
     shares = tuple((str(p), str(c)) for p, c in await conn.fetch(sql.SHARES, row[0]))
-    cid, account_id, name, sha, width, height, voice, seed, description, created_at = row
+    cid, account_id, name, sha, width, height, voice, seed, description, created_at, sample = row
     return Character(
-        cid, account_id, name, sha, width, height, voice, seed, description, shares, created_at
+        cid, account_id, name, sha, width, height, voice, seed, description, shares, created_at,
+        sample,
+    )  # fmt: skip
+
+
+def _provider_voice(row: Any) -> ProviderVoice:
+    sha, provider, model, state, owner, handle, voice_id, updated_at = row
+    return ProviderVoice(
+        sha, provider, model, VoiceState(state), owner, handle, voice_id, float(updated_at)
     )
+
+
+async def _drop_unused_voice(conn: Conn, sha: str | None) -> None:
+    """Delete a voice sample (and the voice ids made from it) no character uses any more."""
+    if sha is not None:
+        await conn.execute(sql.DROP_UNUSED_VOICE_IDS, sha)
+        await conn.execute(sql.DROP_UNUSED_VOICE, sha)
 
 
 async def _one(conn: Conn, query: str, *args: Any) -> Character | None:
@@ -139,9 +160,77 @@ class PostgresCharacters:
             found = await conn.fetchrow(sql.FIND, account_id, key)
             if found is None:
                 return False
+            sample = await conn.fetchval(sql.VOICE_OF, found[0])
             await conn.execute(sql.DROP_SHARES, found[0])
             await conn.execute(sql.DELETE, found[0])
             await conn.execute(sql.DROP_UNUSED_IMAGE, found[1])
+            await _drop_unused_voice(conn, sample)
             return True
 
         return await self._db.run(work)
+
+    async def set_character_voice_sample(
+        self, account_id: int, name: str, sample: CharacterVoice
+    ) -> Character | None:
+        """Give a character a voice sample (replacing its old one); None: no such character."""
+        sha = hashlib.sha256(sample.wav).hexdigest()
+        key = name_key(name)
+
+        async def work(conn: Conn) -> Character | None:
+            found = await conn.fetchrow(sql.FIND_VOICE, account_id, key)
+            if found is None:
+                return None
+            await conn.execute(sql.SAVE_VOICE, sha, sample.wav, sample.seconds)
+            await conn.execute(sql.SET_VOICE_SAMPLE, sha, found[0])
+            if found[1] != sha:
+                await _drop_unused_voice(conn, found[1])
+            return await _one(conn, sql.BY_NAME, account_id, key)
+
+        return await self._db.run(work)
+
+    async def voice_sample(self, sample_sha256: str) -> CharacterVoice | None:
+        """Return a stored voice sample by its sha256."""
+        row = await self._db.fetchrow(sql.VOICE, sample_sha256)
+        return None if row is None else CharacterVoice(bytes(row[0]), float(row[1]))
+
+    async def provider_voice(
+        self, sample_sha256: str, provider: str, model: str
+    ) -> ProviderVoice | None:
+        """Return the voice id made (or being made) from a sample at a provider model."""
+        row = await self._db.fetchrow(sql.PROVIDER_VOICE, sample_sha256, provider, model)
+        return None if row is None else _provider_voice(row)
+
+    async def claim_provider_voice(
+        self, sample_sha256: str, provider: str, model: str, owner: str, now: float
+    ) -> tuple[ProviderVoice, bool] | None:
+        """Start making a voice id for ``owner``, unless one is made or being made."""
+
+        async def work(conn: Conn) -> tuple[ProviderVoice, bool] | None:
+            if await conn.fetchrow(sql.VOICE_EXISTS, sample_sha256) is None:
+                return None
+            claimed = await conn.fetchrow(
+                sql.CLAIM_PROVIDER_VOICE, sample_sha256, provider, model, owner, now
+            )
+            row = await conn.fetchrow(sql.PROVIDER_VOICE, sample_sha256, provider, model)
+            return _provider_voice(row), claimed is not None
+
+        return await self._db.run(work)
+
+    async def update_provider_voice(
+        self,
+        sample_sha256: str,
+        provider: str,
+        model: str,
+        owner: str,
+        *,
+        state: str,
+        handle: str | None = None,
+        voice_id: str | None = None,
+        now: float,
+    ) -> bool:
+        """Record the handle, the voice id or a failure; False when ``owner`` lost the claim."""
+        changed = await self._db.execute(
+            sql.UPDATE_PROVIDER_VOICE,
+            state, handle, voice_id, now, sample_sha256, provider, model, owner,
+        )  # fmt: skip
+        return changed > 0

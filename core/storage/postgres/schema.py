@@ -298,6 +298,32 @@ MIGRATIONS: tuple[str, ...] = (
         PRIMARY KEY (platform, guild_id, day)
     );
     """,
+    # Voice samples (core/voices.py): a character's voice note, normalized WAV stored once
+    # per content and deleted with its last character, with the voice ids providers made
+    # from it (Kling's create-voice: one per sample and model, claimed by the take making
+    # it, its request handle kept before anything waits on it). A take keeps the sample it
+    # was cast with.
+    """
+    CREATE TABLE voice_samples (
+        sha256 text PRIMARY KEY,
+        wav bytea NOT NULL,
+        seconds double precision NOT NULL
+    );
+    ALTER TABLE characters ADD COLUMN voice_sample text REFERENCES voice_samples(sha256);
+    CREATE INDEX characters_by_voice_sample ON characters (voice_sample);
+    CREATE TABLE provider_voices (
+        sample_sha256 text NOT NULL REFERENCES voice_samples(sha256),
+        provider text NOT NULL,
+        model text NOT NULL,
+        state text NOT NULL,
+        owner text NOT NULL,
+        handle text,
+        voice_id text,
+        updated_at double precision NOT NULL,
+        PRIMARY KEY (sample_sha256, provider, model)
+    );
+    ALTER TABLE jobs ADD COLUMN voice_sample text;
+    """,
 )
 
 

@@ -144,7 +144,7 @@ def admit(
             (
                 job_id, seq + index + 1, request.id, user_id, account_id, platform, index + 1,
                 n, take.line, take.speech, take.language, take.seconds, take.seed, take.voice,
-                now, now, charge, period,
+                now, now, charge, period, take.voice_sample,
             )
             for index, (job_id, take, charge) in enumerate(
                 zip(request.job_ids, request.takes, decision.costs, strict=True)

@@ -9,15 +9,36 @@ from typing import Any
 from core.storage.characters import name_key, renames_for_move
 from core.storage.sqlite.database import Database
 from core.storage.sqlite.queries import characters as sql
-from core.storage.types import Character, CharacterImage
+from core.storage.types import (
+    Character,
+    CharacterImage,
+    CharacterVoice,
+    ProviderVoice,
+    VoiceState,
+)
 
 
 def _character(db: sqlite3.Connection, row: Any) -> Character:
     shares = tuple((str(p), str(c)) for p, c in db.execute(sql.SHARES, (row[0],)).fetchall())
-    cid, account_id, name, sha, width, height, voice, seed, description, created_at = row
+    cid, account_id, name, sha, width, height, voice, seed, description, created_at, sample = row
     return Character(
-        cid, account_id, name, sha, width, height, voice, seed, description, shares, created_at
+        cid, account_id, name, sha, width, height, voice, seed, description, shares, created_at,
+        sample,
+    )  # fmt: skip
+
+
+def _provider_voice(row: Any) -> ProviderVoice:
+    sha, provider, model, state, owner, handle, voice_id, updated_at = row
+    return ProviderVoice(
+        sha, provider, model, VoiceState(state), owner, handle, voice_id, float(updated_at)
     )
+
+
+def _drop_unused_voice(db: sqlite3.Connection, sha: str | None) -> None:
+    """Delete a voice sample (and the voice ids made from it) no character uses any more."""
+    if sha is not None:
+        db.execute(sql.DROP_UNUSED_VOICE_IDS, (sha, sha))
+        db.execute(sql.DROP_UNUSED_VOICE, (sha, sha))
 
 
 def _one(db: sqlite3.Connection, query: str, params: tuple[object, ...]) -> Character | None:
@@ -138,9 +159,74 @@ class SqliteCharacters:
             found = db.execute(sql.FIND, (account_id, key)).fetchone()
             if found is None:
                 return False
+            sample = db.execute(sql.VOICE_OF, (found[0],)).fetchone()[0]
             db.execute(sql.DROP_SHARES, (found[0],))
             db.execute(sql.DELETE, (found[0],))
             db.execute(sql.DROP_UNUSED_IMAGE, (found[1], found[1]))
+            _drop_unused_voice(db, sample)
             return True
 
         return await self._db.write(work)
+
+    async def set_character_voice_sample(
+        self, account_id: int, name: str, sample: CharacterVoice
+    ) -> Character | None:
+        """Give a character a voice sample (replacing its old one); None: no such character."""
+        sha = hashlib.sha256(sample.wav).hexdigest()
+        key = name_key(name)
+
+        def work(db: sqlite3.Connection) -> Character | None:
+            found = db.execute(sql.FIND_VOICE, (account_id, key)).fetchone()
+            if found is None:
+                return None
+            db.execute(sql.SAVE_VOICE, (sha, sample.wav, sample.seconds))
+            db.execute(sql.SET_VOICE_SAMPLE, (sha, found[0]))
+            if found[1] != sha:
+                _drop_unused_voice(db, found[1])
+            return _one(db, sql.BY_NAME, (account_id, key))
+
+        return await self._db.write(work)
+
+    async def voice_sample(self, sample_sha256: str) -> CharacterVoice | None:
+        """Return a stored voice sample by its sha256."""
+        rows = await self._db.query(sql.VOICE, (sample_sha256,))
+        return None if not rows else CharacterVoice(bytes(rows[0][0]), float(rows[0][1]))
+
+    async def provider_voice(
+        self, sample_sha256: str, provider: str, model: str
+    ) -> ProviderVoice | None:
+        """Return the voice id made (or being made) from a sample at a provider model."""
+        rows = await self._db.query(sql.PROVIDER_VOICE, (sample_sha256, provider, model))
+        return None if not rows else _provider_voice(rows[0])
+
+    async def claim_provider_voice(
+        self, sample_sha256: str, provider: str, model: str, owner: str, now: float
+    ) -> tuple[ProviderVoice, bool] | None:
+        """Start making a voice id for ``owner``, unless one is made or being made."""
+        key = (sample_sha256, provider, model)
+
+        def work(db: sqlite3.Connection) -> tuple[ProviderVoice, bool] | None:
+            if db.execute(sql.VOICE_EXISTS, (sample_sha256,)).fetchone() is None:
+                return None
+            claimed = db.execute(sql.CLAIM_PROVIDER_VOICE, (*key, owner, now)).rowcount > 0
+            return _provider_voice(db.execute(sql.PROVIDER_VOICE, key).fetchone()), claimed
+
+        return await self._db.write(work)
+
+    async def update_provider_voice(
+        self,
+        sample_sha256: str,
+        provider: str,
+        model: str,
+        owner: str,
+        *,
+        state: str,
+        handle: str | None = None,
+        voice_id: str | None = None,
+        now: float,
+    ) -> bool:
+        """Record the handle, the voice id or a failure; False when ``owner`` lost the claim."""
+        params = (state, handle, voice_id, now, sample_sha256, provider, model, owner)
+        return bool(
+            await self._db.write(lambda db: db.execute(sql.UPDATE_PROVIDER_VOICE, params).rowcount)
+        )

@@ -97,7 +97,7 @@ class SqliteJobs:
                 address=address, attempts=0, handle=None, created_at=now, updated_at=now,
                 started_at=None, finished_at=None, error_key=None, error_params={},
                 error_detail=None, result_path=None, resubmitted=False, not_before=0.0,
-                deadline_at=None,
+                deadline_at=None, voice_sample=take.voice_sample,
             )
             for index, (job_id, take) in enumerate(zip(request.job_ids, takes, strict=True))
         )  # fmt: skip

@@ -357,4 +357,30 @@ MIGRATIONS: tuple[str, ...] = (
         PRIMARY KEY (platform, guild_id, day)
     ) WITHOUT ROWID;
     """,
+    # Voice samples (core/voices.py): a character's voice note, normalized WAV stored once
+    # per content and deleted with its last character, with the voice ids providers made
+    # from it (Kling's create-voice: one per sample and model, claimed by the take making
+    # it, its request handle kept before anything waits on it). A take keeps the sample it
+    # was cast with.
+    """
+    CREATE TABLE voice_samples (
+        sha256 TEXT PRIMARY KEY,
+        wav BLOB NOT NULL,
+        seconds REAL NOT NULL
+    );
+    ALTER TABLE characters ADD COLUMN voice_sample TEXT REFERENCES voice_samples(sha256);
+    CREATE INDEX characters_by_voice_sample ON characters (voice_sample);
+    CREATE TABLE provider_voices (
+        sample_sha256 TEXT NOT NULL REFERENCES voice_samples(sha256),
+        provider TEXT NOT NULL,
+        model TEXT NOT NULL,
+        state TEXT NOT NULL,
+        owner TEXT NOT NULL,
+        handle TEXT,
+        voice_id TEXT,
+        updated_at REAL NOT NULL,
+        PRIMARY KEY (sample_sha256, provider, model)
+    );
+    ALTER TABLE jobs ADD COLUMN voice_sample TEXT;
+    """,
 )

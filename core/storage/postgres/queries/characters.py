@@ -4,7 +4,7 @@ from __future__ import annotations
 
 _COLUMNS = """
 c.id, c.account_id, c.name, c.image_sha256, i.width, i.height, c.voice, c.seed,
-c.description, c.created_at
+c.description, c.created_at, c.voice_sample
 """
 
 _FROM = "FROM characters c JOIN character_images i ON i.sha256 = c.image_sha256"
@@ -82,3 +82,58 @@ NAMES = "SELECT id, name FROM characters WHERE account_id = $1"
 RENAME = "UPDATE characters SET name = $1, name_key = $2 WHERE id = $3"
 
 MOVE = "UPDATE characters SET account_id = $1 WHERE account_id = $2"
+
+# DO UPDATE (not NOTHING) locks the row: a concurrent delete of an unused sample waits.
+SAVE_VOICE = """
+INSERT INTO voice_samples (sha256, wav, seconds) VALUES ($1, $2, $3)
+ON CONFLICT (sha256) DO UPDATE SET seconds = excluded.seconds
+"""
+
+FIND_VOICE = "SELECT id, voice_sample FROM characters WHERE account_id = $1 AND name_key = $2"
+
+VOICE_OF = "SELECT voice_sample FROM characters WHERE id = $1"
+
+SET_VOICE_SAMPLE = "UPDATE characters SET voice_sample = $1 WHERE id = $2"
+
+# A sample no character uses any more goes with its last character, with the voice ids
+# providers made from it.
+DROP_UNUSED_VOICE_IDS = """
+DELETE FROM provider_voices
+WHERE sample_sha256 = $1 AND NOT EXISTS (SELECT 1 FROM characters WHERE voice_sample = $1)
+"""
+
+DROP_UNUSED_VOICE = """
+DELETE FROM voice_samples
+WHERE sha256 = $1 AND NOT EXISTS (SELECT 1 FROM characters WHERE voice_sample = $1)
+"""
+
+VOICE = "SELECT wav, seconds FROM voice_samples WHERE sha256 = $1"
+
+# FOR SHARE: the sample cannot go while a voice id for it is being claimed.
+VOICE_EXISTS = "SELECT 1 FROM voice_samples WHERE sha256 = $1 FOR SHARE"
+
+_PROVIDER_VOICE_COLUMNS = (
+    "sample_sha256, provider, model, state, owner, handle, voice_id, updated_at"
+)
+
+PROVIDER_VOICE = f"""
+SELECT {_PROVIDER_VOICE_COLUMNS} FROM provider_voices
+WHERE sample_sha256 = $1 AND provider = $2 AND model = $3
+"""
+
+CLAIM_PROVIDER_VOICE = """
+INSERT INTO provider_voices (sample_sha256, provider, model, state, owner, updated_at)
+VALUES ($1, $2, $3, 'creating', $4, $5)
+ON CONFLICT (sample_sha256, provider, model) DO UPDATE
+SET state = 'creating', owner = excluded.owner, handle = NULL, voice_id = NULL,
+    updated_at = excluded.updated_at
+WHERE provider_voices.state = 'failed'
+RETURNING 1
+"""
+
+UPDATE_PROVIDER_VOICE = """
+UPDATE provider_voices SET state = $1, handle = coalesce($2, handle), voice_id = $3,
+    updated_at = greatest(updated_at, $4)
+WHERE sample_sha256 = $5 AND provider = $6 AND model = $7 AND owner = $8
+  AND state = 'creating'
+"""

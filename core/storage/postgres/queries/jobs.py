@@ -28,7 +28,7 @@ JOB_ROW = (
     "seconds", "seed", "voice", "attempts", "handle", "created_at", "updated_at",
     "started_at", "finished_at", "error_key", "error_params", "error_detail", "result_path",
     "resubmitted", "not_before", "deadline_at", "delivery_unconfirmed", "backend",
-    "retake_reason", "lease_owner", "lease_token",
+    "retake_reason", "lease_owner", "lease_token", "voice_sample",
 )  # fmt: skip
 JOB_COLUMNS = ", ".join(f"j.{name}" for name in JOB_ROW) + ", r.address"
 _JOB_FROM = "FROM jobs j JOIN requests r ON r.id = j.request_id"
@@ -96,14 +96,15 @@ RETURNING ticket, turn_used
 INSERT_TAKES = f"""
 WITH takes AS (
     SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::int[],
-                         $6::bigint[], $7::text[], $8::int[])
-        WITH ORDINALITY AS t(id, line, speech, language, seconds, seed, voice, charged, take)),
+                         $6::bigint[], $7::text[], $8::int[], $18::text[])
+        WITH ORDINALITY AS t(id, line, speech, language, seconds, seed, voice, charged,
+                             voice_sample, take)),
 inserted AS (
     INSERT INTO jobs (id, request_id, user_id, account_id, platform, take, takes, state,
                       line, speech, language, seconds, seed, voice, created_at, updated_at,
-                      charged, charge_period)
+                      charged, charge_period, voice_sample)
     SELECT id, $9, $10, $11, $12, take, $13, {QUEUED}, line, speech, language, seconds,
-           seed, voice, $14, $14, charged, $15
+           seed, voice, $14, $14, charged, $15, voice_sample
     FROM takes ORDER BY take),
 debited AS (
     INSERT INTO ledger (account_id, period, delta, reason, job_id, created_at)

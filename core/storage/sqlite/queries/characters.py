@@ -4,7 +4,7 @@ from __future__ import annotations
 
 _COLUMNS = """
 c.id, c.account_id, c.name, c.image_sha256, i.width, i.height, c.voice, c.seed,
-c.description, c.created_at
+c.description, c.created_at, c.voice_sample
 """
 
 _FROM = "FROM characters c JOIN character_images i ON i.sha256 = c.image_sha256"
@@ -76,3 +76,54 @@ NAMES = "SELECT id, name FROM characters WHERE account_id = ?"
 RENAME = "UPDATE characters SET name = ?, name_key = ? WHERE id = ?"
 
 MOVE = "UPDATE characters SET account_id = ? WHERE account_id = ?"
+
+SAVE_VOICE = """
+INSERT INTO voice_samples (sha256, wav, seconds) VALUES (?, ?, ?)
+ON CONFLICT (sha256) DO NOTHING
+"""
+
+FIND_VOICE = "SELECT id, voice_sample FROM characters WHERE account_id = ? AND name_key = ?"
+
+VOICE_OF = "SELECT voice_sample FROM characters WHERE id = ?"
+
+SET_VOICE_SAMPLE = "UPDATE characters SET voice_sample = ? WHERE id = ?"
+
+# A sample no character uses any more goes with its last character, with the voice ids
+# providers made from it.
+DROP_UNUSED_VOICE_IDS = """
+DELETE FROM provider_voices
+WHERE sample_sha256 = ? AND NOT EXISTS (SELECT 1 FROM characters WHERE voice_sample = ?)
+"""
+
+DROP_UNUSED_VOICE = """
+DELETE FROM voice_samples
+WHERE sha256 = ? AND NOT EXISTS (SELECT 1 FROM characters WHERE voice_sample = ?)
+"""
+
+VOICE = "SELECT wav, seconds FROM voice_samples WHERE sha256 = ?"
+
+VOICE_EXISTS = "SELECT 1 FROM voice_samples WHERE sha256 = ?"
+
+_PROVIDER_VOICE_COLUMNS = (
+    "sample_sha256, provider, model, state, owner, handle, voice_id, updated_at"
+)
+
+PROVIDER_VOICE = f"""
+SELECT {_PROVIDER_VOICE_COLUMNS} FROM provider_voices
+WHERE sample_sha256 = ? AND provider = ? AND model = ?
+"""
+
+CLAIM_PROVIDER_VOICE = """
+INSERT INTO provider_voices (sample_sha256, provider, model, state, owner, updated_at)
+VALUES (?, ?, ?, 'creating', ?, ?)
+ON CONFLICT (sample_sha256, provider, model) DO UPDATE
+SET state = 'creating', owner = excluded.owner, handle = NULL, voice_id = NULL,
+    updated_at = excluded.updated_at
+WHERE provider_voices.state = 'failed'
+"""
+
+UPDATE_PROVIDER_VOICE = """
+UPDATE provider_voices SET state = ?, handle = coalesce(?, handle), voice_id = ?,
+    updated_at = max(updated_at, ?)
+WHERE sample_sha256 = ? AND provider = ? AND model = ? AND owner = ? AND state = 'creating'
+"""

@@ -23,7 +23,7 @@ JOB_ROW = (
     "seconds", "seed", "voice", "attempts", "handle", "created_at", "updated_at",
     "started_at", "finished_at", "error_key", "error_params", "error_detail", "result_path",
     "resubmitted", "not_before", "deadline_at", "delivery_unconfirmed", "backend",
-    "retake_reason", "lease_owner", "lease_token",
+    "retake_reason", "lease_owner", "lease_token", "voice_sample",
 )  # fmt: skip
 JOB_COLUMNS = ", ".join(f"j.{name}" for name in JOB_ROW) + ", r.address"
 _JOB_FROM = "FROM jobs j JOIN requests r ON r.id = j.request_id"
@@ -65,8 +65,8 @@ LAST_SEQ = "SELECT coalesce(max(seq), 0) FROM jobs"
 INSERT_JOB = f"""
 INSERT INTO jobs (id, seq, request_id, user_id, account_id, platform, take, takes, state,
                   fair_round, line, speech, language, seconds, seed, voice, created_at,
-                  updated_at, charged, charge_period)
-VALUES (?, ?, ?, ?, ?, ?, ?, ?, {QUEUED}, 0, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+                  updated_at, charged, charge_period, voice_sample)
+VALUES (?, ?, ?, ?, ?, ?, ?, ?, {QUEUED}, 0, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
 """
 
 RECENT_RUN_SECONDS = f"""
