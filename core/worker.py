@@ -27,6 +27,7 @@ from core.failpoints import Failpoints
 from core.finishing import Finisher
 from core.models import EventKind, Job, JobEvent, JobState
 from core.notify import NotifierRouter
+from core.portraits import PortraitRunner
 from core.retention import Retention
 from core.storage import JobStore, LocalWakeups, Wakeups
 from core.storage.types import Claimed
@@ -60,6 +61,7 @@ class Worker:
         retention: Retention | None = None,
         take_checks: TakeChecks | None = None,
         wakeups: Wakeups | None = None,
+        portraits: PortraitRunner | None = None,
     ) -> None:
         self._store = store
         self._notifier = notifier
@@ -69,6 +71,7 @@ class Worker:
         self._clock = clock
         self._eta = eta
         self._retention = retention
+        self.portraits = portraits  # characters drawn from a description, beside the jobs
         self.owner = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
         self._chain = (backend, *fallbacks)
         # Each backend has its own slots; new jobs are claimed for the first one's.
@@ -134,6 +137,8 @@ class Worker:
         ]
         if self._retention is not None:
             background.append(asyncio.create_task(self._retention.run(), name="retention"))
+        if self.portraits is not None:
+            background.append(asyncio.create_task(self.portraits.run(), name="portraits"))
         try:
             await self._adopt_stale()
             # Let adopted jobs queue for their slots before new work takes them all:

@@ -15,6 +15,7 @@ from core.service import Service
 from core.storage import ChatStore, JobStore
 from core.storage.types import Character
 
+from . import intents
 from .access import AccessDesk, Applicant, applicant_of
 from .intents import Command, Said
 from .platform import Platform, PlatformError, Video
@@ -205,6 +206,17 @@ class Commands:
                 description = words[2] if len(words) > 2 else ""
                 saved = await characters.save(user, words[1], photo, description=description)
                 await reply.send(render("character.saved", locale, name=saved.name))
+            elif action == "create" and len(words) >= 2:
+                await self._create(said, words[1], words[2] if len(words) > 2 else "", locale)
+                await reply.send(
+                    render(
+                        "portrait.started",
+                        locale,
+                        name=words[1].removeprefix("@"),
+                        count=self._service.portraits.count,
+                        cost=self._service.portraits.cost(user),
+                    )
+                )
             elif action == "voice" and len(words) == 3:
                 await characters.set_voice(user, words[1], words[2])
                 name = words[1].removeprefix("@")
@@ -221,6 +233,13 @@ class Commands:
                 await reply.send(usage)
         except UserError as exc:
             await reply.send(render(exc.key, locale, **exc.params))
+
+    async def _create(self, said: Said, name: str, description: str, locale: str) -> None:
+        """Record (and pay for) drawing a character; the worker shows the candidates here."""
+        address = intents.address_for(
+            self._platform.name, said.origin, user_id=said.person.user_id, locale=locale
+        )
+        await self._service.portraits.create(said.person.ref(locale), address, name, description)
 
     def _character_list(self, characters: list[Character], locale: str) -> str:
         if not characters:
