@@ -29,6 +29,7 @@ from core.i18n import normalize_locale, render, render_for, result_notes
 from core.models import DeliveryAddress, EventKind, Job, JobEvent, UserRef, VideoRequest
 from core.prompts import character_names
 from core.storage import open_storage
+from core.storage.types import PortraitState
 
 log = logging.getLogger(__name__)
 
@@ -167,12 +168,62 @@ async def _follow(
     return results
 
 
+async def _create(settings: Settings, args: argparse.Namespace, console: Console) -> int:
+    """Draw candidates for a new character, write them to files and save the one picked."""
+    locale = _locale(settings)
+    user = _user(locale)
+    address = DeliveryAddress("cli", user.platform_user_id, extra={"locale": locale})
+    async with open_runtime(settings, {}) as runtime:
+        portraits = runtime.service.portraits
+        try:
+            asked = await portraits.create(user, address, args.name, args.description)
+            started = render(
+                "portrait.started", locale, name=asked.name, count=portraits.count,
+                cost=portraits.cost(user),
+            )  # fmt: skip
+            console.print(escape(started))
+            runner = runtime.worker.portraits
+            assert runner is not None
+            await runner.finish_all()  # this process is the worker for its own request
+            portrait = await portraits.portrait(asked.id)
+            assert portrait is not None
+            if portrait.state is not PortraitState.READY:
+                key = portrait.error_key or "portrait.failed"
+                console.print(f"[red]error:[/] {escape(render(key, locale, name=asked.name))}")
+                return EXIT_FAILED
+            out = Path(args.out)
+            out.mkdir(parents=True, exist_ok=True)
+            candidates = await portraits.candidates(asked.id)
+            for number, jpeg in enumerate(candidates, start=1):
+                path = out / f"{asked.name}-{number}.jpg"
+                path.write_bytes(jpeg)
+                console.print(f"{number}: {escape(str(path))}")
+            number = args.pick
+            if number is None and sys.stdin.isatty():
+                answer = await asyncio.to_thread(
+                    input, render("portrait.pick", locale, name=asked.name) + " "
+                )
+                number = int(answer) if answer.strip().isdigit() else 0
+            if not number:
+                await portraits.cancel(user, asked.id)
+                console.print(escape(render("portrait.canceled", locale)))
+                return EXIT_OK
+            saved = await portraits.pick(user, asked.id, number)
+            console.print(escape(render("portrait.picked", locale, name=saved.name, number=number)))
+        except UserError as exc:
+            console.print(f"[red]error:[/] {escape(render(exc.key, locale, **exc.params))}")
+            return EXIT_FAILED
+    return EXIT_OK
+
+
 async def _character(settings: Settings, args: argparse.Namespace, console: Console) -> int:
     """Save, list, voice or delete the local user's characters."""
     from rich.table import Table
 
     locale = _locale(settings)
     user = _user(locale)
+    if args.action == "create":
+        return await _create(settings, args, console)
     async with await open_storage(settings) as storage:
         characters = Characters(
             storage.characters, storage.accounts, settings.characters, settings.images
@@ -336,6 +387,16 @@ def _character_parser(parser: argparse.ArgumentParser) -> None:
     save.add_argument("--voice", help="voice name; the same name always sounds the same")
     save.add_argument("--seed", type=int, help="seed its takes start from")
     save.add_argument("--description", default="", help="a short note on who this is")
+    create = actions.add_parser(
+        "create", help="draw a character from a description with a hosted image model"
+    )
+    create.add_argument("name", help="cast it with @NAME in a line or --character NAME")
+    create.add_argument("description", help="who to draw, e.g. 'a young woman, short black hair'")
+    create.add_argument(
+        "--pick", type=int, choices=range(0, 5), metavar="N",
+        help="save candidate N (0: none); without it you are asked (on a terminal)",
+    )  # fmt: skip
+    create.add_argument("--out", default=".", help="directory the candidates are written to")
     actions.add_parser("list", help="list your characters")
     voice = actions.add_parser(
         "voice", help="give a character a voice: a voice name, or a recording with --sample"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -13,6 +14,7 @@ from config.settings import Settings
 from core.backends import VideoBackend, create_backends
 from core.failpoints import Failpoints
 from core.notify import Notifier, NotifierRouter
+from core.portraits import PortraitRunner, image_model
 from core.retention import Retention
 from core.service import Service
 from core.storage import Storage, open_storage
@@ -75,7 +77,25 @@ async def open_runtime(
                     quotas=settings.quotas,
                     run_backend=backend.name,
                     characters=settings.characters,
+                    portraits=settings.portraits,
+                    image_preset=settings.image_preset,
                 )
+                preset = settings.image_preset
+                owner = f"portraits:{uuid.uuid4().hex[:12]}"
+                portraits = PortraitRunner(
+                    store=storage.portraits,
+                    model=None if preset is None else image_model(
+                        settings.portraits.image_preset, preset, settings.providers.fal,
+                        count=settings.portraits.candidates, client=client,
+                    ),
+                    notifier=router,
+                    settings=settings.portraits,
+                    images=settings.images,
+                    work_dir=settings.data_dir / "portraits",
+                    owner=owner,
+                    lease_seconds=settings.worker.lease_seconds,
+                )  # fmt: skip
+                service.portraits.set_wake(portraits.wake)
                 worker = Worker(
                     store=storage.jobs,
                     backend=backend,
@@ -96,6 +116,7 @@ async def open_runtime(
                     ),
                     wakeups=storage.wakeups,
                     voices=VoiceIds(storage.characters),
+                    portraits=portraits,
                     retention=Retention(
                         store=storage.jobs,
                         settings=settings.retention,

@@ -300,6 +300,46 @@ class PresetSettings(BaseModel):
         return value
 
 
+class ImagePresetSettings(BaseModel):
+    """One hosted text-to-image model, mapped onto a description without code.
+
+    ``prompt`` is a template over {description}; ``count_field`` asks for several images
+    in one request; ``extra`` holds the model's own fields (e.g. its 16:9 size).
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    provider: Literal["fal"]
+    model: str  # fal endpoint id
+    title: str = ""
+    prompt_field: str = "prompt"
+    prompt: str = "{description}"
+    count_field: str = "num_images"
+    extra: dict[str, Any] = {}  # fixed fields sent as they are
+    price_per_image: float | None = Field(None, ge=0)  # USD, as listed by the provider
+
+    @field_validator("prompt")
+    @classmethod
+    def _known_placeholders(cls, value: str) -> str:
+        try:
+            value.format(description="")
+        except (KeyError, IndexError, ValueError) as exc:
+            raise ValueError(f"prompt may use {{description}}: {exc}") from exc
+        return value
+
+
+class PortraitSettings(BaseModel):
+    """Characters drawn from a description: which image model, how many, kept how long."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    image_preset: str = ""  # a name under [image_presets]; empty: the feature is off
+    candidates: int = Field(4, ge=1, le=4)  # images shown to pick from
+    keep_hours: float = Field(24, gt=0)  # unpicked candidates are deleted after this
+    deadline_seconds: float = Field(300, gt=0)  # the model's whole run, then refunded
+    max_image_bytes: int = Field(20_000_000, gt=0)  # one downloaded candidate
+
+
 class TakeCheckSettings(BaseModel):
     """When a finished take counts as failed (checked before delivery)."""
 
@@ -403,6 +443,7 @@ class QuotaSettings(BaseModel):
     period: Literal["day", "week", "month"] = "day"
     timezone: str = "UTC"  # when a period (and a chat's day) starts
     take_costs: dict[int, int] = {5: 1, 10: 2}  # clip seconds -> credits per take
+    portrait_cost: int = Field(2, ge=0)  # credits to draw candidates for a new character
     max_in_flight_per_user: int = Field(2, ge=1)  # takes a user has at the backend at once
     max_queued_per_user: int = Field(5, ge=1)  # takes a user has waiting
     max_takes_per_chat_per_day: int = Field(200, ge=0)  # 0: no cap
@@ -461,6 +502,8 @@ class Settings(BaseSettings):
     jobapi: JobApiSettings = JobApiSettings()
     providers: ProvidersSettings = ProvidersSettings()
     presets: dict[str, PresetSettings] = {}
+    image_presets: dict[str, ImagePresetSettings] = {}
+    portraits: PortraitSettings = PortraitSettings()
     takecheck: TakeCheckSettings = TakeCheckSettings()
     webhooks: WebhookSettings = WebhookSettings()
     web: WebSettings = WebSettings()
@@ -505,6 +548,12 @@ class Settings(BaseSettings):
             problems.append(
                 "telegram.base_url: required with telegram.local_mode (a self-hosted Bot API"
                 " server)"
+            )
+        image_preset = self.portraits.image_preset
+        if image_preset and image_preset not in self.image_presets:
+            known = ", ".join(sorted(self.image_presets)) or "none"
+            problems.append(
+                f"portraits.image_preset: unknown image preset {image_preset} (known: {known})"
             )
         if problems:
             # The text is ours and names keys only, never a value (secrets among them).
@@ -554,6 +603,15 @@ class Settings(BaseSettings):
                     },
                 )
         return self
+
+    @property
+    def image_preset(self) -> ImagePresetSettings | None:
+        """Return the image model characters are drawn with, if one is usable (has a key)."""
+        preset = self.image_presets.get(self.portraits.image_preset)
+        if preset is None:
+            return None
+        provider: ProviderSettings = getattr(self.providers, preset.provider)
+        return preset if provider.key.get_secret_value() else None
 
     @property
     def store_path(self) -> Path:

@@ -9,6 +9,7 @@ from typing import Protocol, runtime_checkable
 
 from core.errors import DeliveryError
 from core.models import Job, JobEvent
+from core.storage.types import Portrait
 
 log = logging.getLogger(__name__)
 
@@ -31,6 +32,19 @@ class GroupNotifier(Notifier, Protocol):
 
     async def deliver_group(self, jobs: list[Job], videos: list[Path]) -> None:
         """Send the takes' videos as one group to their request's address, or raise."""
+        ...
+
+
+@runtime_checkable
+class PortraitNotifier(Protocol):
+    """An adapter that can show drawn candidates for a new character (optional)."""
+
+    async def show_portraits(self, portrait: Portrait, candidates: list[bytes]) -> None:
+        """Show the candidates with a way to pick one; raise if they could not be shown."""
+        ...
+
+    async def portrait_failed(self, portrait: Portrait) -> None:
+        """Tell the requester that drawing failed (refunded); raise if it could not be said."""
         ...
 
 
@@ -78,3 +92,15 @@ class NotifierRouter:
                 f"no group delivery for {jobs[0].address.platform}", permanent=False
             )
         await notifier.deliver_group(jobs, videos)
+
+    async def show_portraits(self, portrait: Portrait, candidates: list[bytes]) -> None:
+        """Hand drawn candidates to the request's adapter (none there: the store has them)."""
+        notifier = self._notifiers.get(portrait.address.platform)
+        if isinstance(notifier, PortraitNotifier):
+            await notifier.show_portraits(portrait, candidates)
+
+    async def portrait_failed(self, portrait: Portrait) -> None:
+        """Tell the request's adapter that drawing failed."""
+        notifier = self._notifiers.get(portrait.address.platform)
+        if isinstance(notifier, PortraitNotifier):
+            await notifier.portrait_failed(portrait)

@@ -9,7 +9,14 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from config.settings import CharacterSettings, ImageSettings, PromptSettings, QuotaSettings
+from config.settings import (
+    CharacterSettings,
+    ImagePresetSettings,
+    ImageSettings,
+    PortraitSettings,
+    PromptSettings,
+    QuotaSettings,
+)
 from core.accounts import Accounts
 from core.characters import Characters, voice_of
 from core.errors import RequestRejected
@@ -17,6 +24,7 @@ from core.failpoints import Failpoints
 from core.images import prepare_image_async
 from core.models import Account, EventKind, Job, JobEvent, JobState, UserRef, VideoRequest
 from core.notify import NotifierRouter
+from core.portraits import Portraits
 from core.prompts import ParsedLine, parse_line, take_seeds
 from core.quotas import Quotas
 from core.storage import Storage
@@ -76,6 +84,8 @@ class Service:
         clock: Callable[[], float] = time.time,
         run_backend: str | None = None,
         characters: CharacterSettings | None = None,
+        portraits: PortraitSettings | None = None,
+        image_preset: ImagePresetSettings | None = None,
     ) -> None:
         self._store = storage.jobs
         self._notifier = notifier
@@ -98,6 +108,11 @@ class Service:
         self.characters = Characters(
             storage.characters, storage.accounts, characters or CharacterSettings(), images,
             clock=clock,
+        )  # fmt: skip
+        # Characters drawn from a description (``image_preset``: None when none is usable).
+        self.portraits = Portraits(
+            storage.portraits, storage.accounts, self.characters, self.quotas,
+            portraits or PortraitSettings(), preset=image_preset, clock=clock,
         )  # fmt: skip
 
     def set_wake(self, wake: Callable[[], None]) -> None:

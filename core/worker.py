@@ -27,6 +27,7 @@ from core.failpoints import Failpoints
 from core.finishing import Finisher
 from core.models import EventKind, Job, JobEvent, JobState
 from core.notify import NotifierRouter
+from core.portraits import PortraitRunner
 from core.retention import Retention
 from core.storage import JobStore, LocalWakeups, Wakeups
 from core.storage.types import Claimed
@@ -62,6 +63,7 @@ class Worker:
         take_checks: TakeChecks | None = None,
         wakeups: Wakeups | None = None,
         voices: VoiceIds | None = None,
+        portraits: PortraitRunner | None = None,
     ) -> None:
         self._store = store
         self._notifier = notifier
@@ -71,6 +73,7 @@ class Worker:
         self._clock = clock
         self._eta = eta
         self._retention = retention
+        self.portraits = portraits  # characters drawn from a description, beside the jobs
         self.owner = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
         self._chain = (backend, *fallbacks)
         # Each backend has its own slots; new jobs are claimed for the first one's.
@@ -137,6 +140,8 @@ class Worker:
         ]
         if self._retention is not None:
             background.append(asyncio.create_task(self._retention.run(), name="retention"))
+        if self.portraits is not None:
+            background.append(asyncio.create_task(self.portraits.run(), name="portraits"))
         try:
             await self._adopt_stale()
             # Let adopted jobs queue for their slots before new work takes them all:

@@ -545,7 +545,14 @@ class BotApiServer:
     def _m_sendMediaGroup(self, params: dict[str, str], files: dict[str, bytes]) -> Any:
         sent = []
         for item in json.loads(params["media"]):
-            content: dict[str, Any] = {"video": self._video(item["media"], files)}
+            content: dict[str, Any]
+            if item.get("type") == "photo":
+                # The uploaded bytes are kept under the photo's file id, like a video's.
+                video = self._video(item["media"], files)
+                photo = {key: video[key] for key in ("file_id", "file_unique_id", "file_size")}
+                content = {"photo": [{**photo, "width": 1280, "height": 720}]}
+            else:
+                content = {"video": self._video(item["media"], files)}
             if "caption" in item:
                 content["caption"] = item["caption"]
             message = self._bot_message(params, **content)

@@ -8,14 +8,29 @@ server received, so "never twice" tests count submits where they land.
 from __future__ import annotations
 
 import asyncio
+import io
 import itertools
 import time
 from dataclasses import dataclass, field
 from typing import Any
 
 from aiohttp import web
+from PIL import Image
 
 KEY = "test-provider-key"
+# fal's text-to-image models served here: ``{"images": [{"url"}, ...]}`` of real images.
+IMAGE_MODELS = frozenset({"fal-ai/bytedance/seedream/v4/text-to-image", "fal-ai/nano-banana"})
+_COLORS = ((200, 60, 60), (60, 160, 70), (60, 90, 200), (220, 180, 40), (150, 60, 170))
+
+
+def drawn_image(number: int, size: tuple[int, int] = (1920, 1080)) -> bytes:
+    """Return a real PNG, different for each candidate number (its colour and a band)."""
+    image = Image.new("RGB", size, _COLORS[(number - 1) % len(_COLORS)])
+    band = Image.new("RGB", (size[0] // 4, size[1]), (240, 240, 240))
+    image.paste(band, ((number - 1) % 4 * size[0] // 4, 0))
+    buffer = io.BytesIO()
+    image.save(buffer, "PNG")
+    return buffer.getvalue()
 
 
 @dataclass
@@ -29,6 +44,7 @@ class ServedJob:
     polls: int = 0
     cancel_after: str | None = None
     video: bytes | None = None  # this job's result, if not the server's video
+    images: int = 0  # a text-to-image job: how many images it makes
     webhook: str | None = None  # where the client asked to be called back
 
 
@@ -52,6 +68,7 @@ class ProviderServer:
     poll_failures: list[int] = field(default_factory=list)  # statuses for the next polls
     malformed_polls: int = 0
     never_finish: bool = False
+    fail_jobs: bool = False  # jobs end failed (fal: COMPLETED with an error)
     unknown_status: int = 0  # the next N polls answer a status nobody documented
     # Result knobs.
     result_url: str | None = None  # a result URL of the test's choosing
@@ -139,6 +156,8 @@ class ProviderServer:
             return "queued"
         if self.never_finish or age < self.queue_seconds + self.run_seconds:
             return "running"
+        if self.fail_jobs:
+            return "failed"
         return "filtered" if self.refuse_content else "succeeded"
 
     def _file_url(self, job: ServedJob) -> str:
@@ -195,7 +214,10 @@ class ProviderServer:
             await response.prepare(request)
             await response.write(self.video[:1024])
             return response  # (the client refuses on the header and closes)
-        job = self.jobs.get(request.match_info["id"])
+        job_id, _, number = request.match_info["id"].partition("-")
+        job = self.jobs.get(job_id)
+        if job is not None and job.images and number.isdigit():
+            return web.Response(body=drawn_image(int(number)), content_type="image/png")
         video = job.video if job is not None and job.video is not None else self.video
         body = self.result_body if self.result_body is not None else video
         return web.Response(body=body, content_type="video/mp4")
@@ -227,6 +249,13 @@ class ProviderServer:
             return web.json_response({"detail": "not ready"}, status=400)
         if job.model.endswith("/create-voice"):  # Kling's create-voice output
             return web.json_response({"voice_id": f"voice-{job.id}"})
+        if job.images:
+            base = self._file_url(job)
+            images = [
+                {"url": f"{base}-{n}", "content_type": "image/png", "width": 1920, "height": 1080}
+                for n in range(1, job.images + 1)
+            ]
+            return web.json_response({"images": images, "seed": 42})
         return web.json_response(
             {"video": {"url": self._file_url(job), "content_type": "video/mp4"}}
         )
@@ -244,6 +273,8 @@ class ProviderServer:
             return web.json_response({"detail": detail}, status=422)
         job = self._new_job("fal", model, payload)
         job.webhook = request.query.get("fal_webhook")
+        if model in IMAGE_MODELS:
+            job.images = int(payload.get("num_images", 1))
         lost = None if creating_voice else await self._lose_answer()
         if lost is not None:
             return lost
@@ -274,6 +305,8 @@ class ProviderServer:
         body: dict[str, Any] = {"status": "COMPLETED", "logs": [], "metrics": {}}
         if state == "filtered":
             body.update(error="flagged by a content checker", error_type="content_policy_violation")
+        if state == "failed":
+            body.update(error="the model crashed", error_type="generation_error")
         return web.json_response(body)
 
     async def _fal_listing(self, request: web.Request) -> web.Response:

@@ -17,7 +17,7 @@ from core.storage import ChatStore, JobStore
 
 from .access import ACCESS_ACTIONS, AccessDesk, Applicant
 from .intents import Press, place_of
-from .platform import AskReply, Platform
+from .platform import AskReply, Platform, PlatformError
 from .texts import TAKE_OFFSET, take_numbers
 
 log = logging.getLogger(__name__)
@@ -76,8 +76,38 @@ class Actions:
             await self._ask_new_line(press, button.request_id, button.owner, locale)
         elif button.action in ("retake", "switch") and button.job_id is not None:
             await self._retake(press, button.job_id, button.action, button.owner, locale)
+        elif button.action == "portrait" and button.job_id is not None:
+            await self._portrait(press, button.request_id, int(button.job_id), button.owner, locale)
         else:
             await answer(press.token, render("chat.button_expired", locale))
+
+    async def _portrait(
+        self, press: Press, portrait_id: str, number: int, owner: str, locale: str
+    ) -> None:
+        """Save the picked candidate as the owner's character (once), or drop them all."""
+        user = (
+            press.person.ref(locale)
+            if press.person.user_id == owner
+            else UserRef(self._platform.name, owner, locale=locale)
+        )
+        portraits = self._service.portraits
+        try:
+            if number == 0:
+                await portraits.cancel(user, portrait_id)
+                text = render("portrait.canceled", locale)
+            else:
+                saved = await portraits.pick(user, portrait_id, number)
+                text = render("portrait.picked", locale, name=saved.name, number=number)
+        except UserError as exc:
+            await self._platform.answer(press.token, render(exc.key, locale, **exc.params))
+            return
+        await self._platform.answer(press.token, text)
+        if press.message is not None:
+            # The choice replaces the question and its buttons: nothing left to press twice.
+            try:
+                await self._platform.edit(press.message.place, press.message.message_id, text)
+            except PlatformError as exc:
+                log.info("could not edit the pick message: %s", exc)
 
     async def _cancel(self, press: Press, request_id: str, admin: bool, locale: str) -> None:
         user = UserRef(self._platform.name, press.person.user_id)

@@ -15,6 +15,7 @@ from core.service import Service
 from core.storage import ChatStore, JobStore
 from core.storage.types import Character
 
+from . import intents
 from .access import AccessDesk, Applicant, applicant_of
 from .intents import CharacterAction, Command, Said
 from .platform import Platform, PlatformError, Video
@@ -197,6 +198,9 @@ class Commands:
         elif action == "save" and name:
             about = words[2] if len(words) > 2 else ""
             parsed = CharacterAction("save", name, photo=command.photo, description=about)
+        elif action == "create" and name:
+            about = words[2] if len(words) > 2 else ""
+            parsed = CharacterAction("create", name, description=about)
         elif action == "voice" and len(words) == 2:
             parsed = CharacterAction("voice", name, audio=command.audio)
         elif action == "voice" and len(words) == 3:
@@ -234,6 +238,13 @@ class Commands:
                     description=act.description,
                 )  # fmt: skip
                 return render("character.saved", locale, name=saved.name)
+            if act.action == "create":
+                await self._create(said, act.name, act.description, locale)
+                portraits = self._service.portraits
+                return render(
+                    "portrait.started", locale, name=name, count=portraits.count,
+                    cost=portraits.cost(user),
+                )  # fmt: skip
             if act.action == "voice" and act.voice is None:
                 return await self._character_voice_sample(user, act, locale)
             if act.action == "voice" and act.voice is not None:
@@ -273,6 +284,13 @@ class Commands:
             return render("chat.fetch_failed", locale)
         saved = await characters.set_voice_sample(user, bare, audio)
         return render("character.voice_sample_set", locale, name=saved.name)
+
+    async def _create(self, said: Said, name: str, description: str, locale: str) -> None:
+        """Record (and pay for) drawing a character; the worker shows the candidates here."""
+        address = intents.address_for(
+            self._platform.name, said.origin, user_id=said.person.user_id, locale=locale
+        )
+        await self._service.portraits.create(said.person.ref(locale), address, name, description)
 
     def _character_list(self, characters: list[Character], locale: str) -> str:
         if not characters:

@@ -7,11 +7,13 @@ from pathlib import Path
 
 from core.delivery import fit_video_async
 from core.errors import DeliveryError
+from core.i18n import render
 from core.models import Job, JobEvent
 from core.storage import ChatStore
+from core.storage.types import Portrait
 
 from .intents import place_of
-from .platform import Action, Blocked, Keyboard, Platform, Video
+from .platform import Action, Blocked, Keyboard, PhotoAlbums, Platform, Video
 from .status import StatusBoard
 from .texts import album_buttons_text, album_captions, caption, hint_of, result_buttons
 
@@ -143,3 +145,31 @@ class ChatNotifier:
             [(spec.action, job.request_id, job.id, owner) for spec in specs],
         )
         return [[Action(spec.label, button_id)] for spec, button_id in zip(specs, ids, strict=True)]
+
+    async def show_portraits(self, portrait: Portrait, candidates: list[bytes]) -> None:
+        """Send the drawn candidates as an album, then a message with 1..N and cancel."""
+        address = portrait.address
+        place = place_of(address)
+        self._check_blocked(place.chat_id)
+        locale = address.extra.get("locale")
+        if not isinstance(self._platform, PhotoAlbums):
+            await self._platform.send(place, render("portrait.not_shown", locale))
+            return
+        await self._platform.send_photos(place, candidates, reply_to=address.reply_to)
+        owner = str(address.extra.get("user", ""))
+        # The button's job id carries the candidate's number; 0 picks none.
+        numbers = [*range(1, len(candidates) + 1), 0]
+        ids = await self._chatstate.add_buttons(
+            self._platform.name, [("portrait", portrait.id, str(n), owner) for n in numbers]
+        )
+        picks = [Action(str(n), button_id) for n, button_id in zip(numbers, ids, strict=True)]
+        keyboard = [picks[:-1], [Action(render("portrait.cancel_label", locale), ids[-1])]]
+        text = render("portrait.pick", locale, name=portrait.name)
+        await self._platform.send(place, text, buttons=keyboard)
+
+    async def portrait_failed(self, portrait: Portrait) -> None:
+        """Say that drawing failed, and that its credits came back."""
+        place = place_of(portrait.address)
+        locale = portrait.address.extra.get("locale")
+        key = portrait.error_key or "portrait.failed"
+        await self._platform.send(place, render(key, locale, name=portrait.name))

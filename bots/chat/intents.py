@@ -48,15 +48,15 @@ class Command:
 
 @dataclass(frozen=True)
 class CharacterAction:
-    """Save, list, voice, share or delete a character: /character on any platform, parsed."""
+    """Save, create, list, voice, share or delete a character: /character on any platform."""
 
-    action: str  # "save", "list", "voice", "share" or "delete"
+    action: str  # "save", "create", "list", "voice", "share" or "delete"
     name: str = ""
     photo: PhotoRef | None = None  # save: the picture
     voice: str | None = None  # save (optional) and voice
     audio: PhotoRef | None = None  # voice: a recording to take the voice from, not a name
     seed: int | None = None  # save (optional)
-    description: str = ""  # save (optional)
+    description: str = ""  # save (optional); create: what to draw
 
 
 @dataclass(frozen=True)

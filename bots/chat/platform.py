@@ -17,7 +17,7 @@ import contextlib
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Protocol
+from typing import Protocol, runtime_checkable
 
 
 class PlatformError(Exception):
@@ -207,4 +207,15 @@ class Platform(Protocol):
         self, place: Place, videos: Sequence[Video], *, reply_to: str | None = None
     ) -> list[Sent]:
         """Send videos as one album (at most ``capabilities.albums``); raise as ``send_video``."""
+        ...
+
+
+@runtime_checkable
+class PhotoAlbums(Protocol):
+    """A platform that can send several images as one album (optional)."""
+
+    async def send_photos(
+        self, place: Place, photos: Sequence[bytes], *, reply_to: str | None = None
+    ) -> None:
+        """Send the images as one album, numbered from 1; raise PlatformError if it failed."""
         ...

@@ -18,6 +18,7 @@ from telegram import (
     ForceReply,
     InlineKeyboardButton,
     InlineKeyboardMarkup,
+    InputMediaPhoto,
     InputMediaVideo,
     Message,
     ReplyParameters,
@@ -360,6 +361,22 @@ class TelegramPlatform:
         except TelegramError as exc:
             raise self._delivery_error(exc, size) from exc
         return [_sent(message) for message in messages]
+
+    async def send_photos(
+        self, place: Place, photos: Sequence[bytes], *, reply_to: str | None = None
+    ) -> None:
+        """Send images as one media group (numbered in their captions)."""
+        media = [
+            InputMediaPhoto(photo, caption=str(number), filename=f"{number}.jpg")
+            for number, photo in enumerate(photos, start=1)
+        ]
+        with _mapped():
+            await self._bot.send_media_group(
+                int(place.chat_id),
+                media,
+                reply_parameters=_reply_to(reply_to),
+                message_thread_id=_int(place.thread_id),
+            )
 
     def _delivery_error(self, exc: TelegramError, size: int) -> DeliveryError | Blocked:
         """Translate a failed upload into the core's error (or Blocked, for the board)."""

@@ -14,7 +14,7 @@ import asyncio
 import ipaddress
 import logging
 import socket
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from urllib.parse import urljoin, urlsplit
 
@@ -106,13 +106,20 @@ class ResultFetcher:
         if not address_allowed(str(peer[0]), loopback_ok=self._insecure):
             raise _refused(f"connected to a non-public address {peer[0]}")
 
-    async def fetch(self, url: str, dest: Path, *, max_bytes: int) -> None:
-        """Stream ``url`` to ``dest`` under the caps, then check that it is a talking video."""
+    async def fetch(
+        self,
+        url: str,
+        dest: Path,
+        *,
+        max_bytes: int,
+        check: Callable[[Path], None] | None = None,
+    ) -> None:
+        """Stream ``url`` to ``dest`` under the caps, then check it (default: a talking video)."""
         dest.parent.mkdir(parents=True, exist_ok=True)
         try:
             async with asyncio.timeout(self._timeout):
                 await self._download(url, dest, max_bytes)
-            await asyncio.to_thread(check_result, dest)
+            await asyncio.to_thread(check or check_result, dest)
         except TimeoutError as exc:
             dest.unlink(missing_ok=True)
             raise BackendError(

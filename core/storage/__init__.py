@@ -2,7 +2,8 @@
 
 ``open_storage(settings)`` opens the configured engine and returns a ``Storage`` bundle:
 ``storage.jobs`` (``JobStore``), ``storage.accounts`` (``AccountStore``),
-``storage.chats`` (``ChatStore``) and ``storage.characters`` (``CharacterStore``), with
+``storage.chats`` (``ChatStore``), ``storage.characters`` (``CharacterStore``) and
+``storage.portraits`` (``PortraitStore``), with
 ``storage.wakeups`` (``Wakeups``) to tell idle workers that work may be claimable. Plain
 data goes in and out (``core.storage.types``); no connection, cursor or SQL crosses a protocol.
 """
@@ -17,14 +18,15 @@ from core.storage.accounts import AccountStore
 from core.storage.characters import CharacterStore
 from core.storage.chats import ChatStore
 from core.storage.jobs import JobStore
+from core.storage.portraits import PortraitStore
 from core.storage.wakeups import LocalWakeups, Wakeups
 
 if TYPE_CHECKING:
     from config.settings import Settings
 
 __all__ = [
-    "AccountStore", "CharacterStore", "ChatStore", "JobStore", "LocalWakeups", "Storage",
-    "Wakeups", "open_storage",
+    "AccountStore", "CharacterStore", "ChatStore", "JobStore", "LocalWakeups", "PortraitStore",
+    "Storage", "Wakeups", "open_storage",
 ]  # fmt: skip
 
 
@@ -38,6 +40,7 @@ class Storage:
         accounts: AccountStore,
         chats: ChatStore,
         characters: CharacterStore,
+        portraits: PortraitStore,
         close: Callable[[], Awaitable[None]],
         wakeups: Wakeups | None = None,
     ) -> None:
@@ -47,6 +50,7 @@ class Storage:
         # In-process unless the engine carries wake-ups between processes.
         self.wakeups: Wakeups = wakeups if wakeups is not None else LocalWakeups()
         self.characters = characters
+        self.portraits = portraits
         self._close = close
 
     async def close(self) -> None:

@@ -6,7 +6,7 @@ import uuid
 from dataclasses import dataclass
 from enum import StrEnum
 
-from core.models import Account, Job, JobState
+from core.models import Account, DeliveryAddress, Job, JobState
 
 
 def new_id() -> str:
@@ -228,3 +228,58 @@ class GuildSettings:
 
     allowed_channels: tuple[str, ...] = ()  # empty: every channel
     daily_cap: int = 0  # takes a day for the whole guild; 0: no cap
+
+
+# --- portraits (a character drawn from a description) --------------------------------------
+
+
+class PortraitState(StrEnum):
+    """Where a request for candidate portraits stands."""
+
+    QUEUED = "queued"  # debited, not sent to the image model yet
+    SUBMITTING = "submitting"  # the submit may have left: never sent again, only looked up
+    RUNNING = "running"  # the model accepted it; its handle is stored
+    READY = "ready"  # candidates stored, waiting for the user's pick
+    PICKED = "picked"  # one was saved as the character
+    FAILED = "failed"  # refunded once
+    CANCELED = "canceled"  # the user picked none
+    EXPIRED = "expired"  # nobody picked in time
+
+    @property
+    def is_open(self) -> bool:
+        """Return whether the image model's work is not finished yet."""
+        return self in (PortraitState.QUEUED, PortraitState.SUBMITTING, PortraitState.RUNNING)
+
+
+@dataclass(frozen=True)
+class NewPortrait:
+    """A request for candidate portraits to record (and pay for) at once."""
+
+    id: str
+    name: str
+    description: str
+    prompt: str
+    preset: str
+    address: DeliveryAddress
+
+
+@dataclass(frozen=True)
+class Portrait:
+    """A request for candidate portraits, as stored."""
+
+    id: str
+    account_id: int
+    name: str
+    description: str
+    prompt: str
+    preset: str
+    address: DeliveryAddress
+    state: PortraitState
+    handle: str | None
+    charged: int
+    error_key: str | None
+    picked: int | None
+    shown: bool  # the user has been shown the candidates (or the failure)
+    submitted_at: float | None
+    created_at: float
+    updated_at: float

@@ -126,6 +126,10 @@ class FalBackend(ProviderBackend):
         payload = {**fields, self.preset.image_field: data_uri(spec.image_jpeg)}
         if self.preset.audio_field and spec.reference_audio:
             set_field(payload, self.preset.audio_field, data_uri(spec.reference_audio, "audio/wav"))
+        return await self._post(payload)
+
+    async def _post(self, payload: dict[str, Any]) -> str:
+        """Send one submit of ``payload`` to the model's queue; return the handle."""
         # fal calls the webhook when the request ends (fal_client's ``webhook_url``).
         params = {"fal_webhook": self.webhook_url} if self.webhook_url else {}
         response = await self.http.request(
@@ -235,7 +239,7 @@ class FalBackend(ProviderBackend):
         log.warning("fal: unknown status %r for %s; still polling", status, urls["id"])
         return last or BackendStatus(BackendState.QUEUED)
 
-    async def _result_url(self, handle: str) -> str:
+    async def _result(self, handle: str) -> dict[str, Any]:
         urls = self._urls(handle)
         response = await self.http.request("GET", urls["response"], safe=True)
         if response.status_code >= 400:
@@ -246,7 +250,10 @@ class FalBackend(ProviderBackend):
                 f"fal result: HTTP {response.status_code}: {error_text(response)}",
                 transient=False,
             )
-        body = json_object(response, "fal result")
+        return json_object(response, "fal result")
+
+    async def _result_url(self, handle: str) -> str:
+        body = await self._result(handle)
         video = body.get("video")
         url = video.get("url") if isinstance(video, dict) else None
         if not isinstance(url, str):
@@ -351,6 +358,28 @@ class FalBackend(ProviderBackend):
         # 400 "ALREADY_COMPLETED": nothing left to stop.
         if response.status_code >= 400 and response.status_code != 400:
             log.warning("fal: cancel of %s answered HTTP %d", urls["id"], response.status_code)
+
+
+class FalImages(FalBackend):
+    """One fal text-to-image model behind the same queue API: a prompt in, images out.
+
+    Submits, lookups of a lost submit, polling and cancels are the video backend's; only
+    the input (no image) and the result (``{"images": [{"url"}, ...]}``) differ.
+    """
+
+    async def _submit_once(self, spec: RenderSpec) -> str:
+        return await self._post(model_input(self.preset, spec))
+
+    async def image_urls(self, handle: str) -> list[str]:
+        """Return where the finished images can be downloaded, in order."""
+        images = (await self._result(handle)).get("images")
+        urls = [
+            image.get("url") for image in images if isinstance(image, dict)
+        ] if isinstance(images, list) else []  # fmt: skip
+        found = [url for url in urls if isinstance(url, str)]
+        if not found:
+            raise BackendError("fal result: no images", transient=False, key="job.bad_result")
+        return found
 
 
 def _body(response: httpx.Response) -> Any:

@@ -18,6 +18,7 @@ from core.storage.postgres.characters import PostgresCharacters
 from core.storage.postgres.chats import PostgresChats
 from core.storage.postgres.database import Database
 from core.storage.postgres.jobs import PostgresJobs
+from core.storage.postgres.portraits import PostgresPortraits
 from core.storage.postgres.wakeups import PostgresWakeups
 
 
@@ -42,6 +43,7 @@ async def open_postgres(
         accounts=PostgresAccounts(db),
         chats=PostgresChats(db, clock=clock),
         characters=PostgresCharacters(db),
+        portraits=PostgresPortraits(db),
         close=close,
         wakeups=wakeups,
     )

@@ -324,6 +324,42 @@ MIGRATIONS: tuple[str, ...] = (
     );
     ALTER TABLE jobs ADD COLUMN voice_sample text;
     """,
+    # Portraits (core/storage/postgres/portraits.py): candidate images drawn from a
+    # description for a new character. The row is debited at once (``charged``, refunded
+    # once on failure); the model's handle is committed right after the submit, and
+    # ``submitting`` marks a submit that may have left, so that it is looked up, never
+    # sent twice. Candidates are kept until one is picked or they expire.
+    """
+    CREATE TABLE portraits (
+        id text PRIMARY KEY,
+        account_id bigint NOT NULL REFERENCES accounts(id),
+        name text NOT NULL,
+        description text NOT NULL,
+        prompt text NOT NULL,
+        preset text NOT NULL,
+        address jsonb NOT NULL,
+        state text NOT NULL,
+        handle text,
+        charged integer NOT NULL DEFAULT 0,
+        charge_period text,
+        error_key text,
+        picked integer,
+        shown boolean NOT NULL DEFAULT false,
+        lease_owner text,
+        lease_expires double precision NOT NULL DEFAULT 0,
+        submitted_at double precision,
+        created_at double precision NOT NULL,
+        updated_at double precision NOT NULL
+    );
+    CREATE INDEX portraits_with_work ON portraits (lease_expires) WHERE NOT shown;
+    CREATE INDEX portraits_ready ON portraits (updated_at) WHERE state = 'ready';
+    CREATE TABLE portrait_candidates (
+        portrait_id text NOT NULL REFERENCES portraits(id) ON DELETE CASCADE,
+        number integer NOT NULL,
+        jpeg bytea NOT NULL,
+        PRIMARY KEY (portrait_id, number)
+    );
+    """,
 )
 
 

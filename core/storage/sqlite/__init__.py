@@ -18,6 +18,7 @@ from core.storage.sqlite.characters import SqliteCharacters
 from core.storage.sqlite.chats import SqliteChats
 from core.storage.sqlite.database import Database
 from core.storage.sqlite.jobs import SqliteJobs
+from core.storage.sqlite.portraits import SqlitePortraits
 
 
 async def open_sqlite(path: Path, *, clock: Callable[[], float] = time.time) -> Storage:
@@ -32,6 +33,7 @@ def sqlite_storage(db: Database, *, clock: Callable[[], float] = time.time) -> S
         accounts=SqliteAccounts(db),
         chats=SqliteChats(db, clock=clock),
         characters=SqliteCharacters(db),
+        portraits=SqlitePortraits(db),
         close=db.close,
         wakeups=LocalWakeups(),  # other processes on the file find work at their heartbeat
     )

@@ -383,4 +383,40 @@ MIGRATIONS: tuple[str, ...] = (
     );
     ALTER TABLE jobs ADD COLUMN voice_sample TEXT;
     """,
+    # Portraits (core/storage/sqlite/portraits.py): candidate images drawn from a
+    # description for a new character. The row is debited at once (``charged``, refunded
+    # once on failure); the model's handle is committed right after the submit, and
+    # ``submitting`` marks a submit that may have left, so that it is looked up, never
+    # sent twice. Candidates are kept until one is picked or they expire.
+    """
+    CREATE TABLE portraits (
+        id TEXT PRIMARY KEY,
+        account_id INTEGER NOT NULL REFERENCES accounts(id),
+        name TEXT NOT NULL,
+        description TEXT NOT NULL,
+        prompt TEXT NOT NULL,
+        preset TEXT NOT NULL,
+        address TEXT NOT NULL,
+        state TEXT NOT NULL,
+        handle TEXT,
+        charged INTEGER NOT NULL DEFAULT 0,
+        charge_period TEXT,
+        error_key TEXT,
+        picked INTEGER,
+        shown INTEGER NOT NULL DEFAULT 0,
+        lease_owner TEXT,
+        lease_expires REAL NOT NULL DEFAULT 0,
+        submitted_at REAL,
+        created_at REAL NOT NULL,
+        updated_at REAL NOT NULL
+    );
+    CREATE INDEX portraits_with_work ON portraits (lease_expires) WHERE shown = 0;
+    CREATE INDEX portraits_ready ON portraits (updated_at) WHERE state = 'ready';
+    CREATE TABLE portrait_candidates (
+        portrait_id TEXT NOT NULL REFERENCES portraits(id) ON DELETE CASCADE,
+        number INTEGER NOT NULL,
+        jpeg BLOB NOT NULL,
+        PRIMARY KEY (portrait_id, number)
+    );
+    """,
 )
