@@ -225,6 +225,29 @@ class ProvidersSettings(BaseModel):
     gaga: GagaSettings = GagaSettings()
 
 
+class SpeechStageSettings(BaseModel):
+    """Stage one of a two-stage preset: a text-to-speech model at the preset's provider.
+
+    The line's speech is spoken once with a fixed voice id; its audio drives the video
+    model (the preset's ``audio_field``), so every take of a character has the same voice.
+    ``voice_field`` may be dotted for a nested object (``voice_setting.voice_id``). A voice
+    name not in ``voices`` gets one of ``pool`` by a stable hash of the name.
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    model: str  # fal endpoint id or Replicate owner/name of the text-to-speech model
+    text_field: str = "text"
+    voice_field: str = "voice_id"
+    voices: dict[str, str] = {}  # our voice names -> the model's fixed voice ids
+    pool: list[str] = Field(min_length=1)  # voice ids an unmapped voice is given one of
+    extra: dict[str, Any] = {}  # fixed fields sent as they are (e.g. output_format)
+    result_field: str = "audio"  # fal: the result's {field: {"url"}}; Replicate: the output
+    # The video model's limit on its driving audio: checked against the longest line the
+    # prompts admit (prompts.long_clip_max_seconds), so no take can be refused after paying.
+    max_seconds: float = Field(30.0, gt=0)
+
+
 class PresetSettings(BaseModel):
     """One model at one provider, mapped onto our request without code.
 
@@ -248,6 +271,11 @@ class PresetSettings(BaseModel):
     voice_field: str = ""  # empty: the model takes no voice id; "name[]" sends a list
     voices: dict[str, str] = {}  # our voice names -> the provider's voice ids
     extra: dict[str, Any] = {}  # fixed fields sent as they are
+    result_field: str = "video"  # fal: where the result's file is ({field: {"url"}})
+    # Two-stage presets: the spoken line's audio URL goes in ``audio_field`` of the video
+    # model, made first by ``speech`` (see SpeechStageSettings).
+    audio_field: str = ""
+    speech: SpeechStageSettings | None = None
     price_per_second: float | None = Field(None, ge=0)  # USD, as listed by the provider
     keeps: list[Literal["seed", "voice_id", "reference_audio"]] = []  # what stays stable
     expected_run_seconds: float = Field(240.0, gt=0)  # first guess for ETAs
@@ -268,6 +296,14 @@ class PresetSettings(BaseModel):
         if not value or any(asked not in (5, 10) or made <= 0 for asked, made in value.items()):
             raise ValueError("durations maps 5 and/or 10 to the model's seconds (> 0)")
         return value
+
+    @model_validator(mode="after")
+    def _two_stages_fit(self) -> Self:
+        if (self.speech is None) != (not self.audio_field):
+            raise ValueError("a two-stage preset sets both speech and audio_field")
+        if self.speech is not None and self.provider == "gaga":
+            raise ValueError("two-stage presets run on fal or replicate")
+        return self
 
 
 class TakeCheckSettings(BaseModel):
@@ -485,6 +521,20 @@ class Settings(BaseSettings):
                     "backend", "backend: unknown preset {name} (known: {known})",
                     {"name": name, "known": known},
                 )  # fmt: skip
+            speech = preset.speech
+            if speech is not None and speech.max_seconds < self.prompts.long_clip_max_seconds:
+                # A line the prompts admit could be refused by the video model after the
+                # speech was paid for: refuse the configuration instead.
+                raise PydanticCustomError(
+                    "backend",
+                    "preset {name}: speech.max_seconds ({limit}) is under"
+                    " prompts.long_clip_max_seconds ({longest})",
+                    {
+                        "name": name,
+                        "limit": speech.max_seconds,
+                        "longest": self.prompts.long_clip_max_seconds,
+                    },
+                )
             provider: ProviderSettings = getattr(self.providers, preset.provider)
             if not provider.key.get_secret_value():
                 field = "token" if preset.provider == "replicate" else "key"

@@ -2,20 +2,42 @@
 
 One aiohttp app serves all three under /fal, /falapi, /replicate and /gaga, plus result
 files under /files. Knobs script the failure modes of a test; counters record what the
-server received, so "never twice" tests count submits where they land.
+server received, so "never twice" tests count submits where they land. Text-to-speech
+models (``speech_models``) answer with a real audio file (a WAV tone) instead of the video.
 """
 
 from __future__ import annotations
 
 import asyncio
+import io
 import itertools
+import math
+import struct
 import time
+import wave
 from dataclasses import dataclass, field
 from typing import Any
 
 from aiohttp import web
 
 KEY = "test-provider-key"
+# The text-to-speech models of the shipped two-stage presets (fal, Replicate).
+SPEECH_MODELS = frozenset({"fal-ai/minimax/speech-02-hd", "minimax/speech-02-hd"})
+
+
+def tone_wav(seconds: float = 1.0, rate: int = 16000, hz: float = 220.0) -> bytes:
+    """Return a real mono 16-bit WAV file: a tone, as a speech stage's audio."""
+    frames = b"".join(
+        struct.pack("<h", int(12000 * math.sin(2 * math.pi * hz * n / rate)))
+        for n in range(int(seconds * rate))
+    )
+    buffer = io.BytesIO()
+    with wave.open(buffer, "wb") as out:
+        out.setnchannels(1)
+        out.setsampwidth(2)
+        out.setframerate(rate)
+        out.writeframes(frames)
+    return buffer.getvalue()
 
 
 @dataclass
@@ -60,6 +82,10 @@ class ProviderServer:
     advertise_bytes: int | None = None  # Content-Length claimed without sending it
     redirect_to: str | None = None  # the result URL redirects here
     job_videos: list[bytes] = field(default_factory=list)  # results of the next new jobs
+    audio: bytes = field(default_factory=tone_wav)  # what speech models' jobs make
+    speech_models: frozenset[str] = SPEECH_MODELS
+    # Jobs of these models end failed, with this fal error_type (Replicate: as the error).
+    fail_models: dict[str, str] = field(default_factory=dict)
     # What the server saw.
     jobs: dict[str, ServedJob] = field(default_factory=dict)
     submit_requests: int = 0  # every submit POST received, refused or not
@@ -130,7 +156,7 @@ class ProviderServer:
         return ok
 
     def _state(self, job: ServedJob) -> str:
-        """Return queued | running | succeeded | canceled | filtered."""
+        """Return queued | running | succeeded | canceled | filtered | failed."""
         if job.canceled:
             return "canceled"
         age = time.monotonic() - job.created
@@ -138,7 +164,13 @@ class ProviderServer:
             return "queued"
         if self.never_finish or age < self.queue_seconds + self.run_seconds:
             return "running"
+        if job.model in self.fail_models:
+            return "failed"
         return "filtered" if self.refuse_content else "succeeded"
+
+    def jobs_of(self, model: str) -> list[ServedJob]:
+        """Return the jobs made for ``model``, oldest first."""
+        return [job for job in self.jobs.values() if job.model == model]
 
     def _file_url(self, job: ServedJob) -> str:
         return self.result_url or f"http://{self.result_host}:{self.port}/files/{job.id}"
@@ -195,6 +227,8 @@ class ProviderServer:
             await response.write(self.video[:1024])
             return response  # (the client refuses on the header and closes)
         job = self.jobs.get(request.match_info["id"])
+        if job is not None and job.model in self.speech_models:
+            return web.Response(body=self.audio, content_type="audio/wav")
         video = job.video if job is not None and job.video is not None else self.video
         body = self.result_body if self.result_body is not None else video
         return web.Response(body=body, content_type="video/mp4")
@@ -224,6 +258,10 @@ class ProviderServer:
             return web.json_response({"detail": detail}, status=422)
         if state != "succeeded":
             return web.json_response({"detail": "not ready"}, status=400)
+        if job.model in self.speech_models:
+            # fal's MiniMax speech result: the audio file and its length.
+            audio = {"url": self._file_url(job), "content_type": "audio/wav"}
+            return web.json_response({"audio": audio, "duration_ms": 1000})
         return web.json_response(
             {"video": {"url": self._file_url(job), "content_type": "video/mp4"}}
         )
@@ -268,6 +306,8 @@ class ProviderServer:
         body: dict[str, Any] = {"status": "COMPLETED", "logs": [], "metrics": {}}
         if state == "filtered":
             body.update(error="flagged by a content checker", error_type="content_policy_violation")
+        if state == "failed":
+            body.update(error="the model failed", error_type=self.fail_models[job.model])
         return web.json_response(body)
 
     async def _fal_listing(self, request: web.Request) -> web.Response:
@@ -292,6 +332,7 @@ class ProviderServer:
             "succeeded": "succeeded",
             "canceled": "canceled",
             "filtered": "failed",
+            "failed": "failed",
         }[state]
         base = f"{self.url}/replicate/v1/predictions/{job.id}"
         body: dict[str, Any] = {
@@ -303,7 +344,7 @@ class ProviderServer:
             "output": self._file_url(job) if status == "succeeded" else None,
             "error": "The input or output was flagged as sensitive (E005)"
             if state == "filtered"
-            else None,
+            else self.fail_models.get(job.model),
             "urls": {"get": base, "cancel": base + "/cancel"},
         }
         return body
@@ -402,6 +443,7 @@ class ProviderServer:
             "succeeded": "completed",
             "canceled": "failed",
             "filtered": "failed",
+            "failed": "failed",
         }[state]
         body: dict[str, Any] = {"id": int(job.id), "status": status}
         if state == "succeeded":

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
-from typing import Protocol
+from typing import Protocol, cast
 
 
 class BackendState(StrEnum):
@@ -37,6 +37,7 @@ class RenderSpec:
     # 0: unknown), and the handles other takes already hold, which it must not adopt.
     submitted_after: float = 0.0
     taken: frozenset[str] = frozenset()
+    audio_url: str = ""  # a two-stage preset's spoken line, made by its speech stage
 
 
 @dataclass(frozen=True)
@@ -118,3 +119,20 @@ class VideoBackend(Protocol):
     async def aclose(self) -> None:
         """Release connections and threads."""
         ...
+
+
+class SpeechStage(VideoBackend, Protocol):
+    """Stage one of a two-stage backend: a text-to-speech job whose result is an audio URL.
+
+    It is submitted, found, polled and canceled like a video job; ``result_url`` names
+    its audio, which the video model is then sent.
+    """
+
+    async def result_url(self, handle: str) -> str:
+        """Return where the finished job's audio is (a URL the video model can fetch)."""
+        ...
+
+
+def speech_stage_of(backend: object) -> SpeechStage | None:
+    """Return a backend's speech stage if it is a two-stage backend, else None."""
+    return cast("SpeechStage | None", getattr(backend, "speech_stage", None))

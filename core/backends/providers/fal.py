@@ -21,7 +21,6 @@ import httpx
 
 from config.settings import FalSettings, PresetSettings
 from core.backends.base import BackendCapabilities, BackendState, BackendStatus, RenderSpec
-from core.backends.presets import model_input
 from core.backends.providers.common import ProviderBackend, data_uri
 from core.backends.providers.http import (
     Malformed,
@@ -122,8 +121,10 @@ class FalBackend(ProviderBackend):
         return self._urls(handle)["id"]
 
     async def _submit_once(self, spec: RenderSpec) -> str:
-        fields = model_input(self.preset, spec)
-        payload = {**fields, self.preset.image_field: data_uri(spec.image_jpeg)}
+        fields = self.fields(spec)
+        payload = dict(fields)
+        if self.preset.image_field:  # (a speech stage sends text only)
+            payload[self.preset.image_field] = data_uri(spec.image_jpeg)
         # fal calls the webhook when the request ends (fal_client's ``webhook_url``).
         params = {"fal_webhook": self.webhook_url} if self.webhook_url else {}
         response = await self.http.request(
@@ -152,7 +153,7 @@ class FalBackend(ProviderBackend):
             raise OutcomeUnknown(str(exc)) from exc
 
     async def _lookup(self, spec: RenderSpec, taken: set[str]) -> str | None:
-        fields = model_input(self.preset, spec)
+        fields = self.fields(spec)
         when = self.sent_since(spec)
         params: dict[str, Any] = {
             "endpoint_id": self.preset.model,
@@ -240,10 +241,13 @@ class FalBackend(ProviderBackend):
                 transient=False,
             )
         body = json_object(response, "fal result")
-        video = body.get("video")
-        url = video.get("url") if isinstance(video, dict) else None
+        field = self.preset.result_field
+        result = body.get(field)
+        url = result.get("url") if isinstance(result, dict) else None
         if not isinstance(url, str):
-            raise BackendError("fal result: no video URL", transient=False, key="job.bad_result")
+            raise BackendError(
+                f"fal result: no {field} URL", transient=False, key="job.bad_result"
+            )
         return url
 
     async def _cancel(self, handle: str) -> None:

@@ -23,7 +23,6 @@ import httpx
 
 from config.settings import PresetSettings, ReplicateSettings
 from core.backends.base import BackendCapabilities, BackendState, BackendStatus, RenderSpec
-from core.backends.presets import model_input
 from core.backends.providers.common import ProviderBackend, data_uri
 from core.backends.providers.http import (
     Malformed,
@@ -134,8 +133,10 @@ class ReplicateBackend(ProviderBackend):
         return url
 
     async def _submit_once(self, spec: RenderSpec) -> str:
-        fields = model_input(self.preset, spec)
-        payload = {**fields, self.preset.image_field: await self._image(spec.image_jpeg)}
+        fields = self.fields(spec)
+        payload = dict(fields)
+        if self.preset.image_field:  # (a speech stage sends text only)
+            payload[self.preset.image_field] = await self._image(spec.image_jpeg)
         body: dict[str, Any] = {"input": payload}
         if self.webhook_url:
             body.update(webhook=self.webhook_url, webhook_events_filter=["completed"])
@@ -163,7 +164,7 @@ class ReplicateBackend(ProviderBackend):
             raise OutcomeUnknown(str(exc)) from exc
 
     async def _lookup(self, spec: RenderSpec, taken: set[str]) -> str | None:
-        fields = model_input(self.preset, spec)
+        fields = self.fields(spec)
         since = self.sent_since(spec) - _CLOCK_SKEW
         url: str | None = f"{self._api}/v1/predictions"
         for _ in range(_LISTING_PAGES):
@@ -229,7 +230,7 @@ class ReplicateBackend(ProviderBackend):
         if isinstance(output, list) and output:
             output = output[0]
         if isinstance(output, dict):  # some models name their files
-            output = output.get("video") or next(iter(output.values()), None)
+            output = output.get(self.preset.result_field) or next(iter(output.values()), None)
         if not isinstance(output, str):
             raise BackendError(
                 "replicate: no output URL", transient=False, key="job.result_expired"
