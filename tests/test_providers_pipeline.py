@@ -31,7 +31,9 @@ MODELS = {
 CHARGES = "SELECT reason, delta FROM ledger WHERE job_id IS NOT NULL ORDER BY id"
 
 
-def pipeline_settings(tmp_path: Path, server: ProviderServer, preset: str, **worker: Any) -> Settings:
+def pipeline_settings(
+    tmp_path: Path, server: ProviderServer, preset: str, **worker: Any
+) -> Settings:
     return make_settings(
         tmp_path,
         backend=preset,

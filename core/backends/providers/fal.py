@@ -245,9 +245,7 @@ class FalBackend(ProviderBackend):
         result = body.get(field)
         url = result.get("url") if isinstance(result, dict) else None
         if not isinstance(url, str):
-            raise BackendError(
-                f"fal result: no {field} URL", transient=False, key="job.bad_result"
-            )
+            raise BackendError(f"fal result: no {field} URL", transient=False, key="job.bad_result")
         return url
 
     async def _cancel(self, handle: str) -> None:
