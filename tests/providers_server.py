@@ -209,7 +209,7 @@ class ProviderServer:
     ) -> ServedJob:
         job_id = job_id or f"{protocol[0]}{next(self._ids)}"
         job = ServedJob(job_id, protocol, model, payload, time.monotonic())
-        if self.job_videos:
+        if self.job_videos and model not in self.speech_models:
             job.video = self.job_videos.pop(0)
         self.jobs[job.id] = job
         return job

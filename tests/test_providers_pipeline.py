@@ -93,6 +93,33 @@ async def test_a_two_stage_take_speaks_once_and_that_audio_drives_the_video(
     assert job.stage == "video"
 
 
+async def test_a_free_retake_of_a_two_stage_take_keeps_its_spoken_line(tmp_path: Path) -> None:
+    from tests.test_takecheck import clip
+
+    silent = clip(tmp_path / "silent.mp4", seconds=2, loud=0.0).read_bytes()
+    good = clip(tmp_path / "good.mp4", seconds=2).read_bytes()
+    server = ProviderServer(video=good, job_videos=[silent])
+    await server.start()
+    settings = pipeline_settings(tmp_path, server, "omnihuman-1.5")
+    settings = settings.model_copy(update={"takecheck": settings.takecheck.model_copy(
+        update={"enabled": True})})  # fmt: skip
+    recorder = Recorder()
+    try:
+        async with open_runtime(settings, {"cli": recorder}) as runtime:
+            admission = await runtime.service.submit(local_request("retake"))
+            await runtime.worker.run_until_idle()
+            [job] = await runtime.storage.jobs.jobs_by_ids([admission.jobs[0].id])
+    finally:
+        await server.stop()
+    assert job.state is JobState.DONE and job.retake_reason == "silent"
+    assert recorder.delivered == {job.id: good}
+    # The video is made again from the same audio; the line is not spoken (paid) twice.
+    [spoken] = server.jobs_of(FAL_SPEECH)
+    first, second = server.jobs_of(FAL_VIDEO)
+    assert first.input["audio_url"] == second.input["audio_url"] == job.speech_result
+    assert job.speech_result.endswith(f"/files/{spoken.id}")
+
+
 async def test_a_failed_speech_stage_refunds_once_and_never_submits_a_video(
     tmp_path: Path, tiny_mp4: bytes
 ) -> None:
