@@ -241,6 +241,29 @@ class VoiceCreationSettings(BaseModel):
     id_field: str = "voice_id"  # where the result names the voice
 
 
+class SpeechStageSettings(BaseModel):
+    """Stage one of a two-stage preset: a text-to-speech model at the preset's provider.
+
+    The line's speech is spoken once with a fixed voice id; its audio drives the video
+    model (the preset's ``audio_field``), so every take of a character has the same voice.
+    ``voice_field`` may be dotted for a nested object (``voice_setting.voice_id``). A voice
+    name not in ``voices`` gets one of ``pool`` by a stable hash of the name.
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    model: str  # fal endpoint id or Replicate owner/name of the text-to-speech model
+    text_field: str = "text"
+    voice_field: str = "voice_id"
+    voices: dict[str, str] = {}  # our voice names -> the model's fixed voice ids
+    pool: list[str] = Field(min_length=1)  # voice ids an unmapped voice is given one of
+    extra: dict[str, Any] = {}  # fixed fields sent as they are (e.g. output_format)
+    result_field: str = "audio"  # fal: the result's {field: {"url"}}; Replicate: the output
+    # The video model's limit on its driving audio: checked against the longest line the
+    # prompts admit (prompts.long_clip_max_seconds), so no take can be refused after paying.
+    max_seconds: float = Field(30.0, gt=0)
+
+
 class PresetSettings(BaseModel):
     """One model at one provider, mapped onto our request without code.
 
@@ -264,12 +287,17 @@ class PresetSettings(BaseModel):
     voice_field: str = ""  # empty: the model takes no voice id; "name[]" sends a list
     voices: dict[str, str] = {}  # our voice names -> the provider's voice ids
     extra: dict[str, Any] = {}  # fixed fields sent as they are
+    result_field: str = "video"  # fal: where the result's file is ({field: {"url"}})
+    # Two-stage presets: the spoken line's audio URL goes in ``audio_field`` of the video
+    # model, made first by ``speech`` (see SpeechStageSettings).
+    audio_field: str = ""
+    speech: SpeechStageSettings | None = None
     price_per_second: float | None = Field(None, ge=0)  # USD, as listed by the provider
     keeps: list[Literal["seed", "voice_id", "reference_audio"]] = []  # what stays stable
     # A character's voice sample sent as reference audio in this field ("x[]": a list),
-    # cut to audio_max_seconds when the model takes less (Seedance 2.0: 15 s in all).
-    audio_field: str = ""
-    audio_max_seconds: float | None = Field(None, gt=0)
+    # cut to reference_audio_max_seconds when the model takes less (Seedance 2.0: 15 s in all).
+    reference_audio_field: str = ""
+    reference_audio_max_seconds: float | None = Field(None, gt=0)
     # A voice id built once per character sample at the provider, sent in voice_field.
     voice_creation: VoiceCreationSettings | None = None
     expected_run_seconds: float = Field(240.0, gt=0)  # first guess for ETAs
@@ -298,6 +326,14 @@ class PresetSettings(BaseModel):
         if not value or any(asked not in (5, 10) or made <= 0 for asked, made in value.items()):
             raise ValueError("durations maps 5 and/or 10 to the model's seconds (> 0)")
         return value
+
+    @model_validator(mode="after")
+    def _two_stages_fit(self) -> Self:
+        if (self.speech is None) != (not self.audio_field):
+            raise ValueError("a two-stage preset sets both speech and audio_field")
+        if self.speech is not None and self.provider == "gaga":
+            raise ValueError("two-stage presets run on fal or replicate")
+        return self
 
 
 class ImagePresetSettings(BaseModel):
@@ -587,6 +623,20 @@ class Settings(BaseSettings):
                     "backend", "backend: unknown preset {name} (known: {known})",
                     {"name": name, "known": known},
                 )  # fmt: skip
+            speech = preset.speech
+            if speech is not None and speech.max_seconds < self.prompts.long_clip_max_seconds:
+                # A line the prompts admit could be refused by the video model after the
+                # speech was paid for: refuse the configuration instead.
+                raise PydanticCustomError(
+                    "backend",
+                    "preset {name}: speech.max_seconds ({limit}) is under"
+                    " prompts.long_clip_max_seconds ({longest})",
+                    {
+                        "name": name,
+                        "limit": speech.max_seconds,
+                        "longest": self.prompts.long_clip_max_seconds,
+                    },
+                )
             provider: ProviderSettings = getattr(self.providers, preset.provider)
             if not provider.key.get_secret_value():
                 field = "token" if preset.provider == "replicate" else "key"

@@ -4,6 +4,12 @@ A job holds a backend slot for this whole phase (``Slot``); the worker (core/wor
 claims jobs and drives them through here, then through the finishing phase
 (core/finishing.py). Every state change is committed before the step it announces, so a
 crash anywhere resumes at that step (see architecture.md, "Recovery after a crash").
+
+A two-stage preset (a speech stage, then an audio-driven video model) runs its first stage
+here too, still SUBMITTING: the mark that the speech submit may leave, its handle and its
+result (the audio's URL) are each committed before the next step, and the video submit is
+marked before it leaves. So a crash resumes from the stored audio without paying for the
+speech again, and only a submit that may have left is ever looked up.
 """
 
 from __future__ import annotations
@@ -12,9 +18,17 @@ import asyncio
 import logging
 import random
 from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import replace
 
 from config.settings import WorkerSettings
-from core.backends.base import BackendState, RenderSpec, VideoBackend, capabilities_of
+from core.backends.base import (
+    BackendState,
+    RenderSpec,
+    SpeechStage,
+    VideoBackend,
+    capabilities_of,
+    speech_stage_of,
+)
 from core.errors import BackendError, ContentFiltered
 from core.failpoints import Failpoints
 from core.models import EventKind, Job, JobEvent, JobState
@@ -26,6 +40,9 @@ from core.voice_ids import VoiceIds
 log = logging.getLogger(__name__)
 
 BACKEND_PHASE = frozenset({JobState.SUBMITTING, JobState.RUNNING})
+_SUBMITTING = frozenset({JobState.SUBMITTING})
+# Job.stage of a two-stage take: how far its submits may have got.
+SPEECH_STAGE, VIDEO_STAGE = "speech", "video"
 Image = tuple[bytes, int, int]  # prepared JPEG, width, height
 # Handles stored this long before a take's first claim are other takes' too (a lookup after
 # a restart excludes them): listings search from that claim on, with the same slack.
@@ -145,6 +162,20 @@ class BackendPhase:
         if job.state is JobState.SUBMITTING:
             self._failpoints.hit("worker.after_claim")
             spec = await self._spec(job, image, recovered=recovered)
+            stage = speech_stage_of(backend)
+            if stage is not None:
+                job = await self._speak(job, stage, spec, recovered=recovered)
+                if job.state is not JobState.SUBMITTING or job.speech_result is None:
+                    return job  # failed, canceled, or waiting for a retry
+                spec = replace(spec, audio_url=job.speech_result)
+                # Only a video submit marked as leaving can have reached the provider.
+                recovered = recovered and job.stage == VIDEO_STAGE
+                if job.stage != VIDEO_STAGE:
+                    job = await self._transitions.move(
+                        job, JobState.SUBMITTING, expect=_SUBMITTING, stage=VIDEO_STAGE
+                    )
+                    if job.state is not JobState.SUBMITTING:
+                        return job
             resubmitted = job.resubmitted
             voiced = await self._voiced(job, spec, backend)
             if isinstance(voiced, Job):
@@ -237,10 +268,98 @@ class BackendPhase:
             return await self._transitions.fail(job, exc.key, detail=str(exc))
 
     def _following(self, backend: VideoBackend) -> VideoBackend | None:
-        """Return the preset after ``backend`` in the fallback order, if any."""
+        """Return the preset after ``backend`` in the fallback order, if any.
+
+        A two-stage preset is never a fallback: its first stage would not have run.
+        """
         names = [each.name for each in self._chain]
         index = names.index(backend.name) if backend.name in names else len(names)
-        return self._chain[index + 1] if index + 1 < len(self._chain) else None
+        following = self._chain[index + 1] if index + 1 < len(self._chain) else None
+        return None if speech_stage_of(following) is not None else following
+
+    async def _speak(
+        self, job: Job, stage: SpeechStage, spec: RenderSpec, *, recovered: bool
+    ) -> Job:
+        """Run stage one of a two-stage preset: the line spoken once, its audio URL stored.
+
+        A stored result is used as it is and a stored handle is polled again; a speech
+        submit that may have left before a crash is looked up, never sent a second time.
+        Returns the job with ``speech_result`` set, or as it ended (failed, requeued).
+        """
+        if job.speech_result is not None:
+            return job
+        spoken = replace(spec, job_id=f"{spec.job_id}-speech")  # its own client reference
+        handle = job.speech_handle
+        if handle is None and recovered and job.stage == SPEECH_STAGE:
+            try:
+                handle = await self._reconcile(job, stage, spoken)
+            except BackendError as exc:
+                return await self._transitions.fail(job, exc.key, detail=str(exc))
+            if handle is None:
+                log.error(
+                    "job %s: possible orphan at %s: the speech submit for %s may have reached"
+                    " the provider before the crash and no lookup finds it; not resubmitting"
+                    " (failed with a refund)",
+                    job.id, stage.name, spoken.job_id,
+                )  # fmt: skip
+                return await self._transitions.fail(
+                    job,
+                    "job.interrupted",
+                    detail="speech submit outcome unknown after a restart; possible orphan",
+                )
+        if handle is None:
+            # Marked first: after a crash from here on, the submit is looked up.
+            job = await self._transitions.move(
+                job, JobState.SUBMITTING, expect=_SUBMITTING, stage=SPEECH_STAGE
+            )
+            if job.state is not JobState.SUBMITTING:
+                return job
+            try:
+                handle = await self._submit(job, stage, spoken)
+            except BackendError as exc:
+                return await self._transitions.fail(job, exc.key, detail=str(exc))
+            self._failpoints.hit("pipeline.after_speech_submit")
+        if job.speech_handle is None:  # (submitted now, or found by the lookup)
+            job = await self._transitions.move(
+                job, JobState.SUBMITTING, expect=_SUBMITTING, speech_handle=handle
+            )
+            if job.state is not JobState.SUBMITTING:
+                return job
+        audio = await self._await_speech(job, stage, handle)
+        if isinstance(audio, Job):
+            return audio
+        job = await self._transitions.move(
+            job, JobState.SUBMITTING, expect=_SUBMITTING, speech_result=audio
+        )
+        self._failpoints.hit("pipeline.after_speech_stored")
+        return job
+
+    async def _await_speech(self, job: Job, stage: SpeechStage, handle: str) -> str | Job:
+        """Poll the speech job until its audio is ready (its URL), or end the job (a Job)."""
+        deadline = job.deadline_at or (self._clock() + self._settings().job_deadline_seconds)
+        while True:
+            remaining = deadline - self._clock()
+            timeout = max(0.0, min(self._settings().status_interval_seconds, remaining))
+            try:
+                status = await stage.wait(handle, timeout)
+                if status.state is BackendState.SUCCEEDED:
+                    return await stage.result_url(handle)
+            except BackendError as exc:
+                if not exc.transient:
+                    return await self._transitions.fail(job, exc.key, detail=str(exc))
+                if remaining > 0:
+                    log.warning("job %s: speech stage: %s; retrying", job.id, exc)
+                    await asyncio.sleep(min(timeout, self._settings().backoff_base_seconds))
+                    continue
+                return await self._deadline_passed(job, handle, stage)
+            if status.state is BackendState.FILTERED:
+                return await self._transitions.fail(job, "job.filtered", detail=status.detail)
+            if status.state in {BackendState.FAILED, BackendState.CANCELED}:
+                transient = status.transient or status.state is BackendState.CANCELED
+                detail = f"speech stage: {status.detail}"
+                return await self._backend_failed(job, transient, "job.backend_failed", detail)
+            if self._clock() >= deadline:
+                return await self._deadline_passed(job, handle, stage)
 
     @staticmethod
     def _may_fall_back(backend: VideoBackend, exc: BackendError) -> bool:
@@ -415,6 +534,10 @@ class BackendPhase:
                 JobState.QUEUED,
                 expect=BACKEND_PHASE,
                 handle=None,
+                # A new attempt makes both stages of a two-stage take anew.
+                stage=None,
+                speech_handle=None,
+                speech_result=None,
                 not_before=self._clock() + delay,
                 error_detail=detail,
                 lease_owner=None,

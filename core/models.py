@@ -143,6 +143,11 @@ class Job:
     backend: str | None = None  # the preset (or builtin backend) it is on; None: not yet
     # Why the first result failed its take check; set once its free re-take started.
     retake_reason: str | None = None
+    # Two-stage presets: how far its submits got ("speech": the speech submit may have
+    # left; "video": the video submit may have), the speech job's handle and its result.
+    stage: str | None = None
+    speech_handle: str | None = None
+    speech_result: str | None = None
     lease_owner: str | None = None  # the worker holding it (as last read)
     lease_token: int = 0  # fencing token of that worker's claim
     voice_sample: str | None = None  # sha256 of the cast character's voice sample

@@ -115,4 +115,6 @@ class TakeChecks:
         preset = self.presets.get(job.backend or "")
         if not self.settings.enabled or preset is None or not preset.take_check:
             return None
+        if preset.speech is not None:
+            return 0.0  # as long as its spoken line: no length to hold it to
         return float(made_seconds(preset, job.seconds))

@@ -1,6 +1,6 @@
 """The cast character's voice at a take's backend: its sample, or a voice id made from it.
 
-A preset with ``audio_field`` is sent the sample itself (cut to what the model takes). A
+A preset with ``reference_audio_field`` is sent the sample itself (cut to what the model takes). A
 preset with ``voice_creation`` is sent a voice id that the provider made from the sample
 (Kling's create-voice), made once per sample and model and kept in the store:
 
@@ -69,12 +69,12 @@ class VoiceIds:
         sha = job.voice_sample
         if sha is None or not isinstance(preset, PresetSettings):
             return spec
-        if preset.audio_field:
+        if preset.reference_audio_field:
             sample = await self._store.voice_sample(sha)
             if sample is None:
                 log.warning("job %s: its character's voice sample was deleted", job.id)
                 return spec
-            audio = cut_wav(sample.wav, preset.audio_max_seconds)
+            audio = cut_wav(sample.wav, preset.reference_audio_max_seconds)
             return dataclasses.replace(spec, reference_audio=audio)
         if isinstance(backend, VoiceMaker) and backend.voice_model:
             voice_id = await self._voice_id(job, sha, backend)

@@ -2,7 +2,8 @@
 
 One aiohttp app serves all three under /fal, /falapi, /replicate and /gaga, plus result
 files under /files. Knobs script the failure modes of a test; counters record what the
-server received, so "never twice" tests count submits where they land.
+server received, so "never twice" tests count submits where they land. Text-to-speech
+models (``speech_models``) answer with a real audio file (a WAV tone) instead of the video.
 """
 
 from __future__ import annotations
@@ -10,7 +11,10 @@ from __future__ import annotations
 import asyncio
 import io
 import itertools
+import math
+import struct
 import time
+import wave
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -30,6 +34,25 @@ def drawn_image(number: int, size: tuple[int, int] = (1920, 1080)) -> bytes:
     image.paste(band, ((number - 1) % 4 * size[0] // 4, 0))
     buffer = io.BytesIO()
     image.save(buffer, "PNG")
+    return buffer.getvalue()
+
+
+# The text-to-speech models of the shipped two-stage presets (fal, Replicate).
+SPEECH_MODELS = frozenset({"fal-ai/minimax/speech-02-hd", "minimax/speech-02-hd"})
+
+
+def tone_wav(seconds: float = 1.0, rate: int = 16000, hz: float = 220.0) -> bytes:
+    """Return a real mono 16-bit WAV file: a tone, as a speech stage's audio."""
+    frames = b"".join(
+        struct.pack("<h", int(12000 * math.sin(2 * math.pi * hz * n / rate)))
+        for n in range(int(seconds * rate))
+    )
+    buffer = io.BytesIO()
+    with wave.open(buffer, "wb") as out:
+        out.setnchannels(1)
+        out.setsampwidth(2)
+        out.setframerate(rate)
+        out.writeframes(frames)
     return buffer.getvalue()
 
 
@@ -77,6 +100,10 @@ class ProviderServer:
     advertise_bytes: int | None = None  # Content-Length claimed without sending it
     redirect_to: str | None = None  # the result URL redirects here
     job_videos: list[bytes] = field(default_factory=list)  # results of the next new jobs
+    audio: bytes = field(default_factory=tone_wav)  # what speech models' jobs make
+    speech_models: frozenset[str] = SPEECH_MODELS
+    # Jobs of these models end failed, with this fal error_type (Replicate: as the error).
+    fail_models: dict[str, str] = field(default_factory=dict)
     # What the server saw.
     jobs: dict[str, ServedJob] = field(default_factory=dict)
     submit_requests: int = 0  # every submit POST received, refused or not
@@ -148,7 +175,7 @@ class ProviderServer:
         return ok
 
     def _state(self, job: ServedJob) -> str:
-        """Return queued | running | succeeded | canceled | filtered."""
+        """Return queued | running | succeeded | canceled | filtered | failed."""
         if job.canceled:
             return "canceled"
         age = time.monotonic() - job.created
@@ -156,9 +183,13 @@ class ProviderServer:
             return "queued"
         if self.never_finish or age < self.queue_seconds + self.run_seconds:
             return "running"
-        if self.fail_jobs:
+        if self.fail_jobs or job.model in self.fail_models:
             return "failed"
         return "filtered" if self.refuse_content else "succeeded"
+
+    def jobs_of(self, model: str) -> list[ServedJob]:
+        """Return the jobs made for ``model``, oldest first."""
+        return [job for job in self.jobs.values() if job.model == model]
 
     def _file_url(self, job: ServedJob) -> str:
         return self.result_url or f"http://{self.result_host}:{self.port}/files/{job.id}"
@@ -197,7 +228,7 @@ class ProviderServer:
     ) -> ServedJob:
         job_id = job_id or f"{protocol[0]}{next(self._ids)}"
         job = ServedJob(job_id, protocol, model, payload, time.monotonic())
-        if self.job_videos:
+        if self.job_videos and model not in self.speech_models:
             job.video = self.job_videos.pop(0)
         self.jobs[job.id] = job
         return job
@@ -218,6 +249,8 @@ class ProviderServer:
         job = self.jobs.get(job_id)
         if job is not None and job.images and number.isdigit():
             return web.Response(body=drawn_image(int(number)), content_type="image/png")
+        if job is not None and job.model in self.speech_models:
+            return web.Response(body=self.audio, content_type="audio/wav")
         video = job.video if job is not None and job.video is not None else self.video
         body = self.result_body if self.result_body is not None else video
         return web.Response(body=body, content_type="video/mp4")
@@ -256,6 +289,10 @@ class ProviderServer:
                 for n in range(1, job.images + 1)
             ]
             return web.json_response({"images": images, "seed": 42})
+        if job.model in self.speech_models:
+            # fal's MiniMax speech result: the audio file and its length.
+            audio = {"url": self._file_url(job), "content_type": "audio/wav"}
+            return web.json_response({"audio": audio, "duration_ms": 1000})
         return web.json_response(
             {"video": {"url": self._file_url(job), "content_type": "video/mp4"}}
         )
@@ -306,7 +343,8 @@ class ProviderServer:
         if state == "filtered":
             body.update(error="flagged by a content checker", error_type="content_policy_violation")
         if state == "failed":
-            body.update(error="the model crashed", error_type="generation_error")
+            error_type = self.fail_models.get(job.model, "generation_error")
+            body.update(error="the model failed", error_type=error_type)
         return web.json_response(body)
 
     async def _fal_listing(self, request: web.Request) -> web.Response:
@@ -331,6 +369,7 @@ class ProviderServer:
             "succeeded": "succeeded",
             "canceled": "canceled",
             "filtered": "failed",
+            "failed": "failed",
         }[state]
         base = f"{self.url}/replicate/v1/predictions/{job.id}"
         body: dict[str, Any] = {
@@ -342,7 +381,7 @@ class ProviderServer:
             "output": self._file_url(job) if status == "succeeded" else None,
             "error": "The input or output was flagged as sensitive (E005)"
             if state == "filtered"
-            else None,
+            else self.fail_models.get(job.model),
             "urls": {"get": base, "cancel": base + "/cancel"},
         }
         return body
@@ -441,6 +480,7 @@ class ProviderServer:
             "succeeded": "completed",
             "canceled": "failed",
             "filtered": "failed",
+            "failed": "failed",
         }[state]
         body: dict[str, Any] = {"id": int(job.id), "status": status}
         if state == "succeeded":

@@ -161,7 +161,9 @@ def test_the_readme_table_of_what_stays_stable_matches_the_presets(tmp_path: Pat
     for name, preset in presets.items():
         _, photo, seed, voice = rows[name]
         keeps_seed = "seed" in preset.keeps or bool(preset.seed_field)
-        if "voice_id" in preset.keeps or preset.voice_field:
+        if preset.speech is not None:
+            kept_voice = "two-stage"
+        elif "voice_id" in preset.keeps or preset.voice_field:
             kept_voice = "voice id"
         else:
             kept_voice = "reference audio" if "reference_audio" in preset.keeps else "no"

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
-from typing import Protocol
+from typing import Protocol, cast
 
 
 class BackendState(StrEnum):
@@ -38,9 +38,10 @@ class RenderSpec:
     submitted_after: float = 0.0
     taken: frozenset[str] = frozenset()
     # The cast character's voice, where the preset keeps one: the id made from its sample
-    # (sent in voice_field), or the sample itself as WAV (sent in audio_field).
+    # (sent in voice_field), or the sample itself as WAV (sent in reference_audio_field).
     voice_id: str | None = None
     reference_audio: bytes | None = None
+    audio_url: str = ""  # a two-stage preset's spoken line, made by its speech stage
 
 
 @dataclass(frozen=True)
@@ -122,3 +123,20 @@ class VideoBackend(Protocol):
     async def aclose(self) -> None:
         """Release connections and threads."""
         ...
+
+
+class SpeechStage(VideoBackend, Protocol):
+    """Stage one of a two-stage backend: a text-to-speech job whose result is an audio URL.
+
+    It is submitted, found, polled and canceled like a video job; ``result_url`` names
+    its audio, which the video model is then sent.
+    """
+
+    async def result_url(self, handle: str) -> str:
+        """Return where the finished job's audio is (a URL the video model can fetch)."""
+        ...
+
+
+def speech_stage_of(backend: object) -> SpeechStage | None:
+    """Return a backend's speech stage if it is a two-stage backend, else None."""
+    return cast("SpeechStage | None", getattr(backend, "speech_stage", None))

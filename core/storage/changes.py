@@ -18,7 +18,7 @@ SETTABLE = frozenset(
     {
         "handle", "resubmitted", "result_path", "error_key", "error_params", "error_detail",
         "not_before", "lease_owner", "lease_expires", "finished_at", "delivery_unconfirmed",
-        "backend", "retake_reason",
+        "backend", "retake_reason", "stage", "speech_handle", "speech_result",
     }
 )  # fmt: skip
 

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import httpx
 
-from config.settings import Settings
+from config.settings import PresetSettings, Settings
+from core.backends.presets import speech_preset
 from core.backends.providers.common import ProviderBackend
 
 
@@ -24,8 +25,26 @@ def webhook_url(settings: Settings, provider: str) -> str:
 def provider_backend(
     settings: Settings, preset_name: str, client: httpx.AsyncClient | None = None
 ) -> ProviderBackend:
-    """Build the backend for one preset, sharing ``client`` when the caller gives one."""
+    """Build the backend for one preset, sharing ``client`` when the caller gives one.
+
+    A two-stage preset's backend carries its speech stage: a backend of the same provider
+    for the text-to-speech model (``speech_stage``).
+    """
     preset = settings.presets[preset_name]
+    backend = _backend(settings, preset_name, preset, client)
+    if preset.speech is not None:
+        stage = _backend(settings, f"{preset_name}:speech", speech_preset(preset), client)
+        stage.speaks = preset.speech
+        backend.speech_stage = stage
+    return backend
+
+
+def _backend(
+    settings: Settings,
+    preset_name: str,
+    preset: PresetSettings,
+    client: httpx.AsyncClient | None,
+) -> ProviderBackend:
     deadline = settings.worker.job_deadline_seconds
     if preset.provider == "fal":
         from core.backends.providers.fal import FalBackend

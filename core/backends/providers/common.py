@@ -22,9 +22,16 @@ from typing import Any
 
 import httpx
 
-from config.settings import PresetSettings, ProviderSettings
-from core.backends.base import BackendCapabilities, BackendState, BackendStatus, RenderSpec
+from config.settings import PresetSettings, ProviderSettings, SpeechStageSettings
+from core.backends.base import (
+    BackendCapabilities,
+    BackendState,
+    BackendStatus,
+    RenderSpec,
+    SpeechStage,
+)
 from core.backends.download import ResultFetcher
+from core.backends.presets import model_input, speech_input
 from core.backends.providers.http import Malformed, OutcomeUnknown, ProviderHttp
 from core.errors import BackendError
 
@@ -105,6 +112,20 @@ class ProviderBackend(ABC):
         self._held: set[str] = set()  # provider job ids this process already handed out
         # One lookup at a time: two takes with the same input must not adopt the same job.
         self._finding = asyncio.Lock()
+        # A two-stage preset's first stage (see ``speech_stage``), and, on that stage's
+        # own backend, what it speaks with.
+        self.speech_stage: SpeechStage | None = None
+        self.speaks: SpeechStageSettings | None = None
+
+    def fields(self, spec: RenderSpec) -> dict[str, Any]:
+        """Return the model's input for ``spec`` without the image: what is sent and listed."""
+        if self.speaks is not None:
+            return speech_input(self.speaks, spec)
+        return model_input(self.preset, spec)
+
+    async def result_url(self, handle: str) -> str:
+        """Return where the finished job's file is (for a speech stage: its audio)."""
+        return await self._result_url(handle)
 
     def sent_since(self, spec: RenderSpec) -> datetime:
         """Return the earliest time a provider job for ``spec`` can have been created."""
@@ -299,6 +320,8 @@ class ProviderBackend(ABC):
         await self.results.fetch(url, dest, max_bytes=max_bytes)
 
     async def aclose(self) -> None:
-        """Close the HTTP client if this backend made it."""
+        """Close the HTTP client if this backend made it (and its speech stage's)."""
+        if self.speech_stage is not None:
+            await self.speech_stage.aclose()
         if self._owns_client:
             await self.client.aclose()

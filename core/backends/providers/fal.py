@@ -21,7 +21,6 @@ import httpx
 
 from config.settings import FalSettings, PresetSettings
 from core.backends.base import BackendCapabilities, BackendState, BackendStatus, RenderSpec
-from core.backends.presets import model_input
 from core.backends.providers.common import ProviderBackend, data_uri, set_field
 from core.backends.providers.http import (
     Malformed,
@@ -122,10 +121,13 @@ class FalBackend(ProviderBackend):
         return self._urls(handle)["id"]
 
     async def _submit_once(self, spec: RenderSpec) -> str:
-        fields = model_input(self.preset, spec)
-        payload = {**fields, self.preset.image_field: data_uri(spec.image_jpeg)}
-        if self.preset.audio_field and spec.reference_audio:
-            set_field(payload, self.preset.audio_field, data_uri(spec.reference_audio, "audio/wav"))
+        fields = self.fields(spec)
+        payload = dict(fields)
+        if self.preset.image_field:  # (a speech stage sends text only)
+            payload[self.preset.image_field] = data_uri(spec.image_jpeg)
+        if self.preset.reference_audio_field and spec.reference_audio:
+            audio = data_uri(spec.reference_audio, "audio/wav")
+            set_field(payload, self.preset.reference_audio_field, audio)
         return await self._post(payload)
 
     async def _post(self, payload: dict[str, Any]) -> str:
@@ -158,7 +160,7 @@ class FalBackend(ProviderBackend):
             raise OutcomeUnknown(str(exc)) from exc
 
     async def _lookup(self, spec: RenderSpec, taken: set[str]) -> str | None:
-        fields = model_input(self.preset, spec)
+        fields = self.fields(spec)
         return await self._listed(self.preset.model, fields, self.sent_since(spec), taken)
 
     async def _listed(
@@ -254,10 +256,11 @@ class FalBackend(ProviderBackend):
 
     async def _result_url(self, handle: str) -> str:
         body = await self._result(handle)
-        video = body.get("video")
-        url = video.get("url") if isinstance(video, dict) else None
+        field = self.preset.result_field
+        result = body.get(field)
+        url = result.get("url") if isinstance(result, dict) else None
         if not isinstance(url, str):
-            raise BackendError("fal result: no video URL", transient=False, key="job.bad_result")
+            raise BackendError(f"fal result: no {field} URL", transient=False, key="job.bad_result")
         return url
 
     # --- voice ids from a sample (the preset's voice_creation, e.g. Kling's create-voice) ---
@@ -368,7 +371,7 @@ class FalImages(FalBackend):
     """
 
     async def _submit_once(self, spec: RenderSpec) -> str:
-        return await self._post(model_input(self.preset, spec))
+        return await self._post(self.fields(spec))
 
     async def image_urls(self, handle: str) -> list[str]:
         """Return where the finished images can be downloaded, in order."""

@@ -23,7 +23,6 @@ import httpx
 
 from config.settings import PresetSettings, ReplicateSettings
 from core.backends.base import BackendCapabilities, BackendState, BackendStatus, RenderSpec
-from core.backends.presets import model_input
 from core.backends.providers.common import ProviderBackend, data_uri, set_field
 from core.backends.providers.http import (
     Malformed,
@@ -136,12 +135,14 @@ class ReplicateBackend(ProviderBackend):
         return url
 
     async def _submit_once(self, spec: RenderSpec) -> str:
-        fields = model_input(self.preset, spec)
-        payload = {**fields, self.preset.image_field: await self._image(spec.image_jpeg)}
-        if self.preset.audio_field and spec.reference_audio:
+        fields = self.fields(spec)
+        payload = dict(fields)
+        if self.preset.image_field:  # (a speech stage sends text only)
+            payload[self.preset.image_field] = await self._image(spec.image_jpeg)
+        if self.preset.reference_audio_field and spec.reference_audio:
             # The character's voice sample, sent (or uploaded) the way the image is.
             audio = await self._image(spec.reference_audio, "voice.wav", "audio/wav")
-            set_field(payload, self.preset.audio_field, audio)
+            set_field(payload, self.preset.reference_audio_field, audio)
         body: dict[str, Any] = {"input": payload}
         if self.webhook_url:
             body.update(webhook=self.webhook_url, webhook_events_filter=["completed"])
@@ -169,7 +170,7 @@ class ReplicateBackend(ProviderBackend):
             raise OutcomeUnknown(str(exc)) from exc
 
     async def _lookup(self, spec: RenderSpec, taken: set[str]) -> str | None:
-        fields = model_input(self.preset, spec)
+        fields = self.fields(spec)
         since = self.sent_since(spec) - _CLOCK_SKEW
         url: str | None = f"{self._api}/v1/predictions"
         for _ in range(_LISTING_PAGES):
@@ -235,7 +236,7 @@ class ReplicateBackend(ProviderBackend):
         if isinstance(output, list) and output:
             output = output[0]
         if isinstance(output, dict):  # some models name their files
-            output = output.get("video") or next(iter(output.values()), None)
+            output = output.get(self.preset.result_field) or next(iter(output.values()), None)
         if not isinstance(output, str):
             raise BackendError(
                 "replicate: no output URL", transient=False, key="job.result_expired"

@@ -360,6 +360,13 @@ MIGRATIONS: tuple[str, ...] = (
         PRIMARY KEY (portrait_id, number)
     );
     """,
+    # Two-stage presets (core/backend_phase.py): how far a take's submits got ('speech':
+    # the speech submit may have left, 'video': the video submit may have), and the
+    # speech job's handle and result (its audio's URL), each committed before the next step.
+    """
+    ALTER TABLE jobs ADD COLUMN stage text, ADD COLUMN speech_handle text,
+        ADD COLUMN speech_result text;
+    """,
 )
 
 

@@ -419,4 +419,12 @@ MIGRATIONS: tuple[str, ...] = (
         PRIMARY KEY (portrait_id, number)
     );
     """,
+    # Two-stage presets (core/backend_phase.py): how far a take's submits got ('speech':
+    # the speech submit may have left, 'video': the video submit may have), and the
+    # speech job's handle and result (its audio's URL), each committed before the next step.
+    """
+    ALTER TABLE jobs ADD COLUMN stage TEXT;
+    ALTER TABLE jobs ADD COLUMN speech_handle TEXT;
+    ALTER TABLE jobs ADD COLUMN speech_result TEXT;
+    """,
 )

@@ -28,7 +28,8 @@ JOB_ROW = (
     "seconds", "seed", "voice", "attempts", "handle", "created_at", "updated_at",
     "started_at", "finished_at", "error_key", "error_params", "error_detail", "result_path",
     "resubmitted", "not_before", "deadline_at", "delivery_unconfirmed", "backend",
-    "retake_reason", "lease_owner", "lease_token", "voice_sample",
+    "retake_reason", "stage", "speech_handle", "speech_result", "lease_owner", "lease_token",
+    "voice_sample",
 )  # fmt: skip
 JOB_COLUMNS = ", ".join(f"j.{name}" for name in JOB_ROW) + ", r.address"
 _JOB_FROM = "FROM jobs j JOIN requests r ON r.id = j.request_id"
@@ -125,7 +126,11 @@ SELECT avg(finished_at - started_at) FROM (
 
 RECENT_RUN_SECONDS = _RECENT.format(limit="$1", backend="$2")
 
-HANDLES_SINCE = "SELECT handle FROM jobs WHERE handle IS NOT NULL AND updated_at >= $1"
+HANDLES_SINCE = """
+SELECT handle FROM jobs WHERE handle IS NOT NULL AND updated_at >= $1
+UNION ALL
+SELECT speech_handle FROM jobs WHERE speech_handle IS NOT NULL AND updated_at >= $1
+"""
 
 USER_ID = "SELECT id FROM users WHERE platform = $1 AND platform_user_id = $2"
 
