@@ -189,7 +189,8 @@ async def _create(settings: Settings, args: argparse.Namespace, console: Console
             assert portrait is not None
             if portrait.state is not PortraitState.READY:
                 key = portrait.error_key or "portrait.failed"
-                console.print(f"[red]error:[/] {escape(render(key, locale, name=asked.name))}")
+                message = render_for(CLI, key, locale, name=asked.name)
+                console.print(f"[red]error:[/] {escape(message)}")
                 return EXIT_FAILED
             out = Path(args.out)
             out.mkdir(parents=True, exist_ok=True)
@@ -211,7 +212,8 @@ async def _create(settings: Settings, args: argparse.Namespace, console: Console
             saved = await portraits.pick(user, asked.id, number)
             console.print(escape(render("portrait.picked", locale, name=saved.name, number=number)))
         except UserError as exc:
-            console.print(f"[red]error:[/] {escape(render(exc.key, locale, **exc.params))}")
+            message = render_for(CLI, exc.key, locale, **exc.params)
+            console.print(f"[red]error:[/] {escape(message)}")
             return EXIT_FAILED
     return EXIT_OK
 

@@ -84,6 +84,8 @@ CATALOG: dict[str, dict[str, str]] = {
         "character.unknown.cli": "There is no character called {name}. Save one with actorbot character save {name} PHOTO, or see yours with actorbot character list.",
         "character.limit.cli": "You already have {limit} characters, the most an account may keep. Delete one with actorbot character delete NAME first.",
         "character.list_empty.cli": "You have no characters yet. Save one with actorbot character save NAME PHOTO.",
+        "portrait.unavailable.cli": "Creating a character from a description needs an image model, and none is configured: set [portraits] image_preset and that model's provider key (e.g. ACTORBOT_PROVIDERS__FAL__KEY), or save one from a photo with actorbot character save NAME PHOTO.",
+        "portrait.unavailable.discord": "Creating a character from a description needs an image model, and none is configured on this bot. Save one from a picture instead: /character save, or “Save as character” on a message with an image.",
         # quotas and access
         "quota.no_credits": "Not enough credits: this needs {cost} and you have {credits}. Your credits refill in {hours} h {minutes} min.",
         "quota.balance": "You have {credits} credits left; they refill in {hours} h {minutes} min.",
@@ -314,6 +316,8 @@ CATALOG: dict[str, dict[str, str]] = {
         "character.unknown.cli": "没有名为 {name} 的角色。用 actorbot character save {name} 照片 保存它，或用 actorbot character list 查看你的角色。",
         "character.limit.cli": "你已有 {limit} 个角色，已达每个账户的上限。请先用 actorbot character delete 名字 删除一个。",
         "character.list_empty.cli": "你还没有角色。用 actorbot character save 名字 照片 保存一个。",
+        "portrait.unavailable.cli": "根据描述创建角色需要一个图像模型，但当前没有配置：请设置 [portraits] image_preset 和该模型服务商的密钥（例如 ACTORBOT_PROVIDERS__FAL__KEY），或用 actorbot character save 名字 照片 从照片保存。",
+        "portrait.unavailable.discord": "根据描述创建角色需要一个图像模型，但这个机器人没有配置。请改用图片保存：/character save，或在带图片的消息上选择“存为角色”。",
         "quota.no_credits": "额度不足：本次需要 {cost} 点，你还剩 {credits} 点。{hours} 小时 {minutes} 分钟后恢复。",
         "quota.balance": "你还剩 {credits} 点额度，{hours} 小时 {minutes} 分钟后恢复。",
         "quota.user_queue_full": "你已有 {queued} 条在排队（上限 {limit}）。请等其中一条开始生成，或取消一条。",

@@ -53,4 +53,7 @@ def test_create_without_an_image_model_says_what_it_needs(tmp_path: Path) -> Non
     result = actorbot(tmp_path, "character", "create", "Ranxia", "a young woman")
     assert result.returncode == 1
     assert "needs an image model, and none is configured" in result.stderr
+    # The command line's way, not a chat command.
+    assert "actorbot character save NAME PHOTO" in result.stderr.replace("\n", "")
+    assert "/character save" not in result.stderr
     assert "Traceback" not in result.stderr
