@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Protocol
 
 import httpx
 
@@ -26,6 +27,14 @@ _FIRST_GUESS_RUN_SECONDS = {"preview": 8.0, "jobapi": 120.0}
 _WORK_DIRS = ("results", "preview", "telegram", "discord")
 
 
+class Readiness(Protocol):
+    """A running adapter, as readiness sees it."""
+
+    def ready(self) -> bool:
+        """Return whether it is connected and taking (or sending) platform traffic."""
+        ...
+
+
 @dataclass
 class Runtime:
     """Everything one process runs, built once and closed together."""
@@ -39,6 +48,8 @@ class Runtime:
     client: httpx.AsyncClient  # every backend's HTTP calls share its connection pool
     backends: tuple[VideoBackend, ...] = ()
     webhooks: WebhookReceiver | None = None  # provider callbacks, when enabled
+    # The adapters this process runs, by platform: None while one is still starting.
+    adapters: dict[str, Readiness | None] = field(default_factory=dict)
 
 
 def first_guess_run_seconds(settings: Settings) -> float:

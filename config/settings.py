@@ -339,6 +339,16 @@ class WebhookSettings(BaseModel):
     fal_public_keys: list[str] = []  # base64url Ed25519 keys ("x" of fal's JWKS)
 
 
+class MetricsSettings(BaseModel):
+    """The operator's HTTP port: Prometheus metrics, liveness and readiness."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    enabled: bool = False
+    listen: str = "127.0.0.1"
+    port: int = Field(9464, ge=0, lt=65536)  # 0: any free port (tests)
+
+
 class RoleSettings(BaseModel):
     """Per-role overrides of the quota defaults; unset fields use the [quotas] values."""
 
@@ -405,6 +415,7 @@ class Settings(BaseSettings):
 
     data_dir: Path = Path("data")
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    log_format: Literal["text", "json"] = "text"
     # "preview", "jobapi", a preset name, or a list of preset names (fallback order).
     backend: str | list[str] = "preview"
     locale: Literal["en", "zh"] = "en"
@@ -420,6 +431,7 @@ class Settings(BaseSettings):
     presets: dict[str, PresetSettings] = {}
     takecheck: TakeCheckSettings = TakeCheckSettings()
     webhooks: WebhookSettings = WebhookSettings()
+    metrics: MetricsSettings = MetricsSettings()
     telegram: TelegramSettings = TelegramSettings()
     discord: DiscordSettings = DiscordSettings()
     quotas: QuotaSettings = QuotaSettings()

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
-from typing import Protocol
+from typing import Protocol, runtime_checkable
 
 
 class BackendState(StrEnum):
@@ -118,3 +118,18 @@ class VideoBackend(Protocol):
     async def aclose(self) -> None:
         """Release connections and threads."""
         ...
+
+
+@runtime_checkable
+class Probed(Protocol):
+    """A backend that can tell cheaply whether it could take work now (for readiness)."""
+
+    async def probe(self) -> None:
+        """Raise BackendError (its text names what is missing, never a secret) if not."""
+        ...
+
+
+async def probe(backend: object) -> None:
+    """Check a backend's readiness if it can tell; one that cannot is taken as ready."""
+    if isinstance(backend, Probed):
+        await backend.probe()

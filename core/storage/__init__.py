@@ -48,10 +48,13 @@ class Storage:
         self.wakeups: Wakeups = wakeups if wakeups is not None else LocalWakeups()
         self.characters = characters
         self._close = close
+        self._closed = False
 
     async def close(self) -> None:
-        """Close the engine's connections."""
-        await self._close()
+        """Close the engine's connections; closing again does nothing."""
+        if not self._closed:
+            self._closed = True
+            await self._close()
 
     async def __aenter__(self) -> Self:
         return self
