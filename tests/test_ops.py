@@ -16,18 +16,21 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
+import pytest
+from prometheus_client import REGISTRY
 from prometheus_client.parser import text_string_to_metric_families
 from prometheus_client.samples import Sample
 
 from bots.ops import OpsServer, ops_routes
 from bots.runtime import Runtime, open_runtime
 from config.settings import Settings
+from core.errors import RequestRejected
 from core.models import DeliveryAddress, JobState, UserRef, VideoRequest
-from tests.botapi_server import BotApiServer
+from tests.botapi_server import BotApiServer, Failure
 from tests.conftest import db_rows, make_settings, photo_jpeg
 from tests.jobapi_server import JobApiServer
 from tests.providers_server import ProviderServer
-from tests.telegram_harness import ANN, LINE
+from tests.telegram_harness import ANN, LINE, running_bot
 from tests.test_providers_worker import Recorder
 from tests.test_telegram_durability import bot_env, finish, start_bot
 from tests.test_telegram_webhook import free_port
@@ -276,3 +279,37 @@ async def test_every_process_on_postgresql_reports_the_same_queue(
             for state in JobState:
                 assert metrics.value("actorbot_jobs", state=state.value) == counts.get(state, 0)
             assert (await ready(base))[0] == 200  # the write probe works on PostgreSQL too
+
+
+def counted(name: str, **labels: str) -> float:
+    return REGISTRY.get_sample_value(name, labels) or 0.0
+
+
+async def test_platform_api_errors_are_counted_by_platform_and_code(tmp_path: Path) -> None:
+    blocked = Failure(403, "Forbidden: bot was blocked by the user")
+    server = BotApiServer(fail={"sendMessage": [blocked]})
+    await server.start()
+    labels = {"platform": "telegram", "code": "Forbidden"}
+    before = counted("actorbot_platform_api_errors_total", **labels)
+    try:
+        async with running_bot(tmp_path, server=server, worker=False):
+            server.send(ANN, text="/start")
+            await _until(lambda: counted("actorbot_platform_api_errors_total", **labels) > before)
+    finally:
+        await server.stop()
+    assert counted("actorbot_platform_api_errors_total", **labels) == before + 1
+
+
+async def test_flood_refusals_are_counted(tmp_path: Path) -> None:
+    settings = make_settings(tmp_path, quotas={"flood_burst": 2})
+    async with serving(settings, Recorder()) as (runtime, base):
+        before = await scrape(base)
+        user = UserRef("tester", "u-9")
+        for n in range(2):
+            await runtime.service.check(user, LINE, f"k-{n}")
+        with pytest.raises(RequestRejected) as refused:
+            await runtime.service.check(user, LINE, "k-3")
+        assert refused.value.key == "quota.flood"
+        after = await scrape(base)
+    name = "actorbot_flood_refusals_total"
+    assert after.value(name, platform="tester") - before.value(name, platform="tester") == 1
