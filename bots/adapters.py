@@ -33,6 +33,10 @@ class Running(Protocol):
         """Return the task that takes the platform's events in; the process stops with it."""
         ...
 
+    def ready(self) -> bool:
+        """Return whether it is connected and taking (or sending) platform traffic."""
+        ...
+
 
 # (runtime, the other platforms running, whether to take the platform's events in)
 Start = Callable[[Runtime, Sequence[str], bool], contextlib.AbstractAsyncContextManager[Running]]

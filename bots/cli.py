@@ -21,6 +21,7 @@ from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeEl
 from bots.adapters import ADAPTERS, Adapter, AdapterUnavailable, Running, configured
 from bots.adapters import secrets as adapter_secrets
 from bots.logs import configure_logging
+from bots.ops import OpsServer, ops_routes
 from bots.runtime import Runtime, open_runtime
 from config.settings import ConfigError, Settings, load_settings
 from core.characters import Characters
@@ -319,13 +320,20 @@ async def _serve(runtime: Runtime, adapters: Sequence[Adapter], role: str = "all
     chats = [adapter.name for adapter in adapters if adapter.chat]
     intake = role in ("ingress", "all")
     started: list[Running] = []
+    runtime.adapters.update(dict.fromkeys(names))  # not ready until each has started
     async with contextlib.AsyncExitStack() as stack:
+        if runtime.settings.metrics.enabled:
+            # First: /healthz answers while the adapters connect, /readyz says they do.
+            ops = OpsServer(runtime.settings.metrics, ops_routes(runtime))
+            await ops.start()
+            stack.push_async_callback(ops.stop)
         # Adapters start first (the worker delivers through them) and stop last.
         for adapter in adapters:
             peers = [name for name in chats if name != adapter.name]
             running = await stack.enter_async_context(adapter.start(runtime, peers, intake))
             running.intake.add_done_callback(lambda _: stop.set())
             started.append(running)
+            runtime.adapters[adapter.name] = running
         worker = None
         if role in ("worker", "all"):
             worker = asyncio.create_task(runtime.worker.run(), name="worker")
@@ -430,7 +438,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         console.print(f"[red]config error:[/] {escape(str(exc))}")
         return EXIT_USAGE
     configure_logging(
-        settings.log_level if args.command != "generate" else "WARNING", secrets=_secrets(settings)
+        settings.log_level if args.command != "generate" else "WARNING",
+        secrets=_secrets(settings),
+        log_format=settings.log_format,
     )
     try:
         if args.command == "generate":

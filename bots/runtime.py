@@ -5,7 +5,8 @@ from __future__ import annotations
 import uuid
 from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Protocol
 
 import httpx
 
@@ -29,6 +30,14 @@ _FIRST_GUESS_RUN_SECONDS = {"preview": 8.0, "jobapi": 120.0}
 _WORK_DIRS = ("results", "preview", "telegram", "discord", "web")
 
 
+class Readiness(Protocol):
+    """A running adapter, as readiness sees it."""
+
+    def ready(self) -> bool:
+        """Return whether it is connected and taking (or sending) platform traffic."""
+        ...
+
+
 @dataclass
 class Runtime:
     """Everything one process runs, built once and closed together."""
@@ -42,6 +51,8 @@ class Runtime:
     client: httpx.AsyncClient  # every backend's HTTP calls share its connection pool
     backends: tuple[VideoBackend, ...] = ()
     webhooks: WebhookReceiver | None = None  # provider callbacks, when enabled
+    # The adapters this process runs, by platform: None while one is still starting.
+    adapters: dict[str, Readiness | None] = field(default_factory=dict)
 
 
 def first_guess_run_seconds(settings: Settings) -> float:

@@ -445,6 +445,16 @@ class WebhookSettings(BaseModel):
     fal_public_keys: list[str] = []  # base64url Ed25519 keys ("x" of fal's JWKS)
 
 
+class MetricsSettings(BaseModel):
+    """The operator's HTTP port: Prometheus metrics, liveness and readiness."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    enabled: bool = False
+    listen: str = "127.0.0.1"
+    port: int = Field(9464, ge=0, lt=65536)  # 0: any free port (tests)
+
+
 class WebSettings(BaseModel):
     """The operator's web page and playground (bots/web): off unless enabled, token login."""
 
@@ -525,6 +535,7 @@ class Settings(BaseSettings):
 
     data_dir: Path = Path("data")
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    log_format: Literal["text", "json"] = "text"
     # "preview", "jobapi", a preset name, or a list of preset names (fallback order).
     backend: str | list[str] = "preview"
     locale: Literal["en", "zh"] = "en"
@@ -543,6 +554,7 @@ class Settings(BaseSettings):
     takecheck: TakeCheckSettings = TakeCheckSettings()
     webhooks: WebhookSettings = WebhookSettings()
     web: WebSettings = WebSettings()
+    metrics: MetricsSettings = MetricsSettings()
     telegram: TelegramSettings = TelegramSettings()
     discord: DiscordSettings = DiscordSettings()
     quotas: QuotaSettings = QuotaSettings()

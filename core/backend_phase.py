@@ -31,6 +31,8 @@ from core.backends.base import (
 )
 from core.errors import BackendError, ContentFiltered
 from core.failpoints import Failpoints
+from core.logcontext import set_job
+from core.metrics import job_ran, job_started, take_made
 from core.models import EventKind, Job, JobEvent, JobState
 from core.notify import NotifierRouter
 from core.storage import JobStore
@@ -159,6 +161,7 @@ class BackendPhase:
         """Submit (or, after a restart, reconcile) and poll until the backend is done."""
         handle = job.handle
         backend = self.backend_for(job)
+        set_job(job, backend)
         if job.state is JobState.SUBMITTING:
             self._failpoints.hit("worker.after_claim")
             spec = await self._spec(job, image, recovered=recovered)
@@ -236,6 +239,7 @@ class BackendPhase:
                     if job.state is not JobState.SUBMITTING:
                         return job  # (canceled or failed meanwhile)
                     backend = following
+                    set_job(job, backend)
                     await slot.move_to(self._semaphores[backend.name])
                     voiced = await self._voiced(job, spec, backend)
                     if isinstance(voiced, Job):
@@ -248,6 +252,7 @@ class BackendPhase:
                 handle=handle, resubmitted=resubmitted, backend=backend.name,
             )  # fmt: skip
             self._failpoints.hit("worker.after_handle_stored")
+            job_started(job, backend.name)
             await self._notifier.notify(JobEvent(EventKind.STARTED, job))
         assert handle is not None
         return await self._await_backend(job, backend, handle, slot)
@@ -451,9 +456,11 @@ class BackendPhase:
                     continue
                 return await self._deadline_passed(job, handle, backend)
             if status.is_final:
+                job_ran(job, backend.name, self._clock())
                 # The backend is done with it: start the next job before bookkeeping.
                 await self._refill(slot)
             if status.state is BackendState.SUCCEEDED:
+                take_made(backend, job.seconds)
                 return await self._transitions.move(
                     job, JobState.DOWNLOADING, expect={JobState.RUNNING}
                 )

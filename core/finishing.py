@@ -21,6 +21,7 @@ from core.backends.base import VideoBackend
 from core.errors import BackendError, DeliveryError, DeliveryUnknown, LeaseLost
 from core.failpoints import Failpoints
 from core.media import probe_video
+from core.metrics import TAKE_CHECK_FAILURES
 from core.models import EventKind, Job, JobEvent, JobState
 from core.notify import NotifierRouter
 from core.storage import JobStore
@@ -101,6 +102,7 @@ class Finisher:
                 await asyncio.sleep(self._settings.backoff_base_seconds * attempt)
         reason = await self._check(job, partial)
         if reason is not None:
+            TAKE_CHECK_FAILURES.labels(reason=reason).inc()
             partial.unlink(missing_ok=True)
             return await self._failed_check(job, reason)
         os.replace(partial, final)
@@ -251,6 +253,7 @@ class Finisher:
             done = await self._transitions.move(
                 job, JobState.DONE, expect={JobState.DELIVERING}, delivery_unconfirmed=unconfirmed
             )
+            log.info("job %s done%s", job.id, " (delivery unconfirmed)" if unconfirmed else "")
             await self._notifier.notify(JobEvent(EventKind.DELIVERED, done))
 
     async def sweep_groups(self) -> None:

@@ -22,6 +22,7 @@ from core.characters import Characters, voice_of
 from core.errors import RequestRejected
 from core.failpoints import Failpoints
 from core.images import prepare_image_async
+from core.metrics import CREDITS_DEBITED, FLOOD_REFUSALS
 from core.models import Account, EventKind, Job, JobEvent, JobState, UserRef, VideoRequest
 from core.notify import NotifierRouter
 from core.portraits import Portraits
@@ -140,7 +141,11 @@ class Service:
         A character (``@Name`` in the line, or ``character``) is the user's own or one
         shared in ``chat_id``. Pass the result to ``submit``.
         """
-        self.quotas.check_flood(user)
+        try:
+            self.quotas.check_flood(user)
+        except RequestRejected:
+            FLOOD_REFUSALS.labels(platform=user.platform).inc()
+            raise
         policy = self.quotas.policy(user, self._clock())
         seen = await self._store.precheck(user, source_key, policy.period.key)
         policy.check_access(seen.account)
@@ -230,6 +235,7 @@ class Service:
         # Without an explicit voice, every take of a user speaks with that user's own
         # voice: the reference model changes voice between takes, we do not.
         voice = parsed.voice or f"{request.user.platform}:{request.user.platform_user_id}"
+        policy = self.quotas.policy(request.user, self._clock())
         takes = [
             NewTake(
                 line=parsed.line,
@@ -250,9 +256,12 @@ class Service:
             image_size=image_size,
             address=request.address,
             takes=takes,
-            policy=self.quotas.policy(request.user, self._clock()),
+            policy=policy,
             run_backend=self._run_backend,
         )
+        if admitted.credits_left is not None:  # charged: what admission debited
+            debited = sum(policy.cost(take.seconds) for take in takes)
+            CREDITS_DEBITED.labels(platform=request.user.platform).inc(debited)
         self._failpoints.hit("service.after_admission")
         self._wake()
         # Position and recent run time come from the admission transaction itself.

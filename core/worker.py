@@ -25,6 +25,7 @@ from core.backends.base import VideoBackend
 from core.errors import LeaseLost
 from core.failpoints import Failpoints
 from core.finishing import Finisher
+from core.logcontext import set_job
 from core.models import EventKind, Job, JobEvent, JobState
 from core.notify import NotifierRouter
 from core.portraits import PortraitRunner
@@ -321,6 +322,9 @@ class Worker:
     async def _drive(
         self, job: Job, holds_slot: bool, recovered: bool, image: Image | None
     ) -> None:
+        # Every line this task logs names the job (structured logs; asyncio gave the task
+        # its own copy of the context, so this never leaks into another job's lines).
+        set_job(job, self.backend_for(job))
         semaphore = self._semaphores[self.backend_for(job).name]
         if holds_slot and semaphore is not self._slots:
             # Claimed with a slot of the first backend, but it is on a fallback preset.

@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 import io
+import json
 import logging
 import sys
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from pythonjsonlogger.json import JsonFormatter
 
-from bots.logs import RedactingFormatter, configure_logging
+from bots.logs import RedactingFormatter, RedactingJsonFormatter, configure_logging
 from core.models import JobState
 from tests.botapi_server import BotApiServer
 from tests.conftest import photo_jpeg
@@ -73,3 +75,56 @@ def test_formatter_redacts_encoded_forms_exceptions_and_arguments() -> None:
         )
     text = formatter.format(record)
     assert "ABCDEF" not in text and text.count("[REDACTED]") >= 2
+
+
+async def test_json_logs_at_debug_carry_the_job_and_never_the_token(
+    tmp_path: Path, tiny_mp4: bytes, restore_logging: None
+) -> None:
+    server = BotApiServer()
+    await server.start()
+    try:
+        configure_logging("DEBUG", secrets=[server.token], log_format="json")
+        [handler] = logging.getLogger().handlers
+        assert isinstance(handler, logging.StreamHandler)
+        output = io.StringIO()
+        handler.setStream(output)
+        async with running_bot(tmp_path, video=tiny_mp4, server=server) as h:
+            server.send(ANN, photo=photo_jpeg(), caption=LINE)
+            [job] = await h.finished()
+            assert job.state is JobState.DONE
+        records = [json.loads(line) for line in output.getvalue().splitlines()]
+        assert all({"time", "level", "logger", "message"} <= set(r) for r in records)
+        # Lines logged while the worker handled the job name it, whoever logged them.
+        mine = [r for r in records if r.get("job_id") == job.id]
+        assert {"core.finishing", "httpx"} <= {r["logger"] for r in mine}
+        assert all(r["platform"] == "telegram" and r["backend"] == "jobapi" for r in mine)
+        assert not any("job_id" in r for r in records if r["logger"] == "telegram.ext.Updater")
+        assert "[REDACTED]" in output.getvalue()
+        assert server.token not in output.getvalue()
+        assert server.token.split(":")[1] not in output.getvalue()
+    finally:
+        await server.stop()
+
+
+def test_json_formatter_redacts_messages_exceptions_and_extra_fields() -> None:
+    secret = "123456:ABCDEF"
+    try:
+        raise RuntimeError(f"GET http://api/file/bot{secret.replace(':', '%3A')}/photo.jpg failed")
+    except RuntimeError:
+        record = logging.LogRecord(
+            "x",
+            logging.ERROR,
+            __file__,
+            1,
+            "calling %s with %s",
+            (secret, {"token": "tok-12345678"}),
+            sys.exc_info(),
+        )
+    record.url = f"https://api.telegram.org/bot{secret}/getMe"
+    plain = JsonFormatter().format(record)
+    assert "ABCDEF" in plain and "tok-12345678" in plain  # what the redaction must catch
+    line = RedactingJsonFormatter([secret]).format(record)
+    data = json.loads(line)
+    assert "ABCDEF" not in line and "tok-12345678" not in line
+    assert data["message"] == "calling [REDACTED] with {'token': '[REDACTED]'}"
+    assert "[REDACTED]" in data["exc_info"] and "[REDACTED]" in data["url"]

@@ -16,6 +16,7 @@ from typing import Any
 
 import aiohttp
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 from yarl import URL
 
 from bots.adapters import configured
@@ -60,7 +61,7 @@ async def test_a_wrong_token_sees_nothing(tmp_path: Path) -> None:
         await _waiting_take(page)
         async with session.get(f"{page.url}/", allow_redirects=False) as reply:
             assert reply.status == 303 and reply.headers["Location"] == "/login"
-        for path in ("/api/queue", "/events", "/video/0123456789abcdef"):
+        for path in ("/api/queue", "/events", "/video/0123456789abcdef", "/metrics"):
             async with session.get(f"{page.url}{path}") as reply:
                 assert reply.status == 401, path
                 assert "queued" not in await reply.text()
@@ -73,6 +74,20 @@ async def test_a_wrong_token_sees_nothing(tmp_path: Path) -> None:
         session.cookie_jar.update_cookies({"actorbot_session": "guess"})
         async with session.get(f"{page.url}/api/queue") as reply:
             assert reply.status == 401
+
+
+async def test_health_is_public_on_the_page_and_metrics_need_a_login(tmp_path: Path) -> None:
+    async with running_page(tmp_path) as page, client() as session:
+        async with session.get(f"{page.url}/healthz") as reply:
+            assert reply.status == 200 and (await reply.json())["status"] == "ok"
+        async with session.get(f"{page.url}/readyz") as reply:
+            body = await reply.json()
+            assert body["checks"]["store"] == "ok", body
+        await log_in(session, page)
+        async with session.get(f"{page.url}/metrics") as reply:
+            assert reply.status == 200
+            names = {family.name for family in text_string_to_metric_families(await reply.text())}
+        assert "actorbot_jobs" in names
 
 
 async def test_login_sets_a_strict_http_only_session_cookie(tmp_path: Path) -> None:

@@ -316,6 +316,13 @@ class DiscordBot:
     board: StatusBoard
     notifier: ChatNotifier
     intake: asyncio.Task[None]
+    gateway: bool = True  # connected to the gateway; False: a worker process, REST only
+
+    def ready(self) -> bool:
+        """Return whether the bot is up: logged in, its intake alive, the gateway ready."""
+        if self.intake.done() or self.client.is_closed() or self.client.user is None:
+            return False
+        return self.client.is_ready() or not self.gateway
 
 
 @contextlib.asynccontextmanager
@@ -379,7 +386,7 @@ async def run_discord(
         taking.add_done_callback(_report_intake)
         log.info("discord bot %s running", client.user)
         try:
-            yield DiscordBot(client, platform, board, notifier, taking)
+            yield DiscordBot(client, platform, board, notifier, taking, gateway=intake)
         finally:
             await client.close()
             taking.cancel()

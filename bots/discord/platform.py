@@ -41,6 +41,7 @@ from bots.chat.platform import (
     Video,
 )
 from core.errors import DeliveryError, DeliveryUnknown, ImageRejected
+from core.metrics import PLATFORM_ERRORS
 
 from .ui import LineModal, keyboard_view
 
@@ -103,8 +104,14 @@ def is_too_large(exc: discord.HTTPException) -> bool:
     return exc.status == 413 or exc.code == _TOO_LARGE
 
 
+def counted(code: int | str) -> None:
+    """Count an error of Discord's API: its HTTP status, or the transport error's name."""
+    PLATFORM_ERRORS.labels(platform=PLATFORM, code=str(code)).inc()
+
+
 def platform_error(exc: discord.HTTPException) -> PlatformError:
-    """Translate a discord.py exception into the chat layer's error tree."""
+    """Translate a discord.py exception into the chat layer's error tree (and count it)."""
+    counted(exc.status)
     if isinstance(exc, discord.Forbidden):
         return Blocked(f"403 ({exc.code})")
     if isinstance(exc, discord.NotFound):
@@ -121,6 +128,7 @@ def _mapped() -> Iterator[None]:
     except discord.HTTPException as exc:
         raise platform_error(exc) from exc
     except (aiohttp.ClientError, TimeoutError) as exc:
+        counted(type(exc).__name__)
         raise PlatformError(type(exc).__name__) from exc
 
 
@@ -479,6 +487,7 @@ class DiscordPlatform:
 
     def _delivery_error(self, exc: Exception, size: int) -> DeliveryError | Blocked:
         """Translate a failed upload into the core's error (or Blocked, for the board)."""
+        counted(exc.status if isinstance(exc, discord.HTTPException) else type(exc).__name__)
         if isinstance(exc, discord.HTTPException):
             if is_too_large(exc):
                 # Never sent again: the same bytes get the same answer.

@@ -102,6 +102,11 @@ class TelegramBot:
     platform: TelegramPlatform
     notifier: ChatNotifier
     intake: asyncio.Task[None]
+    receiving: bool = True  # polling or a webhook; False: a worker process, sending only
+
+    def ready(self) -> bool:
+        """Return whether the bot is up: its intake alive and, when receiving, PTB running."""
+        return not self.intake.done() and (self.app.running or not self.receiving)
 
 
 @contextlib.asynccontextmanager
@@ -211,7 +216,7 @@ async def _bot_api_only(runtime: Runtime) -> AsyncIterator[TelegramBot]:
         idle = asyncio.create_task(_wait_forever(), name="telegram-outbound")
         log.info("telegram bot @%s sending only (worker role)", me.username)
         try:
-            yield TelegramBot(app, me, ingest, board, platform, notifier, idle)
+            yield TelegramBot(app, me, ingest, board, platform, notifier, idle, receiving=False)
         finally:
             idle.cancel()
             await asyncio.gather(idle, return_exceptions=True)

@@ -42,6 +42,7 @@ from bots.chat.platform import (
     Video,
 )
 from core.errors import DeliveryError, DeliveryUnknown, ImageRejected
+from core.metrics import PLATFORM_ERRORS
 
 log = logging.getLogger(__name__)
 
@@ -91,8 +92,15 @@ def media_timeouts(size: int, least_read: float = MEDIA_READ_TIMEOUT) -> tuple[f
     return write, read
 
 
+def counted(exc: TelegramError) -> TelegramError:
+    """Count a Bot API error by its PTB class (Forbidden, BadRequest, RetryAfter, TimedOut…)."""
+    PLATFORM_ERRORS.labels(platform=PLATFORM, code=type(exc).__name__).inc()
+    return exc
+
+
 def platform_error(exc: TelegramError) -> PlatformError:
-    """Translate a PTB exception into the chat layer's error tree."""
+    """Translate a PTB exception into the chat layer's error tree (and count it)."""
+    counted(exc)
     if isinstance(exc, Forbidden):
         return Blocked(exc.message)
     if isinstance(exc, BadRequest):
@@ -380,6 +388,7 @@ class TelegramPlatform:
 
     def _delivery_error(self, exc: TelegramError, size: int) -> DeliveryError | Blocked:
         """Translate a failed upload into the core's error (or Blocked, for the board)."""
+        counted(exc)
         if outcome_unknown(exc):
             # Maybe delivered: sending again could show the same video twice, or five times.
             return DeliveryUnknown(f"no answer to the upload of {size} bytes: {exc.message}")

@@ -26,6 +26,14 @@ class WebAdapter:
     notifier: WebNotifier
     intake: asyncio.Task[None]
 
+    def ready(self) -> bool:
+        """Return whether the page is up (a worker process has none and needs none)."""
+        return not self.intake.done() and (self.page is None or self.page.serving)
+
+
+async def _serve_until_cancelled() -> None:
+    await asyncio.Event().wait()  # the page's server runs on its own; this marks it alive
+
 
 @contextlib.asynccontextmanager
 async def run_web(runtime: Runtime, *, intake: bool = True) -> AsyncIterator[WebAdapter]:
@@ -39,9 +47,9 @@ async def run_web(runtime: Runtime, *, intake: bool = True) -> AsyncIterator[Web
     page = WebPage(runtime, notifier) if intake else None
     if page is not None:
         await page.start()
-    idle = asyncio.create_task(asyncio.Event().wait(), name="web-intake")
+    idle = asyncio.create_task(_serve_until_cancelled(), name="web-intake")
     try:
-        yield WebAdapter(page, notifier, idle)  # type: ignore[arg-type]
+        yield WebAdapter(page, notifier, idle)
     finally:
         idle.cancel()
         await asyncio.gather(idle, return_exceptions=True)

@@ -23,6 +23,7 @@ import jinja2
 from aiohttp import web
 from yarl import URL
 
+from bots.ops import ops_routes
 from bots.runtime import Runtime
 from core.errors import UserError
 from core.i18n import render
@@ -51,7 +52,7 @@ _FAILURES = 20
 _LEDGER_ROWS = 30
 _RECENT_VIDEOS = 8
 _MAX_CREDITS = 100_000  # per grant: a typo must not hand out millions
-_PUBLIC = ("/login", "/static/")
+_PUBLIC = ("/login", "/static/", "/healthz", "/readyz")
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
@@ -99,6 +100,9 @@ class WebPage:
         app.router.add_post("/account/ban", self._ban)
         app.router.add_post("/account/unban", self._unban)
         app.router.add_static("/static/", Path(__file__).with_name("static"))
+        # The operator's endpoints on this port too: health for a load balancer (public,
+        # nothing in them is private), /metrics for a logged-in operator.
+        app.router.add_routes(ops_routes(self._runtime))
         # Streams end when the server stops, instead of holding its shutdown.
         app.on_shutdown.append(self._close_streams)
         return app
@@ -113,6 +117,11 @@ class WebPage:
         if sockets:
             self.port = int(sockets[0].getsockname()[1])
         log.info("web page on http://%s:%d/", self._settings.listen, self.port)
+
+    @property
+    def serving(self) -> bool:
+        """Return whether the page is listening."""
+        return self._runner is not None
 
     async def stop(self) -> None:
         """Stop listening and end the open streams."""

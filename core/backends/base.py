@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
-from typing import Protocol, cast
+from typing import Protocol, cast, runtime_checkable
 
 
 class BackendState(StrEnum):
@@ -140,3 +140,18 @@ class SpeechStage(VideoBackend, Protocol):
 def speech_stage_of(backend: object) -> SpeechStage | None:
     """Return a backend's speech stage if it is a two-stage backend, else None."""
     return cast("SpeechStage | None", getattr(backend, "speech_stage", None))
+
+
+@runtime_checkable
+class Probed(Protocol):
+    """A backend that can tell cheaply whether it could take work now (for readiness)."""
+
+    async def probe(self) -> None:
+        """Raise BackendError (its text names what is missing, never a secret) if not."""
+        ...
+
+
+async def probe(backend: object) -> None:
+    """Check a backend's readiness if it can tell; one that cannot is taken as ready."""
+    if isinstance(backend, Probed):
+        await backend.probe()

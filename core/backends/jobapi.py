@@ -24,6 +24,7 @@ from core.errors import BackendError, ContentFiltered
 log = logging.getLogger(__name__)
 
 _STATES = {state.value: state for state in BackendState}
+_PROBE_REF = "actorbot-readiness-probe"  # a client reference no job is submitted under
 
 
 class JobApiBackend:
@@ -186,6 +187,16 @@ class JobApiBackend:
             if left <= 0:
                 return status
             await asyncio.sleep(min(self._poll_interval, left))
+
+    async def probe(self) -> None:
+        """Raise BackendError unless the server answers a cheap listing (and takes the token).
+
+        The job API has no health endpoint: a lookup of a reference no job carries is the
+        cheapest call that proves the server is up and accepts this bot.
+        """
+        response = await self._request("GET", "v1/jobs", params={"client_ref": _PROBE_REF})
+        if response.status_code != 200:
+            raise BackendError(f"GET v1/jobs: HTTP {response.status_code}", transient=True)
 
     async def cancel(self, handle: str) -> None:
         """Ask the server to stop a job."""

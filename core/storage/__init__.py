@@ -52,10 +52,13 @@ class Storage:
         self.characters = characters
         self.portraits = portraits
         self._close = close
+        self._closed = False
 
     async def close(self) -> None:
-        """Close the engine's connections."""
-        await self._close()
+        """Close the engine's connections; closing again does nothing."""
+        if not self._closed:
+            self._closed = True
+            await self._close()
 
     async def __aenter__(self) -> Self:
         return self

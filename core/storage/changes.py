@@ -57,3 +57,8 @@ def refunds(before: JobState, after: JobState) -> bool:
     """Return whether a charged take is paid back by this change (at most once)."""
     failed = after is JobState.FAILED and not before.is_terminal
     return failed or (after is JobState.CANCELED and before is JobState.QUEUED)
+
+
+def refunded(job: Before, to: JobState) -> int:
+    """Return the credits a change pays back: the take's charge, once, or 0."""
+    return job.charged if job.charged > 0 and refunds(job.state, to) else 0

@@ -89,6 +89,10 @@ class JobStore(Protocol):
         """Return how many jobs are in each state."""
         ...
 
+    async def check_writable(self) -> None:
+        """Commit a write that changes nothing; raise if the store cannot take writes."""
+        ...
+
     async def count_unfinished(self, platforms: Sequence[str]) -> int:
         """Return how many jobs for these platforms are not finished yet."""
         ...

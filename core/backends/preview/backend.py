@@ -23,9 +23,11 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+import av
+
 from config.settings import PreviewSettings
 from core.backends.base import BackendCapabilities, BackendState, BackendStatus, RenderSpec
-from core.backends.preview import fonts
+from core.backends.preview import fonts, tts
 from core.backends.preview.render import RenderCanceled, render_preview
 from core.errors import BackendError
 
@@ -162,6 +164,15 @@ class PreviewBackend:
             # or fetch after a crash), so a long-running bot does not grow without bound.
             if job is not None and job.state is BackendState.SUCCEEDED and not job.waiters:
                 del self._jobs[handle]
+
+    async def probe(self) -> None:
+        """Raise BackendError if a tool the renderer needs is missing (speech, codecs)."""
+        if self._closed:
+            raise BackendError("preview backend is closed", transient=True)
+        missing = [name for name in ("libx264", "aac") if name not in av.codecs_available]
+        if missing:
+            raise BackendError(f"PyAV's FFmpeg lacks {', '.join(missing)}", transient=False)
+        await asyncio.to_thread(tts.check_speech)
 
     async def aclose(self) -> None:
         """Stop running renders (they resume from disk next time) and join the threads."""

@@ -13,6 +13,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import os
 import subprocess
 import sys
 from dataclasses import dataclass
@@ -142,6 +143,13 @@ def _library_paths() -> tuple[str, str]:
         return str(espeakng_loader.get_library_path()), str(espeakng_loader.get_data_path())
     except (ImportError, RuntimeError) as exc:
         raise BackendError(f"espeak-ng is not available: {exc}", transient=False) from exc
+
+
+def check_speech() -> None:
+    """Raise BackendError unless espeak-ng's library and voice data are on disk."""
+    library, data = _library_paths()
+    if not os.path.isfile(library) or not os.path.isdir(data):
+        raise BackendError("espeak-ng is not installed where espeakng-loader says", transient=False)
 
 
 def _trim_silence(pcm: bytes, threshold: int = 96) -> bytes:

@@ -40,6 +40,8 @@ log = logging.getLogger(__name__)
 _BACKOFF_GROWTH = 1.3  # an unchanged job is polled less and less often ...
 _BACKOFF_MAX_FACTOR = 6.0  # ... down to one poll per six intervals
 _RECONCILE_INTERVAL = 5.0
+_PROBE_FRESH_SECONDS = 300.0  # a reply this recent proves the provider reachable
+_PROBE_TIMEOUT = 5.0
 _LOOK_BACK = timedelta(hours=2)  # a take of unknown age: listings are searched this far back
 
 
@@ -318,6 +320,24 @@ class ProviderBackend(ABC):
         """Download the finished video under the provider's host list and caps."""
         url = await self._result_url(handle)
         await self.results.fetch(url, dest, max_bytes=max_bytes)
+
+    async def probe(self) -> None:
+        """Raise BackendError unless the provider answered lately or answers a bare GET now.
+
+        Any answer under 500 to the API's root (without the key: 401 or 404 is fine) shows
+        the provider is reachable; a request of the bot's own that was answered in the last
+        minutes shows the same at no cost.
+        """
+        last = self.http.last_answer
+        if last is not None and time.monotonic() - last < _PROBE_FRESH_SECONDS:
+            return
+        try:
+            response = await self.client.get(self.settings.api_url, timeout=_PROBE_TIMEOUT)
+        except httpx.HTTPError as exc:
+            raise BackendError(f"{self.provider}: {type(exc).__name__}", transient=True) from exc
+        if response.status_code >= 500:
+            raise BackendError(f"{self.provider}: HTTP {response.status_code}", transient=True)
+        self.http.last_answer = time.monotonic()
 
     async def aclose(self) -> None:
         """Close the HTTP client if this backend made it (and its speech stage's)."""

@@ -27,6 +27,7 @@ from urllib.parse import urlsplit
 import httpx
 
 from core.errors import BackendError
+from core.metrics import PROVIDER_ERRORS, PROVIDER_REQUEST
 
 log = logging.getLogger(__name__)
 
@@ -117,6 +118,7 @@ class ProviderHttp:
         self._timeout = timeout
         self._patience = rate_limit_patience
         self._secret_setting = secret_setting  # e.g. "providers.fal.key", never its value
+        self.last_answer: float | None = None  # monotonic time of the last reply (< 500)
 
     async def request(
         self, method: str, url: str, *, safe: bool, auth: bool = True, **kwargs: Any
@@ -129,17 +131,20 @@ class ProviderHttp:
         attempt = 0
         while True:
             attempt += 1
+            started = time.monotonic()
             try:
                 response = await self.client.request(
                     method, url, headers=headers, timeout=self._timeout, **kwargs
                 )
             except (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout) as exc:
+                self._failed("connect")
                 # Nothing left this process: always safe to report as transient.
                 if safe and attempt <= _SAFE_RETRIES:
                     await asyncio.sleep(_SAFE_BACKOFF_SECONDS * attempt)
                     continue
                 raise BackendError(f"{what}: {type(exc).__name__}", transient=True) from exc
             except httpx.TransportError as exc:
+                self._failed("transport")
                 if not safe:
                     raise OutcomeUnknown(f"{what}: {type(exc).__name__} after sending") from exc
                 if attempt <= _SAFE_RETRIES:
@@ -147,6 +152,13 @@ class ProviderHttp:
                     continue
                 raise BackendError(f"{what}: {type(exc).__name__}", transient=True) from exc
             status = response.status_code
+            PROVIDER_REQUEST.labels(provider=self.provider, method=method).observe(
+                time.monotonic() - started
+            )
+            if status < 500:
+                self.last_answer = time.monotonic()
+            if status == 429 or status >= 500 or status in (401, 403):
+                self._failed("rate_limited" if status == 429 else f"http_{status}")
             if status == 429:
                 delay = parse_retry_after(response.headers.get("Retry-After"), time.time())
                 delay = _DEFAULT_RETRY_AFTER_SECONDS if delay is None else delay
@@ -172,3 +184,6 @@ class ProviderHttp:
                     provider_refused=True,
                 )
             return response
+
+    def _failed(self, error: str) -> None:
+        PROVIDER_ERRORS.labels(provider=self.provider, error=error).inc()

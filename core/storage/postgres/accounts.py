@@ -13,6 +13,7 @@ from __future__ import annotations
 from functools import partial
 
 from core.errors import RequestRejected
+from core.metrics import jobs_canceled
 from core.models import Account, LedgerEntry, UserRef
 from core.quotas import AccessRequest, AdmissionPolicy, RoleLimits, link_refusal
 from core.storage.postgres import changes
@@ -96,7 +97,7 @@ async def _adjust(
 
 async def _ban(
     conn: Conn, account_id: int, until: float | None, reason: str | None, key: str, now: float
-) -> list[str]:
+) -> list[tuple[str, int]]:
     await load_account(conn, account_id, lock=True)
     await conn.execute(sql.SET_BAN, until, reason, account_id)
     return [] if until is None else await changes.cancel_waiting(conn, account_id, key, now)
@@ -221,10 +222,11 @@ class PostgresAccounts:
         now: float,
     ) -> list[str]:
         """Set or lift (``until`` None) a ban; a ban cancels the waiting takes, returned."""
-        return await self._db.run(
+        canceled = await self._db.run(
             partial(_ban, account_id=account_id, until=until, reason=reason, key=cancel_key,
                     now=now)
         )  # fmt: skip
+        return jobs_canceled(canceled, cancel_key)
 
     async def request_access(
         self, user: UserRef, *, policy: AdmissionPolicy, open_mode: bool, now: float

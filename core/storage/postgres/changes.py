@@ -13,7 +13,7 @@ from collections.abc import Iterable, Mapping
 from typing import Any
 
 from core.models import IN_FLIGHT_STATES, JobState, Lease
-from core.storage.changes import SETTABLE, Before, refunds
+from core.storage.changes import SETTABLE, Before, refunded, refunds
 from core.storage.postgres.connection import Conn
 from core.storage.postgres.database import changed
 from core.storage.postgres.queries import jobs as sql
@@ -74,21 +74,22 @@ async def transition(
     fields: Mapping[str, Any],
     now: float,
     lease: Lease | None = None,
-) -> Moved:
+) -> tuple[Moved, int]:
     """Move one job to a state, setting ``fields``, unless ``lease`` is no longer held.
 
     ``LOST`` when the job's lease is not ``lease`` any more (another worker took it over),
     ``SKIPPED`` when it was not in ``expect``; either way nothing changes. The row is locked
-    by ``BEFORE_CHANGE``, and the UPDATE checks the lease again all the same.
+    by ``BEFORE_CHANGE``, and the UPDATE checks the lease again all the same. Also returns
+    the credits the change paid back (for the metrics, counted once the transaction commits).
     """
     row = await conn.fetchrow(sql.BEFORE_CHANGE, job_id)
     if row is None:
-        return Moved.SKIPPED
+        return Moved.SKIPPED, 0
     job = Before.from_row(tuple(row))
     if lease is not None and job.lease != lease:
-        return Moved.LOST
+        return Moved.LOST, 0
     if expect is not None and job.state not in set(expect):
-        return Moved.SKIPPED
+        return Moved.SKIPPED, 0
     values = dict(fields)
     if to.is_terminal:
         values.setdefault("finished_at", now)
@@ -101,17 +102,20 @@ async def transition(
         numbers = {"owner": len(params) + 1, "token": len(params) + 2}
         query = sql.CHANGE_LEASED.format(assignments=assignments, **numbers)
         if not changed(await conn.execute(query, *params, lease.owner, lease.token)):
-            return Moved.LOST
+            return Moved.LOST, 0
     await settle(conn, job, to, now, error_key=values.get("error_key"))
-    return Moved.MOVED
+    return Moved.MOVED, refunded(job, to)
 
 
-async def cancel_waiting(conn: Conn, account_id: int, key: str, now: float) -> list[str]:
-    """Cancel an account's waiting takes (each paid back); return their ids."""
+async def cancel_waiting(
+    conn: Conn, account_id: int, key: str, now: float
+) -> list[tuple[str, int]]:
+    """Cancel an account's waiting takes (each paid back); return their ids and refunds."""
     waiting = [
         Before.from_row(tuple(row)) for row in await conn.fetch(sql.ACCOUNT_WAITING, account_id)
     ]
     fields = {"error_key": key}
-    for job in waiting:
-        await transition(conn, job.id, JobState.CANCELED, None, fields, now)
-    return [job.id for job in waiting]
+    return [
+        (job.id, (await transition(conn, job.id, JobState.CANCELED, None, fields, now))[1])
+        for job in waiting
+    ]

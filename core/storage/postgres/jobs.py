@@ -14,6 +14,7 @@ from functools import partial
 from typing import Any
 
 from core.errors import RequestRejected
+from core.metrics import job_finished
 from core.models import DeliveryAddress, Job, JobState, Lease, UserRef
 from core.quotas import AdmissionPolicy
 from core.storage.changes import Before, settable
@@ -146,6 +147,14 @@ class PostgresJobs:
         rows = await self._db.fetch(sql.COUNT_BY_STATE)
         return {JobState(state): int(count) for state, count in rows}
 
+    async def check_writable(self) -> None:
+        """Commit a write that changes nothing; raise if the store cannot take writes."""
+
+        async def probe(conn: Conn) -> None:
+            await conn.execute(sql.WRITE_PROBE)
+
+        await self._db.run(probe)
+
     async def count_unfinished(self, platforms: Sequence[str]) -> int:
         """Return how many jobs for these platforms are not finished yet."""
         return int(await self._db.fetchval(sql.COUNT_UNFINISHED, list(platforms)))
@@ -258,7 +267,10 @@ class PostgresJobs:
             changes.transition, job_id=job_id, to=to, expect=allowed, fields=settable(fields),
             now=self._clock(), lease=lease,
         )  # fmt: skip
-        return await self._db.run(move)
+        moved, paid = await self._db.run(move)
+        if moved is Moved.MOVED:
+            job_finished(to, fields, paid)  # counted once committed
+        return moved
 
     async def claim_group(
         self, request_id: str, owner: str, *, lease_seconds: float

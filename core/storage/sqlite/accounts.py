@@ -15,6 +15,7 @@ import sqlite3
 from functools import partial
 
 from core.errors import RequestRejected
+from core.metrics import jobs_canceled
 from core.models import Account, LedgerEntry, UserRef
 from core.quotas import AccessRequest, AdmissionPolicy, RoleLimits, link_refusal
 from core.storage.sqlite import changes
@@ -101,7 +102,7 @@ def _ban(
     reason: str | None,
     cancel_key: str,
     now: float,
-) -> list[str]:
+) -> list[tuple[str, int]]:
     load_account(db, account_id)
     db.execute(sql.SET_BAN, (until, reason, account_id))
     return [] if until is None else changes.cancel_waiting(db, account_id, cancel_key, now)
@@ -231,10 +232,11 @@ class SqliteAccounts:
         now: float,
     ) -> list[str]:
         """Set or lift (``until`` None) a ban; a ban cancels the waiting takes, returned."""
-        return await self._db.write(
+        canceled = await self._db.write(
             partial(_ban, account_id=account_id, until=until, reason=reason,
                     cancel_key=cancel_key, now=now)
         )  # fmt: skip
+        return jobs_canceled(canceled, cancel_key)
 
     async def request_access(
         self, user: UserRef, *, policy: AdmissionPolicy, open_mode: bool, now: float

@@ -14,7 +14,7 @@ from collections.abc import Iterable, Mapping
 from typing import Any
 
 from core.models import IN_FLIGHT_STATES, JobState, Lease
-from core.storage.changes import SETTABLE, Before, refunds
+from core.storage.changes import SETTABLE, Before, refunded, refunds
 from core.storage.sqlite.queries import jobs as sql
 from core.storage.types import ChangeKind, Moved
 
@@ -65,20 +65,21 @@ def transition(
     fields: Mapping[str, Any],
     now: float,
     lease: Lease | None = None,
-) -> Moved:
+) -> tuple[Moved, int]:
     """Move one job to a state, setting ``fields``, unless ``lease`` is no longer held.
 
     ``LOST`` when the job's lease is not ``lease`` any more (another worker took it over),
-    ``SKIPPED`` when it was not in ``expect``; either way nothing changes.
+    ``SKIPPED`` when it was not in ``expect``; either way nothing changes. Also returns the
+    credits the change paid back (for the metrics, counted once the transaction commits).
     """
     row = db.execute(sql.BEFORE_CHANGE, (job_id,)).fetchone()
     if row is None:
-        return Moved.SKIPPED
+        return Moved.SKIPPED, 0
     job = Before.from_row(row)
     if lease is not None and job.lease != lease:
-        return Moved.LOST
+        return Moved.LOST, 0
     if expect is not None and job.state not in set(expect):
-        return Moved.SKIPPED
+        return Moved.SKIPPED, 0
     values = dict(fields)
     if to.is_terminal:
         values.setdefault("finished_at", now)
@@ -91,15 +92,17 @@ def transition(
     elif not db.execute(
         sql.CHANGE_LEASED.format(assignments=assignments), (*params, lease.owner, lease.token)
     ).rowcount:
-        return Moved.LOST  # (the write lock makes this unreachable here; PostgreSQL may not)
+        return Moved.LOST, 0  # (the write lock makes this unreachable here; PostgreSQL may not)
     settle(db, job, to, now, error_key=values.get("error_key"))
-    return Moved.MOVED
+    return Moved.MOVED, refunded(job, to)
 
 
-def cancel_waiting(db: sqlite3.Connection, account_id: int, key: str, now: float) -> list[str]:
-    """Cancel an account's waiting takes (each paid back); return their ids."""
+def cancel_waiting(
+    db: sqlite3.Connection, account_id: int, key: str, now: float
+) -> list[tuple[str, int]]:
+    """Cancel an account's waiting takes (each paid back); return their ids and refunds."""
     waiting = [Before.from_row(row) for row in db.execute(sql.ACCOUNT_WAITING, (account_id,))]
     fields = {"error_key": key}
-    for job in waiting:
-        transition(db, job.id, JobState.CANCELED, None, fields, now)
-    return [job.id for job in waiting]
+    return [
+        (job.id, transition(db, job.id, JobState.CANCELED, None, fields, now)[1]) for job in waiting
+    ]

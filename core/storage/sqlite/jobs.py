@@ -14,6 +14,7 @@ from functools import partial
 from typing import Any
 
 from core.errors import RequestRejected
+from core.metrics import job_finished
 from core.models import DeliveryAddress, Job, JobState, Lease, UserRef
 from core.quotas import AdmissionPolicy
 from core.storage.changes import settable
@@ -152,6 +153,10 @@ class SqliteJobs:
         rows = await self._db.query(sql.COUNT_BY_STATE)
         return {JobState(state): int(count) for state, count in rows}
 
+    async def check_writable(self) -> None:
+        """Commit a write that changes nothing; raise if the store cannot take writes."""
+        await self._db.write(lambda db: db.execute(sql.WRITE_PROBE))
+
     async def count_unfinished(self, platforms: Sequence[str]) -> int:
         """Return how many jobs for these platforms are not finished yet."""
         query = sql.COUNT_UNFINISHED.format(marks=marks(len(platforms)))
@@ -264,7 +269,10 @@ class SqliteJobs:
             changes.transition, job_id=job_id, to=to, expect=allowed, fields=settable(fields),
             now=self._clock(), lease=lease,
         )  # fmt: skip
-        return await self._db.write(move)
+        moved, paid = await self._db.write(move)
+        if moved is Moved.MOVED:
+            job_finished(to, fields, paid)  # counted once committed
+        return moved
 
     async def claim_group(
         self, request_id: str, owner: str, *, lease_seconds: float

@@ -182,6 +182,13 @@ WHERE j.state = {QUEUED} AND u.platform = $1 AND u.platform_user_id = $2
 ORDER BY j.seq
 """
 
+# Readiness: a real write (the newest migration's row rewritten with its own values,
+# committed) that changes nothing; a read-only database or server refuses it.
+WRITE_PROBE = """
+UPDATE schema_migrations SET applied_at = applied_at
+WHERE version = (SELECT max(version) FROM schema_migrations)
+"""
+
 COUNT_BY_STATE = "SELECT state, count(*) FROM jobs GROUP BY state"
 
 COUNT_UNFINISHED = f"""

@@ -132,6 +132,10 @@ ORDER BY j.seq
 
 COUNT_BY_STATE = "SELECT state, count(*) FROM jobs GROUP BY state"
 
+# Readiness: a real write (a row rewritten with its own value, committed) that changes
+# nothing; current_round has been unused since migration 5.
+WRITE_PROBE = "UPDATE scheduler SET current_round = current_round WHERE id = 1"
+
 COUNT_UNFINISHED = f"""
 SELECT count(*) FROM jobs WHERE state NOT IN {FINISHED} AND platform IN ({{marks}})
 """
