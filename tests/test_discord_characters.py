@@ -1,4 +1,7 @@
-"""Characters on Discord: /character, its autocomplete, "Save as character", cast with /generate."""
+"""Characters on Discord: /character, its autocomplete, "Save as character", cast with /generate.
+
+A voice sample comes as an audio attachment of /character voice.
+"""
 
 from __future__ import annotations
 
@@ -14,7 +17,7 @@ from bots.runtime import open_runtime
 from bots.telegram import run_telegram
 from core.models import JobState, UserRef
 from tests.botapi_server import BotApiServer
-from tests.conftest import db_rows, make_settings, photo_jpeg
+from tests.conftest import db_rows, make_settings, photo_jpeg, voice_note
 from tests.discord_harness import ANN, BOB, Clock, Harness, running_discord, until
 from tests.discord_server import BOT_TOKEN, CHANNEL_ID, DiscordServer
 from tests.telegram_harness import ANN as TG_ANN
@@ -24,14 +27,23 @@ LINE = "smiles and says: 'Hello.'"
 
 
 async def character(
-    h: Harness, user: Any, action: str, options: list[dict[str, Any]], image: bytes | None = None
+    h: Harness,
+    user: Any,
+    action: str,
+    options: list[dict[str, Any]],
+    image: bytes | None = None,
+    *,
+    sample: bytes | None = None,
 ) -> dict[str, Any]:
-    """Send /character ACTION with options (and an attachment); return the interaction."""
+    """Send /character ACTION with options (and an image or a recording); return the interaction."""
     resolved = None
-    if image is not None:
-        attachment = h.server.add_attachment("portrait.jpg", image, "image/jpeg")
-        options = [*options, {"name": "image", "type": 11, "value": attachment["id"]}]
-        resolved = {"attachments": {attachment["id"]: attachment}}
+    attached = [("image", "portrait.jpg", image, "image/jpeg"),
+                ("sample", "voice.ogg", sample, "audio/ogg")]  # fmt: skip
+    for option, filename, content, content_type in attached:
+        if content is not None:
+            attachment = h.server.add_attachment(filename, content, content_type)
+            options = [*options, {"name": option, "type": 11, "value": attachment["id"]}]
+            resolved = {"attachments": {attachment["id"]: attachment}}
     sub = {"name": action, "type": 1, "options": options}
     interaction = h.server.interaction(user, 2, h.server.command("character", [sub], resolved))
     await h.server.dispatch(interaction)
@@ -237,3 +249,50 @@ async def test_link_brings_the_telegram_characters_and_says_which_was_renamed(
     finally:
         await telegram.stop()
         await server.stop()
+
+
+async def test_a_recording_attached_to_character_voice_becomes_its_voice(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    async with running_discord(tmp_path, monkeypatch) as h:
+        ann = UserRef("discord", str(ANN.id))
+        ranxia = [{"name": "name", "type": 3, "value": "Ranxia"}]
+        saved = await character(h, ANN, "save", ranxia, photo_jpeg())
+        assert (await answer(h, saved))["content"].startswith("Saved Ranxia.")
+
+        async def sample() -> str | None:
+            [found] = await h.runtime.service.characters.list(ann)
+            return found.voice_sample
+
+        # Neither a voice nor a sample, or both: told how, nothing stored.
+        neither = await character(h, ANN, "voice", ranxia)
+        assert (await answer(h, neither))["content"].startswith(
+            "Give /character voice a voice name, or attach a recording"
+        )
+        alto = [*ranxia, {"name": "voice", "type": 3, "value": "alto"}]
+        both = await character(h, ANN, "voice", alto, sample=voice_note(6.0))
+        [told] = await until(lambda: h.server.calls_to("POST", f"/interactions/{both['id']}/"))
+        assert (
+            told.body["data"]["content"]
+            == "Give either a voice name or a sample recording, not both."
+        )
+        assert told.body["data"]["flags"] & 64
+
+        # A silent recording is refused with its reason; nothing is stored.
+        silent = await character(h, ANN, "voice", ranxia, sample=voice_note(8.0, amplitude=0.0))
+        assert "silent" in (await answer(h, silent))["content"]
+        assert deferred_flags(h, silent) & 64
+        assert await sample() is None
+
+        # A real one is checked, normalized and stored as the character's voice.
+        spoken = await character(h, ANN, "voice", [{"name": "name", "type": 3, "value": "@ranxia"}],
+                                 sample=voice_note(6.0))  # fmt: skip
+        assert (await answer(h, spoken))["content"].startswith(
+            "Ranxia now speaks with the voice from your recording"
+        )
+        stored = await sample()
+        assert stored is not None
+        wav = await h.runtime.storage.characters.voice_sample(stored)
+        assert wav is not None and abs(wav.seconds - 6.0) < 0.1
+        listed = await character(h, ANN, "list", [])
+        assert "@Ranxia · voice from a recording" in (await answer(h, listed))["content"]

@@ -270,7 +270,7 @@ class Commands:
         """Store the recording a ``/character voice NAME`` carries or replies to as its voice."""
         bare = act.name.removeprefix("@")
         if act.audio is None:
-            return render("character.need_voice", locale, name=bare)
+            return render_for(self._platform.name, "character.need_voice", locale, name=bare)
         characters = self._service.characters
         size = act.audio.file_size
         if size is not None and size > characters.max_voice_bytes:

@@ -215,7 +215,7 @@ def add_commands(
 
 
 def character_group(handlers: Handlers) -> app_commands.Group:
-    """Return /character: save, list, voice, share and delete the user's characters."""
+    """Return /character: save, create, list, voice, share and delete the user's characters."""
     group = app_commands.Group(name="character", description=text("chat.cmd.character"))
 
     async def own(interaction: discord.Interaction, typed: str) -> list[app_commands.Choice[str]]:
@@ -247,16 +247,35 @@ def character_group(handlers: Handlers) -> app_commands.Group:
     async def listing(interaction: discord.Interaction) -> None:
         await handlers.character(interaction, CharacterAction("list"))
 
+    @group.command(name="create", description=text("discord.cmd.character_create"))
+    @app_commands.rename(name=text("discord.name"), description=text("discord.description"))
+    @app_commands.describe(
+        name=text("discord.name.about"), description=text("discord.draw_description.about")
+    )
+    async def create(
+        interaction: discord.Interaction,
+        name: CharacterName,
+        description: app_commands.Range[str, 1, MAX_DESCRIPTION_CHARS],
+    ) -> None:
+        action = CharacterAction("create", name, description=description)
+        await handlers.character(interaction, action)
+
     @group.command(name="voice", description=text("discord.cmd.character_voice"))
-    @app_commands.rename(name=text("discord.name"), voice=text("discord.voice"))
-    @app_commands.describe(name=text("discord.name.about"), voice=text("discord.voice.about"))
+    @app_commands.rename(
+        name=text("discord.name"), voice=text("discord.voice"), sample=text("discord.sample")
+    )
+    @app_commands.describe(
+        name=text("discord.name.about"), voice=text("discord.voice.about"),
+        sample=text("discord.sample.about"),
+    )  # fmt: skip
     @app_commands.autocomplete(name=own)
     async def voice(
         interaction: discord.Interaction,
         name: CharacterName,
-        voice: app_commands.Range[str, 1, MAX_NAME_CHARS],
+        voice: app_commands.Range[str, 1, MAX_NAME_CHARS] | None = None,
+        sample: discord.Attachment | None = None,
     ) -> None:
-        await handlers.character(interaction, CharacterAction("voice", name, voice=voice))
+        await handlers.character_voice(interaction, name, voice, sample)
 
     def by_name(action: str) -> app_commands.Command[Any, Any, None]:
         @app_commands.rename(name=text("discord.name"))

@@ -276,19 +276,44 @@ class Handlers:
         interaction: discord.Interaction,
         action: CharacterAction,
         image: discord.Attachment | None = None,
+        sample: discord.Attachment | None = None,
     ) -> None:
-        """/character: the conversation's character actions; only sharing is seen by all."""
+        """/character: the conversation's character actions; only sharing is seen by all.
+
+        ``image`` is the picture to save; ``sample`` a recording to take the voice from.
+        """
         key = f"{PLATFORM}:{interaction.id}"
         if image is not None:
             self._platform.fetch(key, image, self._max_image_bytes)
             photo = PhotoRef(key, image.size, 0, as_document=True)
             action = dataclasses.replace(action, photo=photo)
+        if sample is not None and self._characters is not None:
+            # Its size is known: one over the limit is refused by the conversation, unread.
+            self._platform.fetch(key, sample, self._characters.max_voice_bytes)
+            audio = PhotoRef(key, sample.size, 0, as_document=True)
+            action = dataclasses.replace(action, audio=audio)
         try:
             original = await self._defer(interaction, ephemeral=action.action != "share")
             if original is not None:
                 await self._say(self._said(interaction, original), action)
         finally:
             self._platform.forget_download(key)
+
+    async def character_voice(
+        self,
+        interaction: discord.Interaction,
+        name: str,
+        voice: str | None,
+        sample: discord.Attachment | None,
+    ) -> None:
+        """/character voice: a voice by name, or one taken from a recording; not both."""
+        if voice is not None and sample is not None:
+            locale = normalize_locale(str(interaction.locale))
+            await interaction.response.send_message(
+                render("discord.voice_or_sample", locale), ephemeral=True
+            )
+            return
+        await self.character(interaction, CharacterAction("voice", name, voice=voice), None, sample)
 
     async def save_as_character(
         self, interaction: discord.Interaction, message: discord.Message

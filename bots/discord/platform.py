@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import io
 import json
 import logging
 import time
@@ -25,6 +26,7 @@ from typing import Any
 
 import aiohttp
 import discord
+from PIL import Image
 
 from bots.chat.platform import (
     AskReply,
@@ -62,6 +64,8 @@ _NOBODY = discord.AllowedMentions.none()
 # files. discord.py sets no time-out of its own but aiohttp's 5 minutes for everything.
 UPLOAD_READ_TIMEOUT = 120.0
 _UPLOAD_BYTES_PER_SECOND = 250_000
+_PART_OVERHEAD = 1024  # bytes of a multipart part's headers, and the message's JSON
+_SMALLEST_SIDE = 64  # a picture is not shrunk below this to fit an upload limit
 
 
 @dataclass(frozen=True)
@@ -141,6 +145,26 @@ def _reference(place: Place, reply_to: str | None) -> discord.MessageReference |
     )
 
 
+def shrink_jpeg(jpeg: bytes, max_bytes: int) -> bytes:
+    """Return the picture as a JPEG of at most ``max_bytes``, scaled down when it is over.
+
+    Stops at ``_SMALLEST_SIDE``: what is still too big then is Discord's to refuse.
+    """
+    if len(jpeg) <= max_bytes:
+        return jpeg
+    with Image.open(io.BytesIO(jpeg)) as opened:
+        picture = opened.convert("RGB")
+    while len(jpeg) > max_bytes and min(picture.size) > _SMALLEST_SIDE:
+        # Bytes go roughly with the pixel count: scale by the ratio's square root.
+        ratio = min(0.9, (max_bytes / len(jpeg)) ** 0.5)
+        size = (max(1, int(picture.width * ratio)), max(1, int(picture.height * ratio)))
+        picture = picture.resize(size, Image.Resampling.LANCZOS)
+        buffer = io.BytesIO()
+        picture.save(buffer, "JPEG", quality=85)
+        jpeg = buffer.getvalue()
+    return jpeg
+
+
 def _view(buttons: Keyboard | None) -> dict[str, Any]:
     """Return ``view=`` for a send, or nothing (a webhook refuses ``view=None``)."""
     view = keyboard_view(buttons)
@@ -209,7 +233,7 @@ class DiscordPlatform:
             self._presses[token] = interaction
 
     def fetch(self, key: str, attachment: discord.Attachment, max_bytes: int) -> None:
-        """Start downloading an image now: attachment URLs are signed and expire."""
+        """Start downloading an image or a recording now: attachment URLs are signed and expire."""
         if attachment.size > max_bytes:
             self._downloads[key] = ImageRejected(
                 "image.too_many_bytes", size_mb=attachment.size / 1e6, limit_mb=max_bytes / 1e6
@@ -458,27 +482,61 @@ class DiscordPlatform:
         def files() -> list[discord.File]:
             return [discord.File(path, name) for path, name in zip(paths, names, strict=True)]
 
-        route = Followup.decode(place.route)
-        hook = self._hook(route)
-        text = captions[:TEXT_LIMIT]
-        # Past this, the upload left but no answer came: maybe delivered (DeliveryUnknown).
-        timeout = max(self.upload_read_timeout, size / _UPLOAD_BYTES_PER_SECOND)
         try:
-            async with asyncio.timeout(timeout):
-                if hook is not None and route is not None:
-                    try:
-                        message = await hook.send(
-                            text, files=files(), wait=True, allowed_mentions=_NOBODY,
-                            **_view(buttons),
-                        )  # fmt: skip
-                        return self._sent(message, len(videos))
-                    except discord.HTTPException as exc:
-                        if not self._expired(route, exc):
-                            raise
-                posted = await self._post(place, route, text, reply_to, buttons, files)
+            posted = await self._upload(
+                place, captions[:TEXT_LIMIT], files, size, reply_to, buttons
+            )
         except (discord.HTTPException, aiohttp.ClientError, TimeoutError) as exc:
             raise self._delivery_error(exc, size) from exc
         return self._sent(posted, len(videos))
+
+    async def _upload(
+        self,
+        place: Place,
+        text: str,
+        files: Files,
+        size: int,
+        reply_to: str | None,
+        buttons: Keyboard | None,
+    ) -> discord.Message:
+        """Post files in one message: a followup while the token lives, else in the channel."""
+        route = Followup.decode(place.route)
+        hook = self._hook(route)
+        # Past this, the upload left but no answer came: maybe delivered (DeliveryUnknown).
+        timeout = max(self.upload_read_timeout, size / _UPLOAD_BYTES_PER_SECOND)
+        async with asyncio.timeout(timeout):
+            if hook is not None and route is not None:
+                try:
+                    return await hook.send(
+                        text, files=files(), wait=True, allowed_mentions=_NOBODY,
+                        **_view(buttons),
+                    )  # fmt: skip
+                except discord.HTTPException as exc:
+                    if not self._expired(route, exc):
+                        raise
+            return await self._post(place, route, text, reply_to, buttons, files)
+
+    async def send_photos(
+        self, place: Place, photos: Sequence[bytes], *, reply_to: str | None = None
+    ) -> None:
+        """Send images as one message of attachments, each numbered (its name and alt text).
+
+        Together they stay within the chat's upload limit: a picture over its share is
+        sent smaller (Discord refuses the whole message otherwise).
+        """
+        limit = place.upload_limit or self.capabilities.upload_limit
+        share = limit // max(1, len(photos)) - _PART_OVERHEAD
+        fitted = [await asyncio.to_thread(shrink_jpeg, photo, share) for photo in photos]
+        numbers = [str(number) for number in range(1, len(fitted) + 1)]
+
+        def files() -> list[discord.File]:
+            return [
+                discord.File(io.BytesIO(photo), f"{number}.jpg", description=number)
+                for number, photo in zip(numbers, fitted, strict=True)
+            ]
+
+        with _mapped():
+            await self._upload(place, "", files, sum(map(len, fitted)), reply_to, None)
 
     @staticmethod
     def _sent(message: discord.Message, count: int) -> list[Sent]:
