@@ -298,6 +298,10 @@ class PresetSettings(BaseModel):
     # cut to reference_audio_max_seconds when the model takes less (Seedance 2.0: 15 s in all).
     reference_audio_field: str = ""
     reference_audio_max_seconds: float | None = Field(None, gt=0)
+    # Where the photo goes when reference audio is sent, instead of image_field: Seedance
+    # 2.0 takes reference audio only beside a reference image, and refuses a first frame
+    # combined with references.
+    reference_image_field: str = ""
     # A voice id built once per character sample at the provider, sent in voice_field.
     voice_creation: VoiceCreationSettings | None = None
     expected_run_seconds: float = Field(240.0, gt=0)  # first guess for ETAs

@@ -113,6 +113,10 @@ async def test_a_reference_audio_preset_sends_the_sample(tmp_path: Path, tiny_mp
         assert job.state is JobState.DONE
         [sent] = take.server.jobs.values()
         [audio] = sent.input["reference_audios"]
+        # Seedance takes reference audio beside a reference image, never a first frame.
+        assert "image" not in sent.input
+        [photo] = sent.input["reference_images"]
+        assert photo.startswith("data:image/jpeg;base64,")
         stored = await take.characters.voice_sample(sha)
         assert stored is not None
         assert base64.b64decode(audio.removeprefix("data:audio/wav;base64,")) == stored.wav

@@ -50,6 +50,13 @@ def data_uri(jpeg: bytes, content_type: str = "image/jpeg") -> str:
     return f"data:{content_type};base64," + base64.b64encode(jpeg).decode()
 
 
+def image_field_for(preset: PresetSettings, spec: RenderSpec) -> str:
+    """Return the field the photo is sent in: a reference image beside reference audio."""
+    if preset.reference_audio_field and spec.reference_audio and preset.reference_image_field:
+        return preset.reference_image_field
+    return preset.image_field
+
+
 def set_field(payload: dict[str, Any], field: str, value: str) -> None:
     """Put ``value`` in a model's field; ``"name[]"`` sends a one-item list."""
     name = field.removesuffix("[]")

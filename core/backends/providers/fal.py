@@ -21,7 +21,12 @@ import httpx
 
 from config.settings import FalSettings, PresetSettings
 from core.backends.base import BackendCapabilities, BackendState, BackendStatus, RenderSpec
-from core.backends.providers.common import ProviderBackend, data_uri, set_field
+from core.backends.providers.common import (
+    ProviderBackend,
+    data_uri,
+    image_field_for,
+    set_field,
+)
 from core.backends.providers.http import (
     Malformed,
     OutcomeUnknown,
@@ -123,8 +128,9 @@ class FalBackend(ProviderBackend):
     async def _submit_once(self, spec: RenderSpec) -> str:
         fields = self.fields(spec)
         payload = dict(fields)
-        if self.preset.image_field:  # (a speech stage sends text only)
-            payload[self.preset.image_field] = data_uri(spec.image_jpeg)
+        image_field = image_field_for(self.preset, spec)
+        if image_field:  # (a speech stage sends text only)
+            set_field(payload, image_field, data_uri(spec.image_jpeg))
         if self.preset.reference_audio_field and spec.reference_audio:
             audio = data_uri(spec.reference_audio, "audio/wav")
             set_field(payload, self.preset.reference_audio_field, audio)

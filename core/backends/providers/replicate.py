@@ -23,7 +23,12 @@ import httpx
 
 from config.settings import PresetSettings, ReplicateSettings
 from core.backends.base import BackendCapabilities, BackendState, BackendStatus, RenderSpec
-from core.backends.providers.common import ProviderBackend, data_uri, set_field
+from core.backends.providers.common import (
+    ProviderBackend,
+    data_uri,
+    image_field_for,
+    set_field,
+)
 from core.backends.providers.http import (
     Malformed,
     OutcomeUnknown,
@@ -137,8 +142,9 @@ class ReplicateBackend(ProviderBackend):
     async def _submit_once(self, spec: RenderSpec) -> str:
         fields = self.fields(spec)
         payload = dict(fields)
-        if self.preset.image_field:  # (a speech stage sends text only)
-            payload[self.preset.image_field] = await self._image(spec.image_jpeg)
+        image_field = image_field_for(self.preset, spec)
+        if image_field:  # (a speech stage sends text only)
+            set_field(payload, image_field, await self._image(spec.image_jpeg))
         if self.preset.reference_audio_field and spec.reference_audio:
             # The character's voice sample, sent (or uploaded) the way the image is.
             audio = await self._image(spec.reference_audio, "voice.wav", "audio/wav")
