@@ -460,6 +460,8 @@ def test_charts_are_inline_svg_with_escaped_labels() -> None:
     svg = str(stacked_bars(["2024-01-01"], {"<b>x</b>": [3.0]}, title="t & u"))
     assert svg.startswith("<svg") and "<b>" not in svg and "&lt;b&gt;x&lt;/b&gt;" in svg
     assert "t &amp; u" in svg and 'height="' in svg
+    money = str(stacked_bars(["2024-01-01"], {"kling": [0.7]}, title="spend", currency="$"))
+    assert ">$1</text>" in money and "kling: $0.70<" in money
 
 
 def test_the_operators_page_settings_have_defaults(tmp_path: Path) -> None:

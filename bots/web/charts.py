@@ -29,9 +29,12 @@ def nice_ceiling(value: float) -> float:
 
 
 def stacked_bars(
-    labels: Sequence[str], series: Mapping[str, Sequence[float]], *, title: str, unit: str = ""
+    labels: Sequence[str], series: Mapping[str, Sequence[float]], *, title: str, currency: str = ""
 ) -> Markup:
-    """Return an SVG chart of one bar per label, stacked by series, with a legend."""
+    """Return an SVG chart of one bar per label, stacked by series, with a legend.
+
+    ``currency`` is written before amounts ("$1"), as money is read.
+    """
     totals = [sum(values[i] for values in series.values()) for i in range(len(labels))]
     top = nice_ceiling(max(totals, default=0.0))
     plot_w = _WIDTH - _LEFT - 8
@@ -45,7 +48,7 @@ def stacked_bars(
         f'<line x1="{_LEFT}" y1="{_TOP + plot_h}" x2="{_WIDTH - 8}" y2="{_TOP + plot_h}" '
         'stroke="#888"/>',
         f'<text x="{_LEFT - 6}" y="{_TOP + 8}" text-anchor="end">'
-        f"{_number(top)}{escape(unit)}</text>",
+        f"{escape(currency)}{_number(top)}</text>",
         f'<text x="{_LEFT - 6}" y="{_TOP + plot_h}" text-anchor="end">0</text>',
     ]
     for index, label in enumerate(labels):
@@ -60,7 +63,7 @@ def stacked_bars(
             parts.append(
                 f'<rect x="{x:.1f}" y="{y:.1f}" width="{bar:.1f}" height="{height:.1f}" '
                 f'fill="{colour}"><title>{escape(label)} {escape(name)}: '
-                f"{_number(value)}{escape(unit)}</title></rect>"
+                f"{escape(currency)}{_number(value)}</title></rect>"
             )
         if index % max(1, len(labels) // 7) == 0:
             parts.append(

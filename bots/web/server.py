@@ -233,7 +233,8 @@ class WebPage:
         for by in ("platform", "outcome", "preset"):
             series = views.usage_series(rows, by, first, days)
             title = f"Takes per day by {by}"
-            total = f"{views.total(series):.0f} takes"
+            count = round(views.total(series))
+            total = f"{count} take" if count == 1 else f"{count} takes"
             charts.append((title, total, stacked_bars(labels, series, title=title)))
         spend = views.spend_series(rows, settings.presets, first, days)
         title = "Estimated spend per day (USD)"
@@ -241,7 +242,7 @@ class WebPage:
             (
                 title,
                 f"${views.total(spend):.2f}",
-                stacked_bars(labels, spend, title=title, unit="$"),
+                stacked_bars(labels, spend, title=title, currency="$"),
             )
         )
         return charts
