@@ -136,6 +136,7 @@ class Worker:
         self._run_task = asyncio.current_task()
         background = [
             asyncio.create_task(self._heartbeat_loop(), name="worker-heartbeat"),
+            asyncio.create_task(self._adopt_loop(), name="worker-adopt"),
             asyncio.create_task(self._position_loop(), name="worker-positions"),
         ]
         if self._retention is not None:
@@ -236,14 +237,24 @@ class Worker:
             self._queue_changed.set()
 
     async def _heartbeat_loop(self) -> None:
+        # Leases are renewed on a schedule of their own: adopting and sweeping are slow
+        # under load, and a renewal that waits for them may come after the lease ran out
+        # (then another worker takes over jobs this one is still driving).
         while True:
             await asyncio.sleep(self._settings.heartbeat_seconds)
             try:
                 await self._store.heartbeat(self.owner, self._settings.lease_seconds)
+            except Exception:
+                log.exception("heartbeat failed")
+
+    async def _adopt_loop(self) -> None:
+        while True:
+            await asyncio.sleep(self._settings.heartbeat_seconds)
+            try:
                 await self._adopt_stale()
                 await self._finisher.sweep_groups()
             except Exception:
-                log.exception("heartbeat failed")
+                log.exception("adopting stale jobs failed")
 
     async def _adopt_stale(self) -> None:
         jobs = await self._store.adopt_stale(
