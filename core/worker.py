@@ -83,6 +83,9 @@ class Worker:
         self._queue_changed = asyncio.Event()
         self._tasks: set[asyncio.Task[None]] = set()
         self._driving: set[str] = set()
+        # Jobs this worker took back (a new lease) while a task of its own still drives
+        # them under the old one: driven again once that task has ended.
+        self._taken_back: dict[str, Job] = {}
         self._stopping = False
         self._run_task: asyncio.Task[object] | None = None
         self._transitions = Transitions(store=store, notifier=notifier, clock=clock)
@@ -262,6 +265,10 @@ class Worker:
         )
         for job in jobs:
             if job.id in self._driving:
+                # The task on it stalled past its lease: it fails at its next change (its
+                # token is old) and ends. Skipping the job here would strand it: nobody
+                # would drive it, yet this worker's heartbeat would keep its lease alive.
+                self._taken_back[job.id] = job
                 continue
             log.info("resuming job %s in state %s", job.id, job.state.value)
             self._spawn(job, holds_slot=False, recovered=True)
@@ -283,7 +290,11 @@ class Worker:
         def _done(finished: asyncio.Task[None], job_id: str = job.id) -> None:
             self._tasks.discard(finished)
             self._driving.discard(job_id)
-            if not finished.cancelled() and isinstance(finished.exception(), LeaseLost):
+            again = self._taken_back.pop(job_id, None)
+            if again is not None and not self._stopping:
+                log.info("resuming job %s in state %s", job_id, again.state.value)
+                self._spawn(again, holds_slot=False, recovered=True)
+            elif not finished.cancelled() and isinstance(finished.exception(), LeaseLost):
                 log.warning("job %s: lease lost to another worker; dropping it here", job_id)
             elif not finished.cancelled() and finished.exception() is not None:
                 # Even failing the job failed (e.g. the store was down): let the next
