@@ -229,6 +229,7 @@ class Finisher:
         """
         for attempt in range(1, _DELIVERY_ATTEMPTS + 1):
             self._failpoints.hit("worker.before_deliver")
+            await self._hold(jobs)
             try:
                 await send()
                 return _Sent.CONFIRMED
@@ -244,6 +245,22 @@ class Finisher:
                 log.warning("job %s: delivery failed (%s); retrying", jobs[0].id, exc)
                 await asyncio.sleep(self._settings.backoff_base_seconds * attempt)
         return _Sent.FAILED
+
+    async def _hold(self, jobs: list[Job]) -> None:
+        """Renew the jobs' leases right before a send, or raise ``LeaseLost``.
+
+        A send cannot be taken back: a worker that stalled past its lease (a late
+        heartbeat under load) and lost the job to another must not send it as well, or
+        the requester gets the video twice. The renewal is fenced by the lease token, so
+        a takeover is either committed before it (nothing is sent here) or cannot happen
+        for another ``lease_seconds``.
+        """
+        for job in jobs:
+            lease = job.lease
+            if lease is None:
+                continue  # not driven under a lease (nothing can take it over)
+            if not await self._store.renew_lease(job.id, lease, self._settings.lease_seconds):
+                raise LeaseLost(job.id)
 
     async def _finish_delivered(self, jobs: list[Job], sent: _Sent) -> None:
         # A crash here delivers again after restart: twice is allowed, never zero times.
@@ -271,6 +288,8 @@ class Finisher:
         try:
             async with self.limit:
                 await self.deliver_group(request_id)
+        except LeaseLost:
+            log.warning("request %s: its group was taken over by another worker", request_id)
         except Exception:
             log.exception("group delivery of request %s failed", request_id)
         finally:

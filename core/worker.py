@@ -84,6 +84,9 @@ class Worker:
         self._queue_changed = asyncio.Event()
         self._tasks: set[asyncio.Task[None]] = set()
         self._driving: set[str] = set()
+        # Jobs this worker took back (a new lease) while a task of its own still drives
+        # them under the old one: driven again once that task has ended.
+        self._taken_back: dict[str, Job] = {}
         self._stopping = False
         self._run_task: asyncio.Task[object] | None = None
         self._transitions = Transitions(store=store, notifier=notifier, clock=clock)
@@ -137,6 +140,7 @@ class Worker:
         self._run_task = asyncio.current_task()
         background = [
             asyncio.create_task(self._heartbeat_loop(), name="worker-heartbeat"),
+            asyncio.create_task(self._adopt_loop(), name="worker-adopt"),
             asyncio.create_task(self._position_loop(), name="worker-positions"),
         ]
         if self._retention is not None:
@@ -237,14 +241,24 @@ class Worker:
             self._queue_changed.set()
 
     async def _heartbeat_loop(self) -> None:
+        # Leases are renewed on a schedule of their own: adopting and sweeping are slow
+        # under load, and a renewal that waits for them may come after the lease ran out
+        # (then another worker takes over jobs this one is still driving).
         while True:
             await asyncio.sleep(self._settings.heartbeat_seconds)
             try:
                 await self._store.heartbeat(self.owner, self._settings.lease_seconds)
+            except Exception:
+                log.exception("heartbeat failed")
+
+    async def _adopt_loop(self) -> None:
+        while True:
+            await asyncio.sleep(self._settings.heartbeat_seconds)
+            try:
                 await self._adopt_stale()
                 await self._finisher.sweep_groups()
             except Exception:
-                log.exception("heartbeat failed")
+                log.exception("adopting stale jobs failed")
 
     async def _adopt_stale(self) -> None:
         jobs = await self._store.adopt_stale(
@@ -252,6 +266,10 @@ class Worker:
         )
         for job in jobs:
             if job.id in self._driving:
+                # The task on it stalled past its lease: it fails at its next change (its
+                # token is old) and ends. Skipping the job here would strand it: nobody
+                # would drive it, yet this worker's heartbeat would keep its lease alive.
+                self._taken_back[job.id] = job
                 continue
             log.info("resuming job %s in state %s", job.id, job.state.value)
             self._spawn(job, holds_slot=False, recovered=True)
@@ -273,7 +291,11 @@ class Worker:
         def _done(finished: asyncio.Task[None], job_id: str = job.id) -> None:
             self._tasks.discard(finished)
             self._driving.discard(job_id)
-            if not finished.cancelled() and isinstance(finished.exception(), LeaseLost):
+            again = self._taken_back.pop(job_id, None)
+            if again is not None and not self._stopping:
+                log.info("resuming job %s in state %s", job_id, again.state.value)
+                self._spawn(again, holds_slot=False, recovered=True)
+            elif not finished.cancelled() and isinstance(finished.exception(), LeaseLost):
                 log.warning("job %s: lease lost to another worker; dropping it here", job_id)
             elif not finished.cancelled() and finished.exception() is not None:
                 # Even failing the job failed (e.g. the store was down): let the next

@@ -14,7 +14,7 @@ import time
 
 import asyncpg
 
-from core.models import DeliveryAddress, JobState, UserRef
+from core.models import DeliveryAddress, JobState, Lease, UserRef
 from core.quotas import AdmissionPolicy
 from core.storage import Storage
 from core.storage.postgres import open_postgres
@@ -326,9 +326,11 @@ async def test_a_worker_that_lost_its_lease_changes_nothing(engine: Engine) -> N
         before = await jobs.job(adopted.id)
         seen = await jobs.events_after(0)
 
-        # A wakes up: its changes and its heartbeat touch nothing.
+        # A wakes up: its changes, its renewal before a send and its heartbeat touch nothing.
         lost = await jobs.transition(adopted.id, JobState.FAILED, lease=a, error_key="job.x")
         assert lost is Moved.LOST
+        assert not await jobs.renew_lease(adopted.id, a, lease_seconds=10_000)
+        assert not await jobs.renew_lease(adopted.id, Lease("A", b.token), lease_seconds=10_000)
         await jobs.heartbeat("A", lease_seconds=10_000)
         assert await jobs.job(adopted.id) == before
         assert await jobs.events_after(0) == seen
@@ -338,7 +340,12 @@ async def test_a_worker_that_lost_its_lease_changes_nothing(engine: Engine) -> N
         )
         assert lease == ("B", b.token, now[0] + 10)
 
-        # B's change goes through.
+        # B's renewal and change go through.
+        now[0] += 5
+        assert await jobs.renew_lease(adopted.id, b, lease_seconds=10)
+        assert await engine.rows("SELECT lease_expires FROM jobs WHERE id = ?", (adopted.id,)) == [
+            (now[0] + 10,)
+        ]
         assert await jobs.transition(adopted.id, JobState.DOWNLOADING, lease=b) is Moved.MOVED
         assert (await jobs.events_after(0))[-1].state is JobState.DOWNLOADING
     finally:

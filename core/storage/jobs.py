@@ -181,6 +181,14 @@ class JobStore(Protocol):
         """Extend the leases of every job this worker owns."""
         ...
 
+    async def renew_lease(self, job_id: str, lease: Lease, lease_seconds: float) -> bool:
+        """Extend one job's lease if ``lease`` (owner and token) still holds it.
+
+        False, and nothing changed, if another worker took the job over (or it ended).
+        Checked and written in one UPDATE, so a takeover is either before it or fails after.
+        """
+        ...
+
     async def adopt_stale(
         self, owner: str, *, platforms: Sequence[str], lease_seconds: float
     ) -> list[Job]:

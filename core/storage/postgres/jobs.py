@@ -317,6 +317,13 @@ class PostgresJobs:
         """Extend the leases of every job this worker owns."""
         await self._db.execute(sql.HEARTBEAT, self._clock() + lease_seconds, owner)
 
+    async def renew_lease(self, job_id: str, lease: Lease, lease_seconds: float) -> bool:
+        """Extend one job's lease if ``lease`` (owner and token) still holds it."""
+        expires = self._clock() + lease_seconds
+        return (
+            await self._db.execute(sql.RENEW_LEASE, expires, job_id, lease.owner, lease.token) > 0
+        )
+
     async def adopt_stale(
         self, owner: str, *, platforms: Sequence[str], lease_seconds: float
     ) -> list[Job]:

@@ -313,7 +313,18 @@ class SqliteJobs:
     async def heartbeat(self, owner: str, lease_seconds: float) -> None:
         """Extend the leases of every job this worker owns."""
         expires = self._clock() + lease_seconds
-        await self._db.write(lambda db: db.execute(sql.HEARTBEAT, (expires, owner)))
+        # Urgent: a renewal that waits behind bookkeeping may come after the lease ran out.
+        await self._db.write(lambda db: db.execute(sql.HEARTBEAT, (expires, owner)), urgent=True)
+
+    async def renew_lease(self, job_id: str, lease: Lease, lease_seconds: float) -> bool:
+        """Extend one job's lease if ``lease`` (owner and token) still holds it."""
+        params = (self._clock() + lease_seconds, job_id, lease.owner, lease.token)
+
+        def renew(db: sqlite3.Connection) -> bool:
+            return db.execute(sql.RENEW_LEASE, params).rowcount > 0
+
+        # Urgent: a renewal that waits behind bookkeeping may come after the lease ran out.
+        return await self._db.write(renew, urgent=True)
 
     async def adopt_stale(
         self, owner: str, *, platforms: Sequence[str], lease_seconds: float

@@ -281,6 +281,12 @@ WHERE state = {DELIVERING} AND takes > 1 AND lease_owner = $1 AND platform = ANY
 
 HEARTBEAT = f"UPDATE jobs SET lease_expires = $1 WHERE lease_owner = $2 AND state IN {ACTIVE}"
 
+# Fenced by the token: only the holder of this very claim or takeover renews it.
+RENEW_LEASE = f"""
+UPDATE jobs SET lease_expires = $1
+WHERE id = $2 AND lease_owner = $3 AND lease_token = $4 AND state IN {ACTIVE}
+"""
+
 EXPIRE_LEASE = f"UPDATE jobs SET lease_expires = 0 WHERE id = $1 AND state IN {ACTIVE}"
 
 RELEASE_LEASES = f"UPDATE jobs SET lease_expires = 0 WHERE lease_owner = $1 AND state IN {ACTIVE}"

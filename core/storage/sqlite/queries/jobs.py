@@ -208,6 +208,12 @@ HEARTBEAT = f"""
 UPDATE jobs SET lease_expires = ? WHERE lease_owner = ? AND state NOT IN {NOT_LEASED}
 """
 
+# Fenced by the token: only the holder of this very claim or takeover renews it.
+RENEW_LEASE = f"""
+UPDATE jobs SET lease_expires = ?
+WHERE id = ? AND lease_owner = ? AND lease_token = ? AND state NOT IN {NOT_LEASED}
+"""
+
 EXPIRE_LEASE = f"UPDATE jobs SET lease_expires = 0 WHERE id = ? AND state NOT IN {NOT_LEASED}"
 
 RELEASE_LEASES = f"""
