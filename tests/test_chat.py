@@ -323,6 +323,24 @@ async def test_another_take_keeps_the_status_message_and_numbers_itself(tmp_path
         assert len(c.platform.made("download")) == 1  # the stored image, not a new download
 
 
+async def test_presses_at_once_under_one_take_number_their_takes_apart(tmp_path: Path) -> None:
+    async with chat(tmp_path) as c:
+        await c.say(ANN, Generate(LINE, PhotoRef("f1", 5000, 1)))
+        [first] = await c.jobs()
+        pressed = [("retake", first.request_id, first.id, "101")] * 2
+        pressed.append(("switch", first.request_id, first.id, "101"))
+        ids = await c.chatstate.add_buttons("test", pressed)
+        await asyncio.gather(
+            *(c.conversation.pressed(Press(f"q{n}", i, ANN, None)) for n, i in enumerate(ids))
+        )
+        later = [job for job in await c.jobs() if job.id != first.id]
+        # Takes 2, 3 and 4 of the line, whichever got there first; the other length too.
+        assert sorted(job.address.extra["take_offset"] for job in later) == [1, 2, 3]
+        assert sorted(job.seconds for job in later) == sorted(
+            [first.seconds] * 2 + [15 - first.seconds]
+        )
+
+
 async def test_two_admins_deciding_one_access_request_decide_it_once(tmp_path: Path) -> None:
     async with chat(tmp_path, access="approval") as c:
         await c.say(ANN, Generate(LINE, PhotoRef("f1", 5000, 1)))

@@ -499,6 +499,34 @@ async def test_a_guild_cap_lets_exactly_its_takes_through_under_concurrency(
         await storage.close()
 
 
+async def test_takes_of_a_line_counted_at_once_get_numbers_of_their_own(
+    engine: Engine,
+) -> None:
+    # Two processes on one database, counting further takes of one line at once.
+    processes = await asyncio.gather(engine.open(), engine.open())
+    try:
+        one, two = (storage.chats for storage in processes)
+        counted = await asyncio.gather(
+            *(chats.add_line_take("test", "r1", 3) for chats in (one, two) * 10)
+        )
+        # The line had 3 takes: the 20 further ones are 4 to 23, each once.
+        assert sorted(counted) == list(range(4, 24))
+        # A press under an older take does not number back; a take known to be later does
+        # not number below itself; other lines and platforms count apart.
+        assert await one.add_line_take("test", "r1", 2) == 24
+        assert await two.add_line_take("test", "r1", 30) == 31
+        assert await one.add_line_take("test", "r2", 1) == 2
+        assert await two.add_line_take("other", "r1", 1) == 2
+    finally:
+        for storage in processes:
+            await storage.close()
+    reopened = await engine.open()
+    try:
+        assert await reopened.chats.add_line_take("test", "r1", 1) == 32
+    finally:
+        await reopened.close()
+
+
 async def test_a_follower_never_steps_past_an_event_still_to_commit(pg_dsn: str) -> None:
     """PostgreSQL hands out seqs at insert, not at commit: a follower waits for the gap."""
     storage = await open_postgres(pg_dsn)

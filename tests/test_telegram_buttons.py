@@ -150,3 +150,60 @@ async def test_another_take_keeps_its_status_and_counts_as_take_two(
         await s.wait_for(lambda: status["text"] == done, what="status of take 2")
         shown = [c.params["text"] for c in s.sent("editMessageText", ANN.id)]
         assert "Generating…" in shown and not any("(0 s)" in text for text in shown)
+
+
+async def _takes(h: Harness, count: int) -> list[str]:
+    """Wait for ``count`` videos sent to Ann; return the ends of their captions."""
+    s = h.server
+    sent = await s.wait_for(
+        lambda: s.sent("sendVideo", ANN.id)[count - 1 :] and s.sent("sendVideo", ANN.id),
+        what=f"{count} videos",
+    )
+    return [str(call.params["caption"]).rsplit("\n", 1)[-1] for call in sent]
+
+
+async def test_each_further_take_of_a_line_gets_the_next_number(
+    tmp_path: Path, tiny_mp4: bytes
+) -> None:
+    async with running_bot(tmp_path, video=tiny_mp4) as h:
+        s = h.server
+        s.send(ANN, photo=photo_jpeg(), caption=LINE)
+        [first] = await h.finished(1)
+        [video] = await s.wait_for(lambda: [m for m in s.bot_messages(ANN.id) if "video" in m])
+        labels = buttons(video)
+        # "Another take" twice under the same video: the second counts on from the first.
+        s.press(ANN, video, labels["🔁 Another take"])
+        await h.finished(2)
+        await _takes(h, 2)
+        s.press(ANN, video, labels["🔁 Another take"])
+        await h.finished(3)
+        secs = first.seconds
+        assert await _takes(h, 3) == [f"{secs} s · take {n}/{n}" for n in (1, 2, 3)]
+        # The other length, under the first video, is the line's next take too; and so is
+        # another take under a later take.
+        other = 15 - secs
+        switch = next(label for label in labels if label.startswith("⏱"))
+        s.press(ANN, video, labels[switch])
+        await h.finished(4)
+        await _takes(h, 4)
+        later = [m for m in s.bot_messages(ANN.id) if "video" in m][1]
+        s.press(ANN, later, buttons(later)["🔁 Another take"])
+        await h.finished(5)
+        assert (await _takes(h, 5))[3:] == [f"{other} s · take 4/4", f"{secs} s · take 5/5"]
+        status = s.messages[(str(ANN.id), int(str(first.address.status_message_id)))]
+        done = f"Done: {secs} s, take 5/5."
+        await s.wait_for(lambda: status["text"] == done, what="status of take 5")
+
+
+async def test_two_presses_at_once_get_two_numbers(tmp_path: Path, tiny_mp4: bytes) -> None:
+    async with running_bot(tmp_path, video=tiny_mp4) as h:
+        s = h.server
+        s.send(ANN, photo=photo_jpeg(), caption=LINE)
+        [first] = await h.finished(1)
+        [video] = await s.wait_for(lambda: [m for m in s.bot_messages(ANN.id) if "video" in m])
+        another = buttons(video)["🔁 Another take"]
+        s.press(ANN, video, another)
+        s.press(ANN, video, another)
+        await h.finished(3)
+        takes = sorted((await _takes(h, 3))[1:])
+        assert takes == [f"{first.seconds} s · take {n}/{n}" for n in (2, 3)]

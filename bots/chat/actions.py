@@ -18,7 +18,7 @@ from core.storage import ChatStore, JobStore
 from .access import ACCESS_ACTIONS, AccessDesk, Applicant
 from .intents import Press, place_of
 from .platform import AskReply, Platform, PlatformError
-from .texts import TAKE_OFFSET, take_numbers
+from .texts import LINE_REQUEST, TAKE_OFFSET, take_numbers
 
 log = logging.getLogger(__name__)
 
@@ -175,12 +175,17 @@ class Actions:
             await self._platform.answer(press.token, text, alert=text is not None)
             return
         await self._platform.answer(press.token, render("chat.retake_started", locale))
-        # Another take of the same line: it keeps that line's status message (no second
-        # "Got it!") and numbers itself after the takes before it.
+        # Another take of the same line (either length): it keeps that line's status
+        # message (no second "Got it!") and numbers itself after every take the line has
+        # had, counted in the store: not after the pressed take, which would give two
+        # presses under one video, or two at once in any process, the same number.
+        line = str(old.extra.get(LINE_REQUEST) or base.request_id)
         _, before = take_numbers(base)
+        take = await self._chatstate.add_line_take(platform, line, before)
+        extra = {**old.extra, TAKE_OFFSET: take - 1, LINE_REQUEST: line}
         address = DeliveryAddress(
             platform, old.chat_id, reply_to=old.reply_to, thread_id=old.thread_id,
-            status_message_id=old.status_message_id, extra={**old.extra, TAKE_OFFSET: before},
+            status_message_id=old.status_message_id, extra=extra,
         )  # fmt: skip
 
         async def stored_image() -> bytes:

@@ -27,8 +27,10 @@ _ETA_STEPS = (60, 120, 180, 300, 600, 900, 1200, 1800, 2700, 3600)
 # Counts above the exact range are shown as the largest of these they reach ("20+").
 _EXACT_COUNT = 5
 _COUNT_STEPS = (10, 20, 50, 100, 200, 500, 1000)
-# DeliveryAddress.extra: takes of the same line made before this request (re-takes).
+# DeliveryAddress.extra: takes of the same line made before this request (re-takes), and
+# the line's first request, under which its takes are counted.
 TAKE_OFFSET = "take_offset"
+LINE_REQUEST = "line_request"
 
 
 def format_eta(seconds: float | None, locale: str | None) -> str:

@@ -7,7 +7,8 @@
 - button ids: a button carries a short opaque id, the action lives here;
 - each user's chosen language and the videos they received (with the platform's file id,
   so a video can be sent again without uploading it again);
-- the status message an adapter keeps editing for a request;
+- the status message an adapter keeps editing for a request, and how many takes a line
+  has had (another take of it is numbered after them);
 - a community's settings (allowed channels, a daily cap of takes) and its takes of the day.
 
 Platform-free: keys and ids are strings chosen by the adapter.
@@ -101,6 +102,14 @@ class ChatStore(Protocol):
 
     async def set_status_message(self, request_id: str, message_id: str | None) -> None:
         """Remember the status message an adapter keeps editing for a request."""
+        ...
+
+    async def add_line_take(self, platform: str, request_id: str, before: int) -> int:
+        """Count one more take of the line first asked in a request; return its number.
+
+        ``before``: the takes the line is known to have had (at least); atomic, so that
+        takes counted at once get different numbers.
+        """
         ...
 
     async def guild_settings(self, platform: str, guild_id: str) -> GuildSettings:

@@ -134,6 +134,10 @@ class PostgresChats:
         """Remember the status message an adapter keeps editing for a request."""
         await self._db.execute(sql.SET_STATUS_MESSAGE, message_id, request_id)
 
+    async def add_line_take(self, platform: str, request_id: str, before: int) -> int:
+        """Count one more take of the line first asked in a request; return its number."""
+        return int(await self._db.fetchval(sql.ADD_LINE_TAKE, platform, request_id, before))
+
     # --- guild settings --------------------------------------------------------------
 
     async def guild_settings(self, platform: str, guild_id: str) -> GuildSettings:

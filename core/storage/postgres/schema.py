@@ -367,6 +367,17 @@ MIGRATIONS: tuple[str, ...] = (
     ALTER TABLE jobs ADD COLUMN stage text, ADD COLUMN speech_handle text,
         ADD COLUMN speech_result text;
     """,
+    # Takes of a line (bots/chat/actions.py): how many takes a line has had, counted
+    # atomically as each further take of it is admitted, so that takes asked at once get
+    # numbers of their own. Keyed by the line's first request.
+    """
+    CREATE TABLE line_takes (
+        platform text NOT NULL,
+        request_id text NOT NULL,
+        takes integer NOT NULL,
+        PRIMARY KEY (platform, request_id)
+    );
+    """,
 )
 
 

@@ -139,6 +139,13 @@ class SqliteChats:
         """Remember the status message an adapter keeps editing for a request."""
         await self._write(sql.SET_STATUS_MESSAGE, (message_id, request_id))
 
+    async def add_line_take(self, platform: str, request_id: str, before: int) -> int:
+        """Count one more take of the line first asked in a request; return its number."""
+        params = (platform, request_id, before)
+        return await self._db.write(
+            lambda db: int(db.execute(sql.ADD_LINE_TAKE, params).fetchone()[0])
+        )
+
     # --- guild settings --------------------------------------------------------------
 
     async def guild_settings(self, platform: str, guild_id: str) -> GuildSettings:

@@ -427,4 +427,15 @@ MIGRATIONS: tuple[str, ...] = (
     ALTER TABLE jobs ADD COLUMN speech_handle TEXT;
     ALTER TABLE jobs ADD COLUMN speech_result TEXT;
     """,
+    # Takes of a line (bots/chat/actions.py): how many takes a line has had, counted
+    # atomically as each further take of it is admitted, so that takes asked at once get
+    # numbers of their own. Keyed by the line's first request.
+    """
+    CREATE TABLE line_takes (
+        platform TEXT NOT NULL,
+        request_id TEXT NOT NULL,
+        takes INTEGER NOT NULL,
+        PRIMARY KEY (platform, request_id)
+    ) WITHOUT ROWID;
+    """,
 )

@@ -95,3 +95,10 @@ WHERE ?4 <= 0 OR guild_takes.takes + ?4 <= coalesce(
     (SELECT nullif(daily_cap, 0) FROM guild_settings WHERE platform = ?1 AND guild_id = ?2),
     guild_takes.takes + ?4)
 """
+
+# One statement: the row's lock makes takes counted at once get numbers of their own.
+ADD_LINE_TAKE = """
+INSERT INTO line_takes (platform, request_id, takes) VALUES (?1, ?2, max(?3, 0) + 1)
+ON CONFLICT (platform, request_id) DO UPDATE SET takes = max(line_takes.takes, ?3) + 1
+RETURNING takes
+"""
