@@ -135,6 +135,10 @@ class Finisher:
                 JobState.QUEUED,
                 expect={JobState.DOWNLOADING},
                 handle=None,
+                # Its own video submit: unmarked, a crash before it leaves sends it anew
+                # instead of finding the rejected video by lookup (same inputs). The
+                # spoken line of a two-stage take is kept: never paid twice.
+                stage=None,
                 retake_reason=reason,
                 not_before=self._clock(),
                 error_detail=f"take check: {reason}",

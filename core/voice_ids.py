@@ -7,7 +7,11 @@ preset with ``voice_creation`` is sent a voice id that the provider made from th
 - the take that needs it first claims it (committed) before the creation request is sent,
   and stores the request's handle (committed) before it waits for the result; the id is
   committed before the video is submitted, and every later take reuses it;
-- a take that finds another take making it waits for that one;
+- a take that finds another take making it waits for that one, and takes the claim over
+  when that take no longer holds it (ended, or its lease ran out: canceled, its worker
+  died, or it waits for a retry) or when a sent request's claim has not moved for
+  ``quiet_seconds``: it polls the stored handle, or looks a handle-less request up as
+  after a crash -- a claim nobody drives never blocks the other takes;
 - after a crash, the take that claimed it resumes from the stored handle; a claim without
   a handle means the request's outcome is unknown: it is looked up in the provider's
   listing, and if it is not there the take fails (refunded) and the log names the possible
@@ -58,9 +62,18 @@ class VoiceMaker(Protocol):
 class VoiceIds:
     """Give a take's render spec its character's voice for the backend it goes to."""
 
-    def __init__(self, store: CharacterStore, *, clock: Callable[[], float] = time.time) -> None:
+    def __init__(
+        self,
+        store: CharacterStore,
+        *,
+        clock: Callable[[], float] = time.time,
+        quiet_seconds: float = 600.0,
+    ) -> None:
         self._store = store
         self._clock = clock
+        # A sent request nobody has recorded anything of for this long is polled by
+        # another take as well (polling is safe to repeat; a hung owner must not block).
+        self._quiet_seconds = quiet_seconds
 
     async def voiced(self, job: Job, spec: RenderSpec, backend: VideoBackend) -> RenderSpec:
         """Return ``spec`` with the voice id or reference audio ``backend`` is to be sent."""
@@ -86,8 +99,9 @@ class VoiceIds:
         deadline = job.deadline_at or self._clock() + 900.0
         while True:
             claimed = await self._store.claim_provider_voice(
-                sha, maker.provider, maker.voice_model, job.id, self._clock()
-            )
+                sha, maker.provider, maker.voice_model, job.id, self._clock(),
+                quiet_for=self._quiet_seconds,
+            )  # fmt: skip
             if claimed is None:
                 log.warning("job %s: its character's voice sample was deleted", job.id)
                 return None
@@ -95,6 +109,8 @@ class VoiceIds:
             if row.state is VoiceState.READY:
                 return row.voice_id
             if row.owner == job.id:
+                # Claimed now, ours before a restart, or taken over from a take that
+                # no longer holds it: not fresh, its request is polled or looked up.
                 return await self._make(job, row, fresh, maker, deadline)
             # Another take is making it: the same id serves both.
             if self._clock() >= deadline:
@@ -118,7 +134,8 @@ class VoiceIds:
                 if fresh:
                     handle = await maker.submit_voice(sample.wav, row.updated_at)
                 else:
-                    # Claimed before a crash, no handle kept: the request may exist.
+                    # Claimed before a crash (or by a take that stopped), no handle
+                    # kept: the request may exist.
                     handle = await maker.find_voice(sample.wav, row.updated_at)
                     if handle is None:
                         log.error(

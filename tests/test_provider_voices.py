@@ -106,6 +106,36 @@ async def test_a_lost_voice_request_is_not_repeated(tmp_path: Path, tiny_mp4: by
         assert done.state is JobState.DONE and take.server.voice_creations == 1
 
 
+async def test_a_voice_claim_left_by_an_ended_take_is_taken_over_and_polled(
+    tmp_path: Path, tiny_mp4: bytes
+) -> None:
+    # One attempt per take; a take waiting for a voice that nobody makes fails at this
+    # deadline.
+    worker = {"max_attempts": 1, "job_deadline_seconds": 8}
+    async with take_harness(tmp_path, tiny_mp4, "kling-3-pro", worker=worker) as take:
+        sha = await save_with_voice(take)
+        # The first take sends the creation request and keeps its handle, then cannot
+        # reach the provider to poll it (every retry of the poll fails) and ends failed:
+        # the claim stays with it, still being made, with its handle.
+        take.server.poll_failures = [500] * 3
+        [first] = await cast(take, "one")
+        assert first.state is JobState.FAILED
+        left = await take.characters.provider_voice(sha, "fal", KLING_VOICE)
+        assert left is not None and left.state is VoiceState.CREATING
+        assert left.owner == first.id and left.handle is not None
+        assert take.server.voice_creations == 1
+        # The next take takes the claim over and polls that request: the voice is made
+        # once in all, and its video is delivered with it.
+        [second] = await cast(take, "two")
+        assert second.state is JobState.DONE and second.id in take.recorder.delivered
+        assert take.server.voice_creations == 1
+        [made] = take.server.jobs_of(KLING_VOICE)
+        [video] = [j for j in take.server.jobs.values() if j.model != KLING_VOICE]
+        assert video.input["voice_ids"] == [f"voice-{made.id}"]
+        row = await take.characters.provider_voice(sha, "fal", KLING_VOICE)
+        assert row is not None and (row.state, row.owner) == (VoiceState.READY, second.id)
+
+
 async def test_a_reference_audio_preset_sends_the_sample(tmp_path: Path, tiny_mp4: bytes) -> None:
     async with take_harness(tmp_path, tiny_mp4, "seedance-2") as take:
         sha = await save_with_voice(take)

@@ -277,3 +277,48 @@ async def test_sigkill_in_the_speech_stage_never_pays_for_the_speech_twice(
         assert reason == "debit"
     finally:
         await server.stop()
+
+
+async def test_sigkill_in_a_free_retake_before_its_video_submit_makes_a_new_video(
+    tmp_path: Path, portrait: bytes
+) -> None:
+    from tests.test_takecheck import clip
+
+    silent = clip(tmp_path / "silent.mp4", seconds=2, loud=0.0).read_bytes()
+    good = clip(tmp_path / "good.mp4", seconds=2).read_bytes()
+    server = ProviderServer(video=good, job_videos=[silent])
+    await server.start()
+    try:
+        photo = tmp_path / "photo.jpg"
+        photo.write_bytes(portrait)
+        data = tmp_path / "data"
+        args = ("generate", str(photo), LINE, "-o", str(tmp_path / "out.mp4"))
+
+        def env(failpoints: list[str]) -> dict[str, str]:
+            checked = provider_env(data, server, "omnihuman-1.5", failpoints)
+            return {**checked, "ACTORBOT_TAKECHECK__ENABLED": "true"}
+
+        # The first video is silent: the take gets a free re-take, and the process dies
+        # once that re-take is claimed, before its video submit.
+        code, _ = await run_cli(env(["worker.after_claim#2"]), *args)
+        assert code == -signal.SIGKILL
+        state, _, speech_handle, speech_result, handle = stored(data)
+        assert (state, handle) == ("submitting", None)
+        [spoken] = server.jobs_of(FAL_SPEECH)
+        [rejected] = server.jobs_of(FAL_VIDEO)
+        assert spoken.id in (speech_handle or "") and speech_result is not None
+
+        # The re-take is its own submit: never the rejected video found again by lookup.
+        code, output = await run_cli(env([]), "resume")
+        assert code == 0, output
+        assert server.jobs_of(FAL_SPEECH) == [spoken]  # the line is spoken (paid) once
+        first, second = server.jobs_of(FAL_VIDEO)
+        assert first is rejected
+        assert first.input["audio_url"] == second.input["audio_url"] == speech_result
+        state, stage, _, _, handle = stored(data)
+        assert (state, stage) == ("done", "video") and second.id in (handle or "")
+        assert (tmp_path / "out.mp4").read_bytes() == good
+        [(reason, _)] = ledger(data)  # charged once, never refunded
+        assert reason == "debit"
+    finally:
+        await server.stop()

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import time
+
 from core.characters import NAME
-from core.models import UserRef
+from core.models import DeliveryAddress, JobState, UserRef
 from core.storage import Storage
 from core.storage.characters import renames_for_move
-from core.storage.types import CharacterImage, CharacterVoice, VoiceState
+from core.storage.types import CharacterImage, CharacterVoice, NewTake, VoiceState
 from tests.conftest import Engine
 
 IMAGE = CharacterImage(b"jpeg one", 1280, 720)
@@ -15,6 +17,20 @@ OTHER = CharacterImage(b"jpeg two", 1280, 720)
 
 async def _account(storage: Storage, user: str) -> int:
     return await storage.accounts.ensure_account(UserRef("test", user), 1.0)
+
+
+async def _running(storage: Storage, takes: int) -> list[str]:
+    """Admit a request of ``takes`` takes and claim them all (SUBMITTING under a lease)."""
+    admitted = await storage.jobs.admit(
+        user=UserRef("test", "runner"), source_key=f"r{takes}", line="line",
+        image_jpeg=b"jpeg", image_size=(16, 9), address=DeliveryAddress("test", "c1"),
+        takes=[NewTake("line", "line", "en", 5, 1, None)] * takes,
+    )  # fmt: skip
+    claimed = await storage.jobs.claim(
+        "w1", limit=takes, platforms=["test"], lease_seconds=60, deadline_seconds=900
+    )
+    assert {each.job.id for each in claimed} == {job.id for job in admitted.jobs}
+    return [job.id for job in admitted.jobs]
 
 
 async def test_save_list_get_by_name_in_any_case_and_set_voice(engine: Engine) -> None:
@@ -215,32 +231,34 @@ async def test_a_voice_sample_is_stored_once_replaced_and_deleted_with_its_voice
         assert sha is not None and await chars.voice_sample(sha) == VOICE
         assert await engine.rows("SELECT count(*) FROM voice_samples") == [(1,)]
 
-        # A voice id at a provider model: claimed once, its handle and id kept.
-        claimed = await chars.claim_provider_voice(sha, *KLING, "job-1", 5.0)
+        # A voice id at a provider model: claimed once, its handle and id kept. The
+        # takes claiming it are running (leased), as they are when they get there.
+        job1, job2, job3, job4, job5, job6 = await _running(storage, 6)
+        claimed = await chars.claim_provider_voice(sha, *KLING, job1, 5.0)
         assert claimed is not None and claimed[1] and claimed[0].state is VoiceState.CREATING
-        other = await chars.claim_provider_voice(sha, *KLING, "job-2", 6.0)
-        assert other is not None and not other[1] and other[0].owner == "job-1"
+        other = await chars.claim_provider_voice(sha, *KLING, job2, 6.0)
+        assert other is not None and not other[1] and other[0].owner == job1
         assert not await chars.update_provider_voice(
-            sha, *KLING, "job-2", state=VoiceState.READY, voice_id="x", now=7.0
+            sha, *KLING, job2, state=VoiceState.READY, voice_id="x", now=7.0
         )
         assert await chars.update_provider_voice(
-            sha, *KLING, "job-1", state=VoiceState.CREATING, handle="h1", now=7.0
+            sha, *KLING, job1, state=VoiceState.CREATING, handle="h1", now=7.0
         )
         assert await chars.update_provider_voice(
-            sha, *KLING, "job-1", state=VoiceState.READY, voice_id="v1", now=8.0
+            sha, *KLING, job1, state=VoiceState.READY, voice_id="v1", now=8.0
         )
         ready = await chars.provider_voice(sha, *KLING)
         assert ready is not None
         assert (ready.state, ready.handle, ready.voice_id) == (VoiceState.READY, "h1", "v1")
-        again = await chars.claim_provider_voice(sha, *KLING, "job-3", 9.0)
+        again = await chars.claim_provider_voice(sha, *KLING, job3, 9.0)
         assert again is not None and not again[1] and again[0].voice_id == "v1"
         # After a failure, the next take claims it afresh.
-        await chars.claim_provider_voice(sha, "fal", "other-model", "job-4", 9.0)
+        await chars.claim_provider_voice(sha, "fal", "other-model", job4, 9.0)
         assert await chars.update_provider_voice(
-            sha, "fal", "other-model", "job-4", state=VoiceState.FAILED, now=9.5
+            sha, "fal", "other-model", job4, state=VoiceState.FAILED, now=9.5
         )
-        retried = await chars.claim_provider_voice(sha, "fal", "other-model", "job-5", 10.0)
-        assert retried is not None and retried[1] and retried[0].owner == "job-5"
+        retried = await chars.claim_provider_voice(sha, "fal", "other-model", job5, 10.0)
+        assert retried is not None and retried[1] and retried[0].owner == job5
 
         # Still used by b: replacing a's sample keeps it; b's replacement drops it.
         a = await chars.set_character_voice_sample(owner, "a", VOICE_TWO)
@@ -250,11 +268,75 @@ async def test_a_voice_sample_is_stored_once_replaced_and_deleted_with_its_voice
         assert b is not None
         assert await chars.voice_sample(sha) is None
         assert await chars.provider_voice(sha, *KLING) is None
-        assert await chars.claim_provider_voice(sha, *KLING, "job-6", 11.0) is None
+        assert await chars.claim_provider_voice(sha, *KLING, job6, 11.0) is None
         # The last character with the new one goes, and so does its sample.
         assert await chars.delete_character(owner, "a")
         assert await engine.rows("SELECT count(*) FROM voice_samples") == [(1,)]
         assert await chars.delete_character(owner, "b")
         assert await engine.rows("SELECT count(*) FROM voice_samples") == [(0,)]
+    finally:
+        await storage.close()
+
+
+async def test_a_voice_id_claim_its_take_no_longer_holds_is_taken_over(engine: Engine) -> None:
+    storage = await engine.open()
+    chars = storage.characters
+    try:
+        owner = await _account(storage, "u1")
+        await chars.save_character(
+            owner, "a", IMAGE, voice=None, seed=None, description="", limit=20, now=1.0
+        )
+        a = await chars.set_character_voice_sample(owner, "a", VOICE)
+        assert a is not None and a.voice_sample is not None
+        sha = a.voice_sample
+        first, second, third = await _running(storage, 3)
+        now = time.time()
+
+        # The first take sent its request and kept the handle; the second waits on it.
+        assert await chars.claim_provider_voice(sha, *KLING, first, now - 50)
+        assert await chars.update_provider_voice(
+            sha, *KLING, first, state=VoiceState.CREATING, handle="h1", now=now - 40
+        )
+        waiting = await chars.claim_provider_voice(sha, *KLING, second, now, quiet_for=60)
+        assert waiting is not None and not waiting[1] and waiting[0].owner == first
+        # The first take's worker dies: its lease runs out, and the waiting take takes the
+        # claim over with the handle (not fresh: polled, never sent again).
+        await storage.jobs.expire_lease(first)
+        taken = await chars.claim_provider_voice(sha, *KLING, second, now + 1, quiet_for=60)
+        assert taken is not None and not taken[1]
+        assert (taken[0].owner, taken[0].state, taken[0].handle) == (
+            second, VoiceState.CREATING, "h1",
+        )  # fmt: skip
+        assert not await chars.update_provider_voice(
+            sha, *KLING, first, state=VoiceState.READY, voice_id="v1", now=now + 2
+        )
+        # The second take is alive: a third one waits, until the handle has not moved
+        # for longer than the bound.
+        kept = await chars.claim_provider_voice(sha, *KLING, third, now + 30, quiet_for=60)
+        assert kept is not None and kept[0].owner == second
+        late = await chars.claim_provider_voice(sha, *KLING, third, now + 62, quiet_for=60)
+        assert late is not None and not late[1] and late[0].owner == third
+        assert late[0].handle == "h1"
+
+        # No handle: the request may be on its way, so a live owner keeps it however long
+        # it takes; once the take has ended it is taken over, keeping the time it was
+        # claimed (a lost request is looked up from then on).
+        model = ("fal", "other-model")
+        assert await chars.claim_provider_voice(sha, *model, first, now - 500)
+        await storage.jobs.transition(
+            first, JobState.CANCELED, expect={JobState.SUBMITTING}, error_key="job.canceled"
+        )
+        orphan = await chars.claim_provider_voice(sha, *model, third, now, quiet_for=60)
+        assert orphan is not None and not orphan[1]
+        assert (orphan[0].owner, orphan[0].handle, orphan[0].updated_at) == (
+            third, None, now - 500,
+        )  # fmt: skip
+        held = await chars.claim_provider_voice(sha, *model, second, now + 30, quiet_for=1)
+        assert held is not None and held[0].owner == third
+        # A claim whose take is gone altogether is taken over too.
+        gone = ("fal", "third-model")
+        assert await chars.claim_provider_voice(sha, *gone, "deleted-job", now)
+        again = await chars.claim_provider_voice(sha, *gone, second, now)
+        assert again is not None and not again[1] and again[0].owner == second
     finally:
         await storage.close()

@@ -122,12 +122,22 @@ class CharacterStore(Protocol):
         ...
 
     async def claim_provider_voice(
-        self, sample_sha256: str, provider: str, model: str, owner: str, now: float
+        self,
+        sample_sha256: str,
+        provider: str,
+        model: str,
+        owner: str,
+        now: float,
+        *,
+        quiet_for: float | None = None,
     ) -> tuple[ProviderVoice, bool] | None:
         """Start making a voice id for ``owner``, unless one is made or being made.
 
-        Returns the row and whether this call claimed it (new, or after a failure); None
-        when the sample is no longer stored.
+        Returns the row and whether this call claimed it afresh (new, or after a failure);
+        None when the sample is no longer stored. A claim its take no longer holds (the job
+        is gone, ended or without a live lease), or one with a handle that has not moved
+        for ``quiet_for`` seconds, is taken over: the row comes back with ``owner``, its
+        handle and not fresh, so that the request is polled or looked up, never sent again.
         """
         ...
 

@@ -201,9 +201,17 @@ class PostgresCharacters:
         return None if row is None else _provider_voice(row)
 
     async def claim_provider_voice(
-        self, sample_sha256: str, provider: str, model: str, owner: str, now: float
+        self,
+        sample_sha256: str,
+        provider: str,
+        model: str,
+        owner: str,
+        now: float,
+        *,
+        quiet_for: float | None = None,
     ) -> tuple[ProviderVoice, bool] | None:
-        """Start making a voice id for ``owner``, unless one is made or being made."""
+        """Start making a voice id for ``owner``, or take over a claim nobody holds."""
+        quiet_since = None if quiet_for is None else now - quiet_for
 
         async def work(conn: Conn) -> tuple[ProviderVoice, bool] | None:
             if await conn.fetchrow(sql.VOICE_EXISTS, sample_sha256) is None:
@@ -211,6 +219,11 @@ class PostgresCharacters:
             claimed = await conn.fetchrow(
                 sql.CLAIM_PROVIDER_VOICE, sample_sha256, provider, model, owner, now
             )
+            if claimed is None:
+                await conn.fetchrow(
+                    sql.ADOPT_PROVIDER_VOICE,
+                    owner, now, sample_sha256, provider, model, quiet_since,
+                )  # fmt: skip
             row = await conn.fetchrow(sql.PROVIDER_VOICE, sample_sha256, provider, model)
             return _provider_voice(row), claimed is not None
 

@@ -200,15 +200,25 @@ class SqliteCharacters:
         return None if not rows else _provider_voice(rows[0])
 
     async def claim_provider_voice(
-        self, sample_sha256: str, provider: str, model: str, owner: str, now: float
+        self,
+        sample_sha256: str,
+        provider: str,
+        model: str,
+        owner: str,
+        now: float,
+        *,
+        quiet_for: float | None = None,
     ) -> tuple[ProviderVoice, bool] | None:
-        """Start making a voice id for ``owner``, unless one is made or being made."""
+        """Start making a voice id for ``owner``, or take over a claim nobody holds."""
         key = (sample_sha256, provider, model)
+        quiet_since = None if quiet_for is None else now - quiet_for
 
         def work(db: sqlite3.Connection) -> tuple[ProviderVoice, bool] | None:
             if db.execute(sql.VOICE_EXISTS, (sample_sha256,)).fetchone() is None:
                 return None
             claimed = db.execute(sql.CLAIM_PROVIDER_VOICE, (*key, owner, now)).rowcount > 0
+            if not claimed:
+                db.execute(sql.ADOPT_PROVIDER_VOICE, (owner, now, *key, quiet_since))
             return _provider_voice(db.execute(sql.PROVIDER_VOICE, key).fetchone()), claimed
 
         return await self._db.write(work)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from core.storage.postgres.queries import ACTIVE
+
 _COLUMNS = """
 c.id, c.account_id, c.name, c.image_sha256, i.width, i.height, c.voice, c.seed,
 c.description, c.created_at, c.voice_sample
@@ -128,6 +130,21 @@ ON CONFLICT (sample_sha256, provider, model) DO UPDATE
 SET state = 'creating', owner = excluded.owner, handle = NULL, voice_id = NULL,
     updated_at = excluded.updated_at
 WHERE provider_voices.state = 'failed'
+RETURNING 1
+"""
+
+# A claim whose take no longer holds it is taken over: the take is gone or ended, or its
+# lease ran out (its worker died, or it waits for a retry); or a request was sent and the
+# row has not moved for a while. The handle stays (it is polled, never sent again); so
+# does ``updated_at`` without one, the time a lost request is looked up from.
+ADOPT_PROVIDER_VOICE = f"""
+UPDATE provider_voices
+SET owner = $1, updated_at = CASE WHEN handle IS NULL THEN updated_at ELSE $2 END
+WHERE sample_sha256 = $3 AND provider = $4 AND model = $5 AND state = 'creating'
+  AND owner <> $1
+  AND (NOT EXISTS (SELECT 1 FROM jobs WHERE id = provider_voices.owner
+                   AND state IN {ACTIVE} AND lease_expires >= $2)
+       OR (handle IS NOT NULL AND updated_at < $6))
 RETURNING 1
 """
 
