@@ -23,7 +23,7 @@ from bots.adapters import configured
 from bots.cli import _secrets
 from bots.web import views
 from bots.web.charts import nice_ceiling, stacked_bars
-from bots.web.sessions import Sessions, token_matches
+from bots.web.sessions import Sessions, WrongLogins, token_matches
 from config.settings import ConfigError, PresetSettings, load_settings
 from core.i18n import render
 from core.models import DeliveryAddress, Job, JobState, UserRef
@@ -113,6 +113,31 @@ async def test_login_sets_a_strict_http_only_session_cookie(tmp_path: Path) -> N
         session.cookie_jar.update_cookies({"actorbot_session": fresh})
         async with session.get(f"{page.url}/api/queue") as reply:
             assert reply.status == 401
+
+
+async def test_wrong_tokens_from_one_address_make_it_wait(tmp_path: Path) -> None:
+    async with running_page(tmp_path) as page, client() as session:
+        for _ in range(5):
+            async with session.post(f"{page.url}/login", data={"token": "guess" * 4}) as reply:
+                assert reply.status == 401
+        # Locked out: even the right token is not looked at until the window has passed.
+        async with session.post(f"{page.url}/login", data={"token": TOKEN}) as reply:
+            assert reply.status == 429
+            assert 0 < int(reply.headers["Retry-After"]) <= 60
+            assert "Too many wrong tokens" in await reply.text()
+            assert "Set-Cookie" not in reply.headers
+
+
+def test_wrong_logins_are_forgotten_after_their_window() -> None:
+    now = [1000.0]
+    guard = WrongLogins(limit=2, window_seconds=60, clock=lambda: now[0])
+    guard.failed("a")
+    now[0] += 30
+    guard.failed("a")
+    assert guard.wait_seconds("a") == 30  # the first failure leaves the window in 30 s
+    assert guard.wait_seconds("b") == 0  # other addresses are not held back
+    now[0] += 30
+    assert guard.wait_seconds("a") == 0
 
 
 def test_sessions_expire() -> None:

@@ -11,6 +11,7 @@ import asyncio
 import contextlib
 import json
 import logging
+import math
 import time
 import uuid
 from collections.abc import Awaitable, Callable
@@ -38,6 +39,7 @@ from .sessions import (
     CSRF_FIELD,
     CSRF_HEADER,
     Sessions,
+    WrongLogins,
     csrf_matches,
     token_matches,
 )
@@ -68,6 +70,7 @@ class WebPage:
         self._notifier = notifier
         self._clock = clock
         self._sessions = Sessions(self._settings.session_minutes * 60, clock)
+        self._wrong_logins = WrongLogins(clock=clock)
         self._templates = jinja2.Environment(
             loader=jinja2.PackageLoader("bots.web", "templates"),
             autoescape=True,
@@ -160,15 +163,23 @@ class WebPage:
     # --- login -------------------------------------------------------------------------
 
     async def _login_form(self, request: web.Request) -> web.Response:
-        return self._html("login.html", wrong=False)
+        return self._html("login.html", wrong=False, wait=0)
 
     async def _login(self, request: web.Request) -> web.Response:
+        address = request.remote or "?"
+        wait = self._wrong_logins.wait_seconds(address)
+        if wait > 0:
+            seconds = math.ceil(wait)
+            response = self._html("login.html", status=429, wrong=True, wait=seconds)
+            response.headers["Retry-After"] = str(seconds)
+            return response
         form = await request.post()
         given = form.get("token")
         expected = self._settings.token.get_secret_value()
         if not isinstance(given, str) or not token_matches(given, expected):
-            log.warning("web: a login with a wrong token from %s", request.remote)
-            return self._html("login.html", status=401, wrong=True)
+            log.warning("web: a login with a wrong token from %s", address)
+            self._wrong_logins.failed(address)
+            return self._html("login.html", status=401, wrong=True, wait=0)
         response = web.Response(status=303, headers={"Location": "/"})
         response.set_cookie(
             COOKIE,

@@ -5,6 +5,7 @@ from __future__ import annotations
 import hmac
 import secrets
 import time
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -70,6 +71,43 @@ class Sessions:
         now = self._clock()
         for session_id in [s for s, v in self._sessions.items() if v.expires_at <= now]:
             del self._sessions[session_id]
+
+
+class WrongLogins:
+    """Wrong tokens per address: past the limit within the window, logins wait (guessing).
+
+    A locked-out address is refused before its token is looked at, so a guess that happens
+    to be right tells nothing while locked out either.
+    """
+
+    def __init__(
+        self, limit: int = 5, window_seconds: float = 60.0, clock: Callable[[], float] = time.time
+    ) -> None:
+        self._limit = limit
+        self._window = window_seconds
+        self._clock = clock
+        self._failures: dict[str, deque[float]] = {}
+
+    def wait_seconds(self, address: str) -> float:
+        """Return how long ``address`` must wait before trying again (0: it may try now)."""
+        failures = self._recent(address)
+        if len(failures) < self._limit:
+            return 0.0
+        return max(0.0, failures[0] + self._window - self._clock())
+
+    def failed(self, address: str) -> None:
+        """Count a wrong token from ``address``."""
+        self._recent(address).append(self._clock())
+
+    def _recent(self, address: str) -> deque[float]:
+        failures = self._failures.setdefault(address, deque())
+        cutoff = self._clock() - self._window
+        while failures and failures[0] <= cutoff:
+            failures.popleft()
+        if not failures:  # forget addresses that stopped, so the map stays small
+            del self._failures[address]
+            failures = self._failures.setdefault(address, deque())
+        return failures
 
 
 def csrf_matches(session: Session, given: str | None) -> bool:
