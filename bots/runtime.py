@@ -130,6 +130,7 @@ async def open_runtime(
                     portraits=portraits,
                     retention=Retention(
                         store=storage.jobs,
+                        chats=storage.chats,
                         settings=settings.retention,
                         work_dirs=[settings.data_dir / name for name in _WORK_DIRS],
                     ),

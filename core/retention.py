@@ -9,6 +9,9 @@
 - A request's photo (the prepared image stored with it) is emptied ``history_days`` after
   the request's last take ended: until then a retake button or a line that reuses the
   photo still needs it. The worker never does: every take has ended.
+- Counters: a line's count of takes goes with the last photo of its requests (a take
+  pressed later counts on from its own number); the per-chat and per-guild counts of a day
+  go ``max(2, history_days)`` days after it, when it is long past "today" in any zone.
 
 ``/history`` re-sends a video by the platform's file id, so none of this is needed for it.
 """
@@ -20,12 +23,13 @@ import logging
 import re
 import shutil
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 
 from config.settings import RetentionSettings
-from core.storage import JobStore
+from core.storage import ChatStore, JobStore
 
 log = logging.getLogger(__name__)
 
@@ -40,20 +44,23 @@ class Swept:
 
     paths: int  # files and directories removed
     images: int  # request photos emptied
+    counters: int  # day counts of chats and guilds, and take counts of lines, deleted
 
 
 class Retention:
-    """Deletes old results, work files and request photos; the worker runs ``run``."""
+    """Deletes old results, work files, request photos and counters; the worker runs ``run``."""
 
     def __init__(
         self,
         *,
         store: JobStore,
+        chats: ChatStore,
         settings: RetentionSettings,
         work_dirs: Sequence[Path],
         clock: Callable[[], float] = time.time,
     ) -> None:
         self._store = store
+        self._chats = chats
         self._settings = settings
         self._work_dirs = tuple(work_dirs)
         self._clock = clock
@@ -65,10 +72,11 @@ class Retention:
         while True:
             try:
                 swept = await self.sweep()
-                if swept.paths or swept.images:
+                if swept.paths or swept.images or swept.counters:
                     log.info(
-                        "retention: removed %d files, emptied %d photos", swept.paths, swept.images
-                    )
+                        "retention: removed %d files, emptied %d photos, deleted %d counters",
+                        swept.paths, swept.images, swept.counters,
+                    )  # fmt: skip
             except Exception:
                 # A full disk or a busy store must not stop the worker; try again later.
                 log.exception("retention sweep failed")
@@ -79,7 +87,8 @@ class Retention:
         now = self._clock()
         paths = await self._sweep_files(now - self._settings.results_days * DAY)
         images = await self._sweep_images(now - self._settings.history_days * DAY)
-        return Swept(paths, images)
+        counters = await self._sweep_counters(now)
+        return Swept(paths, images, counters)
 
     async def _sweep_files(self, cutoff: float) -> int:
         candidates = await asyncio.to_thread(self._job_entries)
@@ -106,12 +115,29 @@ class Retention:
         return entries
 
     async def _sweep_images(self, cutoff: float) -> int:
-        total = 0
-        while (emptied := await self._store.empty_old_images(cutoff, _BATCH)) > 0:
-            total += emptied
-            if emptied < _BATCH:
-                break
-        return total
+        return await _batches(lambda: self._store.empty_old_images(cutoff, _BATCH))
+
+    async def _sweep_counters(self, now: float) -> int:
+        # The quota zone's today is within a day of UTC's: days before this one are at
+        # least a day older than it, and no take counted or given back still touches them.
+        keep = max(2.0, self._settings.history_days) * DAY
+        before = datetime.fromtimestamp(now - keep, UTC).date().isoformat()
+        # After _sweep_images: the photos it emptied end their lines now.
+        return (
+            await _batches(lambda: self._store.delete_old_chat_days(before, _BATCH))
+            + await _batches(lambda: self._chats.delete_old_guild_days(before, _BATCH))
+            + await _batches(lambda: self._chats.delete_ended_lines(_BATCH))
+        )
+
+
+async def _batches(step: Callable[[], Awaitable[int]]) -> int:
+    """Repeat a bounded write until it does less than a whole batch; return its total."""
+    total = 0
+    while (done := await step()) > 0:
+        total += done
+        if done < _BATCH:
+            break
+    return total
 
 
 def _remove(paths: Sequence[Path]) -> int:

@@ -15,7 +15,7 @@ import time
 import asyncpg
 
 from core.models import DeliveryAddress, JobState, Lease, UserRef
-from core.quotas import AdmissionPolicy
+from core.quotas import AdmissionPolicy, Period
 from core.storage import Storage
 from core.storage.postgres import open_postgres
 from core.storage.postgres.changes import EVENTS_LOCK
@@ -525,6 +525,56 @@ async def test_takes_of_a_line_counted_at_once_get_numbers_of_their_own(
         assert await reopened.chats.add_line_take("test", "r1", 1) == 32
     finally:
         await reopened.close()
+
+
+async def test_old_day_counts_and_lines_without_photos_are_deleted_in_batches(
+    engine: Engine,
+) -> None:
+    storage = await engine.open()
+    jobs, chats = storage.jobs, storage.chats
+
+    async def admit(key: str, day: str = "2026-01-03", line: str | None = None) -> tuple[str, str]:
+        """Admit one take counted against chat c1's ``day``; return its job and request."""
+        policy = AdmissionPolicy(enforce=True, chat_day=Period(day, 0.0), max_chat_takes=10)
+        extra = {} if line is None else {"line_request": line}  # another take of that line
+        admitted = await jobs.admit(
+            user=UserRef("test", "u1"), source_key=key, line="line", image_jpeg=b"jpeg",
+            image_size=(16, 9), address=DeliveryAddress("test", "c1", extra=extra),
+            takes=[TAKE], policy=policy,
+        )  # fmt: skip
+        return admitted.jobs[0].id, admitted.request_id
+
+    try:
+        for day in ("2026-01-01", "2026-01-02", "2026-01-03"):
+            await admit(f"day-{day}", day)
+            assert await chats.add_guild_takes("discord", "g1", day, 1)
+        # Line "ended": its first request and another take of it both lost their photos.
+        # Line "alive": its first request did, another take of it still waits (photo kept).
+        # Line "new" has its photo; "gone" names a request the store does not know.
+        ended_job, ended = await admit("ended")
+        ended_again, _ = await admit("ended-2", line=ended)
+        alive_job, alive = await admit("alive")
+        await admit("alive-2", line=alive)
+        _, new = await admit("new")
+        for job_id in (ended_job, ended_again, alive_job):
+            assert await jobs.transition(job_id, JobState.DONE, finished_at=1.0)
+        assert await jobs.empty_old_images(2.0, 10) == 3
+        for line in (ended, alive, new, "gone"):
+            assert await chats.add_line_take("test", line, 1) == 2
+
+        # Each call deletes at most its limit; days from the bound on stay.
+        assert [await jobs.delete_old_chat_days("2026-01-03", 1) for _ in range(3)] == [1, 1, 0]
+        assert [await chats.delete_old_guild_days("2026-01-03", 1) for _ in range(3)] == [1, 1, 0]
+        assert [await chats.delete_ended_lines(1) for _ in range(3)] == [1, 1, 0]
+        assert await engine.rows("SELECT day, takes FROM chat_days") == [("2026-01-03", 6)]
+        assert await engine.rows("SELECT day FROM guild_takes") == [("2026-01-03",)]
+        left = await engine.rows("SELECT request_id FROM line_takes")
+        assert sorted(row[0] for row in left) == sorted([alive, new])
+        # Kept lines count on; a deleted one counts again from the pressed take's number.
+        assert await chats.add_line_take("test", alive, 1) == 3
+        assert await chats.add_line_take("test", ended, 2) == 3
+    finally:
+        await storage.close()
 
 
 async def test_a_follower_never_steps_past_an_event_still_to_commit(pg_dsn: str) -> None:

@@ -132,3 +132,18 @@ class ChatStore(Protocol):
         Returns whether they were counted. A negative count gives takes back (never below 0).
         """
         ...
+
+    # --- retention -------------------------------------------------------------------
+
+    async def delete_old_guild_days(self, before: str, limit: int) -> int:
+        """Delete up to ``limit`` guilds' day counts of days (ISO dates) before ``before``."""
+        ...
+
+    async def delete_ended_lines(self, limit: int) -> int:
+        """Delete up to ``limit`` take counts of lines none of whose requests keeps its photo.
+
+        A request belongs to the line first asked in it and to the line its address's
+        ``extra["line_request"]`` names (another take of that line). A press under a take
+        of a deleted line counts again from that take's own number on.
+        """
+        ...

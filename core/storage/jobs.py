@@ -250,3 +250,7 @@ class JobStore(Protocol):
     async def empty_old_images(self, cutoff: float, limit: int) -> int:
         """Empty up to ``limit`` request photos whose takes all ended before ``cutoff``."""
         ...
+
+    async def delete_old_chat_days(self, before: str, limit: int) -> int:
+        """Delete up to ``limit`` per-chat day counts of days (ISO dates) before ``before``."""
+        ...

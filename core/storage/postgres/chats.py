@@ -160,3 +160,13 @@ class PostgresChats:
     async def add_guild_takes(self, platform: str, guild_id: str, day: str, takes: int) -> bool:
         """Count takes against the guild's day if they fit under its cap, atomically."""
         return await self._db.execute(sql.ADD_GUILD_TAKES, platform, guild_id, day, takes) > 0
+
+    # --- retention -------------------------------------------------------------------
+
+    async def delete_old_guild_days(self, before: str, limit: int) -> int:
+        """Delete up to ``limit`` guilds' day counts of days (ISO dates) before ``before``."""
+        return await self._db.execute(sql.DELETE_OLD_GUILD_DAYS, before, limit)
+
+    async def delete_ended_lines(self, limit: int) -> int:
+        """Delete up to ``limit`` take counts of lines none of whose requests keeps its photo."""
+        return await self._db.execute(sql.DELETE_ENDED_LINES, limit)

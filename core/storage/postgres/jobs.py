@@ -408,3 +408,7 @@ class PostgresJobs:
     async def empty_old_images(self, cutoff: float, limit: int) -> int:
         """Empty up to ``limit`` request photos whose takes all ended before ``cutoff``."""
         return await self._db.execute(sql.EMPTY_OLD_IMAGES, cutoff, limit)
+
+    async def delete_old_chat_days(self, before: str, limit: int) -> int:
+        """Delete up to ``limit`` per-chat day counts of days (ISO dates) before ``before``."""
+        return await self._db.execute(sql.DELETE_OLD_CHAT_DAYS, before, limit)

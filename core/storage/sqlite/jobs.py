@@ -401,3 +401,9 @@ class SqliteJobs:
         return await self._db.write(
             lambda db: db.execute(sql.EMPTY_OLD_IMAGES, (cutoff, limit)).rowcount
         )
+
+    async def delete_old_chat_days(self, before: str, limit: int) -> int:
+        """Delete up to ``limit`` per-chat day counts of days (ISO dates) before ``before``."""
+        return await self._db.write(
+            lambda db: db.execute(sql.DELETE_OLD_CHAT_DAYS, (before, limit)).rowcount
+        )

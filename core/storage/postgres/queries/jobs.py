@@ -373,6 +373,12 @@ UPDATE requests SET image = ''::bytea WHERE id IN (
     LIMIT $2)
 """
 
+# ISO dates compare as text.
+DELETE_OLD_CHAT_DAYS = """
+DELETE FROM chat_days WHERE (platform, chat_id, day) IN (
+    SELECT platform, chat_id, day FROM chat_days WHERE day < $1 LIMIT $2)
+"""
+
 # --- operator view ------------------------------------------------------------------------
 
 LAST_SEQ_OF_EVENTS = "SELECT coalesce(max(seq), 0) FROM job_events"

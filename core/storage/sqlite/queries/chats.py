@@ -102,3 +102,22 @@ INSERT INTO line_takes (platform, request_id, takes) VALUES (?1, ?2, max(?3, 0) 
 ON CONFLICT (platform, request_id) DO UPDATE SET takes = max(line_takes.takes, ?3) + 1
 RETURNING takes
 """
+
+# --- retention ----------------------------------------------------------------------------
+
+# ISO dates compare as text.
+DELETE_OLD_GUILD_DAYS = """
+DELETE FROM guild_takes WHERE (platform, guild_id, day) IN (
+    SELECT platform, guild_id, day FROM guild_takes WHERE day < ? LIMIT ?)
+"""
+
+# A line's requests: the one it was first asked in and those naming it as their line
+# (bots/chat/texts.py LINE_REQUEST). Once none keeps its photo, every take of the line
+# ended long ago: a photo goes only ``history_days`` after its request's last take ended.
+DELETE_ENDED_LINES = """
+DELETE FROM line_takes WHERE (platform, request_id) IN (
+    SELECT platform, request_id FROM line_takes WHERE request_id NOT IN (
+        SELECT coalesce(json_extract(address, '$.extra.line_request'), id) FROM requests
+        WHERE length(image) > 0)
+    LIMIT ?)
+"""

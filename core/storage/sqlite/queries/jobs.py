@@ -286,6 +286,12 @@ UPDATE requests SET image = X'' WHERE id IN (
     LIMIT ?)
 """
 
+# ISO dates compare as text.
+DELETE_OLD_CHAT_DAYS = """
+DELETE FROM chat_days WHERE (platform, chat_id, day) IN (
+    SELECT platform, chat_id, day FROM chat_days WHERE day < ? LIMIT ?)
+"""
+
 # --- operator view ------------------------------------------------------------------------
 
 LAST_EVENT_SEQ = "SELECT coalesce(max(seq), 0) FROM job_events"
