@@ -15,6 +15,7 @@ from collections.abc import Awaitable
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, generate_latest
 
+from bots.listening import listen
 from bots.runtime import Runtime
 from config.settings import MetricsSettings
 from core.backends.base import probe
@@ -99,13 +100,7 @@ class OpsServer:
         """Listen on the configured address and port."""
         app = web.Application()
         app.add_routes(self._routes)
-        self._runner = web.AppRunner(app, access_log=None)
-        await self._runner.setup()
-        site = web.TCPSite(self._runner, self._settings.listen, self._settings.port)
-        await site.start()
-        sockets = getattr(site._server, "sockets", None) or []
-        if sockets:
-            self.port = int(sockets[0].getsockname()[1])
+        self._runner, self.port = await listen(app, self._settings.listen, self._settings.port)
         log.info("metrics and health on %s:%d", self._settings.listen, self.port)
 
     async def stop(self) -> None:

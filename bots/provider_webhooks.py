@@ -17,6 +17,7 @@ from collections.abc import Callable, Sequence
 
 from aiohttp import web
 
+from bots.listening import listen
 from config.settings import WebhookSettings
 from core.backends.base import VideoBackend
 from core.backends.providers.common import ProviderBackend
@@ -60,14 +61,7 @@ class WebhookReceiver:
         app = web.Application(client_max_size=_MAX_BODY)
         app.router.add_post("/replicate", self._replicate)
         app.router.add_post("/fal", self._fal)
-        self._runner = web.AppRunner(app, access_log=None)
-        await self._runner.setup()
-        site = web.TCPSite(self._runner, self._settings.listen, self._settings.port)
-        await site.start()
-        server = site._server
-        sockets = getattr(server, "sockets", None) or []
-        if sockets:
-            self.port = int(sockets[0].getsockname()[1])
+        self._runner, self.port = await listen(app, self._settings.listen, self._settings.port)
         log.info("provider webhooks on %s:%d", self._settings.listen, self.port)
 
     async def stop(self) -> None:

@@ -24,6 +24,7 @@ import jinja2
 from aiohttp import web
 from yarl import URL
 
+from bots.listening import listen
 from bots.ops import ops_routes
 from bots.runtime import Runtime
 from core.errors import UserError
@@ -112,13 +113,9 @@ class WebPage:
 
     async def start(self) -> None:
         """Listen on the configured address and port."""
-        self._runner = web.AppRunner(self.app(), access_log=None, shutdown_timeout=2.0)
-        await self._runner.setup()
-        site = web.TCPSite(self._runner, self._settings.listen, self._settings.port)
-        await site.start()
-        sockets = getattr(site._server, "sockets", None) or []
-        if sockets:
-            self.port = int(sockets[0].getsockname()[1])
+        self._runner, self.port = await listen(
+            self.app(), self._settings.listen, self._settings.port, shutdown_timeout=2.0
+        )
         log.info("web page on http://%s:%d/", self._settings.listen, self.port)
 
     @property
