@@ -14,8 +14,8 @@ import pytest
 from bots.discord import DiscordBot, run_discord
 from bots.runtime import Runtime, open_runtime
 from core.models import Job
-from tests.conftest import db_rows, make_settings
-from tests.discord_server import BOT_TOKEN, DiscordServer, User
+from tests.conftest import db_rows, make_settings, photo_jpeg
+from tests.discord_server import BOT_TOKEN, CHANNEL_ID, DiscordServer, User
 from tests.jobapi_server import JobApiServer
 
 ANN = User(801, "Ann")
@@ -110,6 +110,28 @@ async def until(check: Callable[[], Any], timeout: float = 10.0) -> Any:
             await asyncio.sleep(0.02)
 
     return await asyncio.wait_for(poll(), timeout)
+
+
+async def open_form_on_image(
+    server: DiscordServer, user: User, command: str, content: str, filename: str
+) -> dict[str, Any]:
+    """Choose a message command on a message with an image; return the form it shows."""
+    picture = server.add_attachment(filename, photo_jpeg(), "image/png")
+    target = server._message(CHANNEL_ID, {"content": content}, [])
+    target["attachments"] = [picture]
+    data = {
+        "id": str(server.snowflake()),
+        "name": command,
+        "type": 3,
+        "target_id": target["id"],
+        "resolved": {"messages": {target["id"]: target}},
+    }
+    menu = server.interaction(user, 2, data)
+    await server.dispatch(menu)
+    [shown] = await until(lambda: server.calls_to("POST", f"/interactions/{menu['id']}/"))
+    assert shown.body["type"] == 9  # a modal
+    data: dict[str, Any] = shown.body["data"]
+    return data
 
 
 def buttons(message: dict[str, Any]) -> dict[str, str]:

@@ -18,8 +18,16 @@ from bots.telegram import run_telegram
 from core.models import JobState, UserRef
 from tests.botapi_server import BotApiServer
 from tests.conftest import db_rows, make_settings, photo_jpeg, voice_note
-from tests.discord_harness import ANN, BOB, Clock, Harness, running_discord, until
-from tests.discord_server import BOT_TOKEN, CHANNEL_ID, DiscordServer
+from tests.discord_harness import (
+    ANN,
+    BOB,
+    Clock,
+    Harness,
+    open_form_on_image,
+    running_discord,
+    until,
+)
+from tests.discord_server import BOT_TOKEN, DiscordServer
 from tests.telegram_harness import ANN as TG_ANN
 from tests.telegram_harness import telegram_settings
 
@@ -171,21 +179,7 @@ async def test_save_as_character_on_an_image_message_asks_the_name_in_a_form(
 ) -> None:
     async with running_discord(tmp_path, monkeypatch, video=tiny_mp4) as h:
         server = h.server
-        picture = server.add_attachment("mei.png", photo_jpeg(), "image/png")
-        target = server._message(CHANNEL_ID, {"content": "my oc"}, [])
-        target["attachments"] = [picture]
-        data = {
-            "id": str(server.snowflake()),
-            "name": "Save as character",
-            "type": 3,
-            "target_id": target["id"],
-            "resolved": {"messages": {target["id"]: target}},
-        }
-        menu = server.interaction(ANN, 2, data)
-        await server.dispatch(menu)
-        [shown] = await until(lambda: server.calls_to("POST", f"/interactions/{menu['id']}/"))
-        assert shown.body["type"] == 9  # a modal
-        form = shown.body["data"]
+        form = await open_form_on_image(server, ANN, "Save as character", "my oc", "mei.png")
         name, about = (row["components"][0] for row in form["components"])
         assert about["required"] is False
         submit: dict[str, Any] = {

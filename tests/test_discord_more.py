@@ -17,7 +17,7 @@ from bots.telegram import run_telegram
 from core.models import JobState, UserRef
 from tests.botapi_server import BotApiServer
 from tests.conftest import make_settings, photo_jpeg
-from tests.discord_harness import ANN, running_discord, until
+from tests.discord_harness import ANN, open_form_on_image, running_discord, until
 from tests.discord_server import BOT_TOKEN, CHANNEL_ID, DiscordServer
 from tests.telegram_harness import ANN as TG_ANN
 from tests.telegram_harness import telegram_settings
@@ -28,21 +28,7 @@ async def test_make_it_talk_asks_for_the_line_in_a_form(
 ) -> None:
     async with running_discord(tmp_path, monkeypatch, video=tiny_mp4) as h:
         server = h.server
-        picture = server.add_attachment("cat.png", photo_jpeg(), "image/png")
-        target = server._message(CHANNEL_ID, {"content": "look"}, [])
-        target["attachments"] = [picture]
-        data = {
-            "id": str(server.snowflake()),
-            "name": "Make it talk",
-            "type": 3,
-            "target_id": target["id"],
-            "resolved": {"messages": {target["id"]: target}},
-        }
-        menu = server.interaction(ANN, 2, data)
-        await server.dispatch(menu)
-        [shown] = await until(lambda: server.calls_to("POST", f"/interactions/{menu['id']}/"))
-        assert shown.body["type"] == 9  # a modal
-        form = shown.body["data"]
+        form = await open_form_on_image(server, ANN, "Make it talk", "look", "cat.png")
         field = form["components"][0]["components"][0]
         submit: dict[str, Any] = {
             "custom_id": form["custom_id"],
