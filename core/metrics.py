@@ -14,7 +14,7 @@ from typing import Any
 
 from prometheus_client import Counter, Gauge, Histogram
 
-from config.settings import PresetSettings
+from config.models import PresetSettings
 from core.backends.base import VideoBackend
 from core.backends.presets import made_seconds
 from core.models import Job, JobState

@@ -28,7 +28,8 @@ from typing import TYPE_CHECKING
 import httpx
 from PIL import Image
 
-from config.settings import ImagePresetSettings, ImageSettings, PortraitSettings, PresetSettings
+from config.models import ImagePresetSettings, PortraitSettings, PresetSettings
+from config.settings import ImageSettings
 from core.backends.base import BackendState, RenderSpec
 from core.backends.providers.fal import FalImages
 from core.characters import MAX_DESCRIPTION_CHARS, Characters, check_name
@@ -40,7 +41,7 @@ from core.quotas import Quotas
 from core.storage.types import Character, NewPortrait, Portrait, PortraitState, new_id
 
 if TYPE_CHECKING:
-    from config.settings import FalSettings
+    from config.models import FalSettings
     from core.storage import AccountStore, PortraitStore
 
 log = logging.getLogger(__name__)

@@ -9,14 +9,8 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from config.settings import (
-    CharacterSettings,
-    ImagePresetSettings,
-    ImageSettings,
-    PortraitSettings,
-    PromptSettings,
-    QuotaSettings,
-)
+from config.models import ImagePresetSettings, PortraitSettings
+from config.settings import CharacterSettings, ImageSettings, PromptSettings, QuotaSettings
 from core.accounts import Accounts
 from core.characters import Characters, voice_of
 from core.errors import RequestRejected

@@ -16,7 +16,8 @@ from pathlib import Path
 import av
 import numpy as np
 
-from config.settings import PresetSettings, TakeCheckSettings
+from config.models import PresetSettings
+from config.settings import TakeCheckSettings
 from core.backends.presets import made_seconds
 from core.models import Job
 

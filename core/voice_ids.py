@@ -27,7 +27,7 @@ import time
 from collections.abc import Callable
 from typing import Protocol, runtime_checkable
 
-from config.settings import PresetSettings
+from config.models import PresetSettings
 from core.backends.base import RenderSpec, VideoBackend
 from core.errors import BackendError
 from core.models import Job

@@ -24,7 +24,8 @@ from bots.cli import _secrets
 from bots.web import views
 from bots.web.charts import nice_ceiling, stacked_bars
 from bots.web.sessions import Sessions, WrongLogins, token_matches
-from config.settings import ConfigError, PresetSettings, load_settings
+from config.models import PresetSettings
+from config.settings import ConfigError, load_settings
 from core.i18n import render
 from core.models import DeliveryAddress, Job, JobState, UserRef
 from core.storage.types import NewTake, UsageRow

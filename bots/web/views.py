@@ -8,7 +8,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from config.settings import PresetSettings
+from config.models import PresetSettings
 from core.i18n import render
 from core.models import TERMINAL_STATES, Job, JobState
 from core.storage.types import UsageRow

@@ -1,6 +1,6 @@
 """Model presets: our request (image, line, seconds, seed, voice) onto a model's fields.
 
-A preset is configuration (config.settings.PresetSettings), not code: adding a model is a
+A preset is configuration (config.models.PresetSettings), not code: adding a model is a
 config block. This module only reads presets; the provider backends send what it builds.
 """
 
@@ -11,7 +11,8 @@ import hashlib
 from dataclasses import dataclass
 from typing import Any
 
-from config.settings import PresetSettings, Settings, SpeechStageSettings
+from config.models import PresetSettings, SpeechStageSettings
+from config.settings import Settings
 from core.backends.base import RenderSpec
 
 

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import httpx
 
-from config.settings import PresetSettings, Settings
+from config.models import PresetSettings
+from config.settings import Settings
 from core.backends.presets import speech_preset
 from core.backends.providers.common import ProviderBackend
 

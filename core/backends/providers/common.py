@@ -22,7 +22,7 @@ from typing import Any
 
 import httpx
 
-from config.settings import PresetSettings, ProviderSettings, SpeechStageSettings
+from config.models import PresetSettings, ProviderSettings, SpeechStageSettings
 from core.backends.base import (
     BackendCapabilities,
     BackendState,

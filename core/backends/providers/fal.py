@@ -19,7 +19,7 @@ from typing import Any
 
 import httpx
 
-from config.settings import FalSettings, PresetSettings
+from config.models import FalSettings, PresetSettings
 from core.backends.base import BackendCapabilities, BackendState, BackendStatus, RenderSpec
 from core.backends.providers.common import (
     ProviderBackend,

@@ -19,7 +19,7 @@ from typing import Any
 
 import httpx
 
-from config.settings import GagaSettings, PresetSettings
+from config.models import GagaSettings, PresetSettings
 from core.backends.base import BackendCapabilities, BackendState, BackendStatus, RenderSpec
 from core.backends.presets import made_seconds
 from core.backends.providers.common import ProviderBackend

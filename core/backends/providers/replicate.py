@@ -21,7 +21,7 @@ from typing import Any
 
 import httpx
 
-from config.settings import PresetSettings, ReplicateSettings
+from config.models import PresetSettings, ReplicateSettings
 from core.backends.base import BackendCapabilities, BackendState, BackendStatus, RenderSpec
 from core.backends.providers.common import (
     ProviderBackend,
